@@ -1,0 +1,290 @@
+"""What is under test: a model's tokenizer, its named chat templates and its generation settings.
+
+A model is a local directory or a Hub repo id (``org/name`` or ``org/name@revision``). For a Hub id only the
+files the checks read are downloaded, through ``huggingface_hub`` (its cache, progress bars, ``HF_TOKEN`` and
+``HF_HUB_OFFLINE`` apply). Templates are read from every place transformers reads them, with its precedence:
+``chat_template.jinja`` and ``additional_chat_templates/*.jinja`` when present, else the ``chat_template``
+entry of ``tokenizer_config.json`` (a string, or a list of named templates), else a processor's
+``chat_template.json``. The tokenizer is loaded with ``AutoTokenizer`` on first use, never with
+``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from templatecheck.errors import TemplatecheckError
+from templatecheck.render import Limits, Renderer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+#: What a Hub download fetches: everything the static checks read, never weights.
+CHECK_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "tekken.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "additional_chat_templates/*.jinja",
+    "generation_config.json",
+    "config.json",
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as the user named it: a directory, or a Hub id with an optional revision."""
+
+    text: str
+    path: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return cls(text, path=path)
+        looks_like_path = text.startswith((".", "/", "~")) or "\\" in text or path.exists()
+        repo_id, _, revision = text.partition("@")
+        if looks_like_path or not _HUB_ID.match(repo_id) or repo_id.count("/") > 1:
+            if path.exists():
+                raise TemplatecheckError(f"model {text!r} is a file, not a directory: pass the model's directory")
+            raise TemplatecheckError(
+                f"model {text!r}: no such directory, and not a Hub repo id (expected 'org/name' or "
+                "'org/name@revision'); check the path"
+            )
+        return cls(text, repo_id=repo_id, revision=revision or None)
+
+    @property
+    def name(self) -> str:
+        """The short name test ids carry: the last part of the id or directory, lower-cased."""
+        base = self.repo_id if self.repo_id is not None else str(self.path)
+        return re.split(r"[/\\]", base.rstrip("/\\"))[-1].lower() or base
+
+
+@dataclass(frozen=True)
+class Template:
+    """One named chat template and the file it came from."""
+
+    name: str
+    source: str
+    origin: str
+
+
+def resolve(ref: ModelRef) -> Path:
+    """The local directory for ``ref``, downloading the check files of a Hub model if needed."""
+    if ref.path is not None:
+        return ref.path
+    assert ref.repo_id is not None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=list(CHECK_FILES)))
+    except GatedRepoError:
+        raise TemplatecheckError(
+            f"model {ref.text!r} is gated: accept its terms on the Hub, then set HF_TOKEN or run `hf auth login`"
+        ) from None
+    except RevisionNotFoundError:
+        raise TemplatecheckError(
+            f"model {ref.text!r}: revision {ref.revision!r} does not exist; check the branch, tag or commit"
+        ) from None
+    except RepositoryNotFoundError:
+        raise TemplatecheckError(
+            f"model {ref.text!r}: no such repository on the Hub (or it is private: set HF_TOKEN); "
+            "check the id, or pass a local directory"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise TemplatecheckError(
+            f"model {ref.text!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            "(offline or HF_HUB_OFFLINE=1); download it once while online, or pass a local directory"
+        ) from None
+    except HFValidationError as exc:
+        raise TemplatecheckError(f"model {ref.text!r} is not a valid Hub repo id: {exc}") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TemplatecheckError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix or replace the file"
+        ) from None
+    except UnicodeDecodeError:
+        raise TemplatecheckError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TemplatecheckError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+
+
+def read_templates(directory: Path) -> dict[str, Template]:
+    """Every named chat template of the model in ``directory``, as transformers would load them."""
+    found: dict[str, Template] = {}
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        found["default"] = Template("default", _read_text(jinja), jinja.name)
+    extra = directory / "additional_chat_templates"
+    if extra.is_dir():
+        for file in sorted(extra.glob("*.jinja")):
+            found[file.stem] = Template(file.stem, _read_text(file), f"{extra.name}/{file.name}")
+    if found:
+        return found
+    config_path = directory / "tokenizer_config.json"
+    entry = _read_json(config_path).get("chat_template") if config_path.is_file() else None
+    origin = config_path.name
+    if entry is None and (directory / "chat_template.json").is_file():
+        entry = _read_json(directory / "chat_template.json").get("chat_template")
+        origin = "chat_template.json"
+    if isinstance(entry, str):
+        return {"default": Template("default", entry, origin)}
+    if isinstance(entry, list):
+        for item in entry:
+            if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)):
+                raise TemplatecheckError(
+                    f"{directory / origin}: chat_template list entries need 'name' and 'template', got {item!r}"
+                )
+            found[item["name"]] = Template(item["name"], str(item.get("template", "")), f"{origin} [{item['name']}]")
+        return found
+    if entry is not None:
+        raise TemplatecheckError(f"{directory / origin}: chat_template must be a string or a list, got {entry!r}")
+    return {}
+
+
+def template_from_file(path: Path) -> Template:
+    """A candidate template file, for ``--chat-template FILE``."""
+    return Template(path.stem, _read_text(path), str(path))
+
+
+@dataclass
+class Model:
+    """A model under test. The tokenizer loads on first use (it imports transformers)."""
+
+    ref: ModelRef
+    directory: Path
+    templates: dict[str, Template]
+    generation_config: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.directory, self.ref.text)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        special = {k: str(v) for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        return Renderer(special_tokens=special, limits=self.limits)
+
+
+def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do."""
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")):
+        raise TemplatecheckError(
+            f"model {label!r}: {directory} has no tokenizer files (tokenizer.json, tokenizer.model, vocab.json); "
+            "point --model at the model's root directory"
+        )
+    config_path = directory / "tokenizer_config.json"
+    if config_path.is_file():
+        config = _read_json(config_path)
+        if isinstance(config, dict) and "auto_map" in config:
+            raise TemplatecheckError(
+                f"model {label!r}: its tokenizer needs custom code (auto_map in tokenizer_config.json), which "
+                "templatecheck never runs (no trust_remote_code); test a model with a standard tokenizer class"
+            )
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
+    except Exception as exc:
+        raise TemplatecheckError(
+            f"model {label!r}: the tokenizer in {directory} does not load ({type(exc).__name__}: {exc}); "
+            "check the tokenizer files"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_model(text: str, *, chat_template: str | None = None, limits: Limits | None = None) -> Model:
+    """Resolve and read a model; ``chat_template`` selects one named template or a candidate file."""
+    ref = ModelRef.parse(text)
+    directory = resolve(ref)
+    templates = read_templates(directory)
+    if chat_template is not None:
+        candidate = Path(chat_template).expanduser()
+        if candidate.is_file():
+            chosen = template_from_file(candidate)
+            templates = {chosen.name: chosen}
+        elif chat_template in templates:
+            templates = {chat_template: templates[chat_template]}
+        else:
+            raise TemplatecheckError(
+                f"--chat-template {chat_template!r}: no such file, and model {text!r} has no template of that "
+                f"name (it has: {', '.join(sorted(templates)) or 'none'})"
+            )
+    if not templates:
+        raise TemplatecheckError(
+            f"model {text!r} has no chat template (looked in chat_template.jinja, additional_chat_templates/, "
+            "tokenizer_config.json and chat_template.json); a base model has none: pass --chat-template FILE "
+            "to test a candidate template"
+        )
+    gen_path, config_path = directory / "generation_config.json", directory / "config.json"
+    return Model(
+        ref=ref,
+        directory=directory,
+        templates=templates,
+        generation_config=_read_json(gen_path) if gen_path.is_file() else None,
+        config=_read_json(config_path) if config_path.is_file() else None,
+        limits=limits or Limits(),
+    )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One template of one model: what a check examines."""
+
+    model: Model
+    template: Template
+
+    def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        """The rendering of ``messages``; raises :class:`~templatecheck.render.RenderError`.
+
+        transformers selects a template named ``tool_use`` only when tools are passed, so such a template is
+        always rendered with a tool unless the caller passes ``tools`` itself.
+        """
+        if self.template.name == "tool_use" and "tools" not in kwargs:
+            from templatecheck.conversation import WEATHER_TOOL
+
+            kwargs["tools"] = [WEATHER_TOOL]
+        return self.model.renderer.render(self.template.source, messages, **kwargs).text

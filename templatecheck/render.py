@@ -1,0 +1,392 @@
+"""Sandboxed rendering of chat templates, identical to ``tokenizer.apply_chat_template(..., tokenize=False)``.
+
+The environment mirrors the one transformers builds (immutable sandbox, ``trim_blocks``, ``lstrip_blocks``,
+``loopcontrols``, its ``tojson``, ``raise_exception``, ``strftime_now``, ``{% generation %}``, the restricted
+``dict`` and ``namespace``) and the message preparation it does before rendering (``None`` values dropped,
+reasoning fields aliased, ``continue_final_message``). ``tests/test_render_parity.py`` proves the equality
+against the installed transformers with hypothesis.
+
+On top of that, every render is bounded: in wall time (see :mod:`templatecheck.bounds`), in output size, and
+in the size of strings and numbers the template can build, so a hostile or broken template becomes a
+:class:`RenderError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.sandbox
+
+from templatecheck.bounds import DeadlineExceeded, call_with_deadline
+
+#: The clock templates see through ``strftime_now`` unless a check asks otherwise. Rendering through a pinned
+#: clock makes every result reproducible; ``Renderer(clock=datetime.now)`` gives transformers' behaviour.
+PINNED_CLOCK = datetime(2026, 1, 15, 9, 30, 0)
+
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one render. ``None`` switches a bound off."""
+
+    seconds: float | None = 2.0
+    max_output_chars: int | None = 4_000_000
+
+    def describe_output(self) -> str:
+        assert self.max_output_chars is not None
+        return f"{self.max_output_chars / 1_000_000:g} MB"
+
+
+class RenderError(Exception):
+    """A template failed to render: it raised, did not parse, or ran past a bound.
+
+    ``kind`` is one of ``"refused"`` (the template called ``raise_exception``), ``"raised"`` (any other
+    exception of the template's, e.g. ``TypeError``), ``"syntax"``,
+    ``"timeout"``, ``"output"`` (output or an intermediate value too large) and ``"security"`` (the sandbox
+    refused an operation).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class _OutputTooLarge(Exception):
+    pass
+
+
+@dataclass
+class Rendered:
+    """A rendering and the character spans that ``{% generation %}`` blocks produced."""
+
+    text: str
+    generation_spans: list[tuple[int, int]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- sandbox
+
+
+class _Tracking:
+    """The running state of one render, read by the ``{% generation %}`` extension and the size guards."""
+
+    def __init__(self, max_chars: int | None) -> None:
+        self.length = 0
+        self.spans: list[tuple[int, int]] = []
+        self.max_chars = max_chars
+
+
+_TRACKING: ContextVar[_Tracking | None] = ContextVar("templatecheck_render", default=None)
+
+
+class _GenerationExtension(jinja2.ext.Extension):
+    """``{% generation %}...{% endgeneration %}``: renders its body and records where it landed."""
+
+    tags = {"generation"}  # noqa: RUF012 (jinja's API)
+
+    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_support"), [], [], body).set_lineno(lineno)
+
+    def _support(self, caller: Callable[[], str]) -> str:
+        text = caller()
+        tracking = _TRACKING.get()
+        if tracking is not None:
+            tracking.spans.append((tracking.length, tracking.length + len(text)))
+        return text
+
+
+def _check_size(value: Any) -> Any:
+    tracking = _TRACKING.get()
+    limit = tracking.max_chars if tracking is not None else None
+    if limit is not None and isinstance(value, (str, list, tuple)) and len(value) > limit:
+        raise _OutputTooLarge(f"a value of {len(value):,} items")
+    return value
+
+
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """transformers' sandbox, with repetition and powers bounded before they allocate."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        tracking = _TRACKING.get()
+        limit = tracking.max_chars if tracking is not None else None
+        if operator == "*" and limit is not None:
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > limit:
+                    raise _OutputTooLarge(f"a repetition of {len(seq) * count:,} items")
+        if operator == "**" and isinstance(right, int) and abs(right) > 10_000:
+            raise _OutputTooLarge(f"a power with exponent {right:,}")
+        return super().call_binop(context, operator, left, right)
+
+
+class _Refusal(jinja2.exceptions.TemplateError):
+    """What ``raise_exception(...)`` raises: the template's deliberate refusal of its input."""
+
+
+def _raise_exception(message: str) -> None:
+    raise _Refusal(message)
+
+
+def _tojson(
+    x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class _TemplateDict:
+    """``dict`` for templates, with no attribute that leads back to the ``dict`` type."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        return dict.fromkeys(*args, **kwargs)
+
+
+class _TemplateNamespace(jinja2.utils.Namespace):
+    """``namespace`` that refuses underscore attributes, and strings that outgrow the output bound."""
+
+    def __init__(*args: Any, **kwargs: Any) -> None:
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__setitem__(self, name, _check_size(value))
+
+    @staticmethod
+    def _check_name(name: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(
+                f"Chat templates cannot store underscore-prefixed attributes on a namespace, but got {name!r}."
+            )
+
+
+_CLOCK: ContextVar[Callable[[], datetime]] = ContextVar("templatecheck_clock", default=lambda: PINNED_CLOCK)
+
+
+def _strftime_now(format: str) -> str:
+    return _CLOCK.get()().strftime(format)
+
+
+def _environment() -> _Sandbox:
+    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationExtension, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["dict"] = _TemplateDict()
+    env.globals["namespace"] = _TemplateNamespace
+    return env
+
+
+_ENV = _environment()
+
+
+@lru_cache(maxsize=1024)
+def compile_template(source: str) -> jinja2.Template:
+    """Compile a template once per distinct text; raise :class:`RenderError` of kind ``syntax``."""
+    try:
+        return _ENV.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
+    except RecursionError:
+        raise RenderError("syntax", "template does not parse: nesting too deep") from None
+
+
+def template_variables(source: str) -> frozenset[str]:
+    """Names the template reads without defining them (``messages``, ``tools``, ``bos_token``, ...)."""
+    import jinja2.meta
+
+    compile_template(source)
+    return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+# ------------------------------------------------------------------------------------- message preparation
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON-like data: what transformers lets a template see."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return f"<{type(value).__name__}>"
+
+
+def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as the template receives them: ``None`` values dropped, reasoning fields aliased."""
+    prepared = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            raise TypeError(f"a message must be a mapping, got {message!r}")
+        plain = _plain({k: v for k, v in message.items() if v is not None})
+        reasoning = next((plain[k] for k in _REASONING_FIELDS if plain.get(k) is not None), None)
+        if reasoning is not None:
+            plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
+        prepared.append(plain)
+    return prepared
+
+
+def _tag_final_message(messages: list[dict[str, Any]], field_name: str, source: str) -> str:
+    """Mark the text ``continue_final_message`` must continue; return that text."""
+    if not messages:
+        raise ValueError("continue_final_message is set but the conversation is empty")
+    final = messages[-1].get(field_name)
+    if final is None:
+        raise ValueError(f'continue_final_message is set but the final message has no "{field_name}"')
+    fields = [field_name]
+    if field_name in _REASONING_FIELDS:
+        fields = [f for f in _REASONING_FIELDS if messages[-1].get(f) == final]
+    if not any(f in source for f in fields):
+        raise ValueError(f'continue_final_message is set to "{field_name}", which the template never reads')
+    if isinstance(final, (list, tuple)):
+        for block in reversed(final):
+            if "text" in block:
+                text = block["text"]
+                block["text"] = text + _CONTINUE_TAG
+                return str(text)
+        raise ValueError("continue_final_message is set but the final message has no text to continue")
+    for f in fields:
+        messages[-1][f] = messages[-1][f] + _CONTINUE_TAG
+    return str(final)
+
+
+def _cut_at_tag(rendered: str, final: str) -> str:
+    tag = _CONTINUE_TAG.strip()
+    if final.strip() not in rendered or tag not in rendered:
+        raise RenderError(
+            "raised",
+            "continue_final_message is set but the final message does not appear in the rendering: "
+            "the template deletes part of it",
+        )
+    at = rendered.rindex(tag)
+    if rendered[at : at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
+        return rendered[:at]
+    return rendered[:at].rstrip()
+
+
+# ------------------------------------------------------------------------------------------------ renderer
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """Renders chat templates the way ``apply_chat_template`` does, inside bounds.
+
+    ``special_tokens`` are the variables transformers passes from ``tokenizer.special_tokens_map``
+    (``bos_token``, ``eos_token``, ...). ``clock`` feeds ``strftime_now``.
+    """
+
+    special_tokens: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+    clock: Callable[[], datetime] = field(default=lambda: PINNED_CLOCK)
+
+    def render(
+        self,
+        source: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = False,
+        continue_final_message: bool | str = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        documents: Sequence[Mapping[str, Any]] | None = None,
+        **variables: Any,
+    ) -> Rendered:
+        """Render ``messages``; raise :class:`RenderError` for anything the template does wrong.
+
+        Invalid arguments of the caller's own (``continue_final_message`` together with
+        ``add_generation_prompt``) raise ``ValueError`` as transformers does.
+        """
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt are not compatible")
+        template = compile_template(source)
+        chat = prepare_messages(messages)
+        final = None
+        if continue_final_message:
+            name = continue_final_message if isinstance(continue_final_message, str) else "content"
+            final = _tag_final_message(chat, name, source)
+        context = {
+            **_plain({**self.special_tokens, **variables}),
+            "messages": chat,
+            "tools": _plain(list(tools)) if tools is not None else None,
+            "documents": _plain(list(documents)) if documents is not None else None,
+            "add_generation_prompt": add_generation_prompt,
+        }
+        rendered = self._run(template, context)
+        if final is not None:
+            rendered.text = _cut_at_tag(rendered.text, final)
+        return rendered
+
+    def _run(self, template: jinja2.Template, context: dict[str, Any]) -> Rendered:
+        limit = self.limits.max_output_chars
+        tracking = _Tracking(limit)
+
+        def generate() -> Rendered:
+            chunks = []
+            for chunk in template.generate(context):
+                tracking.length += len(chunk)
+                if limit is not None and tracking.length > limit:
+                    raise _OutputTooLarge(f"{tracking.length:,} characters of output")
+                chunks.append(chunk)
+            return Rendered("".join(chunks), tracking.spans)
+
+        with _active(tracking, self.clock):
+            try:
+                return call_with_deadline(generate, self.limits.seconds)
+            except DeadlineExceeded:
+                raise RenderError("timeout", f"render exceeded {self.limits.seconds:g} s") from None
+            except _OutputTooLarge as exc:
+                raise RenderError(
+                    "output", f"output exceeded {self.limits.describe_output()} ({exc})"
+                ) from None
+            except jinja2.exceptions.SecurityError as exc:
+                raise RenderError("security", f"the sandbox refused an operation: {exc}") from None
+            except MemoryError:
+                raise RenderError("output", "render exhausted memory") from None
+            except RecursionError:
+                raise RenderError("raised", "template raised RecursionError: recursion too deep") from None
+            except _Refusal as exc:
+                raise RenderError("refused", f"template refused: {exc}") from None
+            except jinja2.exceptions.TemplateError as exc:
+                raise RenderError("raised", f"template raised: {exc}") from None
+            except Exception as exc:  # the template's own failure, whatever its type
+                raise RenderError("raised", f"template raised {type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def _active(tracking: _Tracking, clock: Callable[[], datetime]) -> Iterator[None]:
+    t1 = _TRACKING.set(tracking)
+    t2 = _CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(t2)
+        _TRACKING.reset(t1)
+
