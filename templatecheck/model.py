@@ -63,7 +63,9 @@ class ModelRef:
         repo_id, _, revision = text.partition("@")
         if looks_like_path or not _HUB_ID.match(repo_id) or repo_id.count("/") > 1:
             if path.exists():
-                raise TemplatecheckError(f"model {text!r} is a file, not a directory: pass the model's directory")
+                raise TemplatecheckError(
+                    f"model {text!r} is a file, not a directory: pass the model's directory"
+                )
             raise TemplatecheckError(
                 f"model {text!r}: no such directory, and not a Hub repo id (expected 'org/name' or "
                 "'org/name@revision'); check the path"
@@ -73,8 +75,13 @@ class ModelRef:
     @property
     def name(self) -> str:
         """The short name test ids carry: the last part of the id or directory, lower-cased."""
-        base = self.repo_id if self.repo_id is not None else str(self.path)
-        return re.split(r"[/\\]", base.rstrip("/\\"))[-1].lower() or base
+        return short_name(self.repo_id if self.repo_id is not None else str(self.path))
+
+
+def short_name(text: str) -> str:
+    """``org/Name@rev`` -> ``name``; ``./models/Name/`` -> ``name``."""
+    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1]
+    return (last.split("@")[0] or last or text).lower()
 
 
 @dataclass(frozen=True)
@@ -168,10 +175,14 @@ def read_templates(directory: Path) -> dict[str, Template]:
                 raise TemplatecheckError(
                     f"{directory / origin}: chat_template list entries need 'name' and 'template', got {item!r}"
                 )
-            found[item["name"]] = Template(item["name"], str(item.get("template", "")), f"{origin} [{item['name']}]")
+            found[item["name"]] = Template(
+                item["name"], str(item.get("template", "")), f"{origin} [{item['name']}]"
+            )
         return found
     if entry is not None:
-        raise TemplatecheckError(f"{directory / origin}: chat_template must be a string or a list, got {entry!r}")
+        raise TemplatecheckError(
+            f"{directory / origin}: chat_template must be a string or a list, got {entry!r}"
+        )
     return {}
 
 
@@ -207,7 +218,9 @@ class Model:
 
 def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do."""
-    if not any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")):
+    if not any(
+        (directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")
+    ):
         raise TemplatecheckError(
             f"model {label!r}: {directory} has no tokenizer files (tokenizer.json, tokenizer.model, vocab.json); "
             "point --model at the model's root directory"
@@ -224,7 +237,7 @@ def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     except Exception as exc:

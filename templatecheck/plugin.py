@@ -54,16 +54,12 @@ class Catalog:
 
     def targets(self) -> Iterator[tuple[tuple[str, str | None], str]]:
         """(model, template) pairs with their test ids; a model that fails to load gives one failing pair."""
-        from templatecheck.model import ModelRef
+        from templatecheck.model import short_name
 
         for ref in self.refs:
             model = self.get(ref)
             if isinstance(model, TemplatecheckError):
-                try:
-                    name = ModelRef.parse(ref).name
-                except TemplatecheckError:
-                    name = ref
-                yield (ref, None), f"{name}:load-error"
+                yield (ref, None), f"{short_name(ref)}:load-error"
             else:
                 for template in model.templates:
                     yield (ref, template), f"{model.name}:{template}"
@@ -112,7 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
     refs: list[str] = config.getoption("model") or []
     if not refs:
         return
-    config.stash[CATALOG] = Catalog(refs, config.getoption("chat_template"), config.getoption("render_timeout"))
+    config.stash[CATALOG] = Catalog(
+        refs, config.getoption("chat_template"), config.getoption("render_timeout")
+    )
     # `--model` runs the conformance suite and nothing else, whatever paths were given.
     config.args[:] = [str(SUITE)]
 
@@ -122,8 +120,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     catalog = metafunc.config.stash.get(CATALOG, None)
     if catalog is None:
-        metafunc.parametrize("tc", [pytest.param(None, marks=pytest.mark.skip(reason="no --model given"))],
-                             indirect=True)
+        metafunc.parametrize(
+            "tc", [pytest.param(None, marks=pytest.mark.skip(reason="no --model given"))], indirect=True
+        )
         return
     targets = list(catalog.targets())
     metafunc.parametrize("tc", [t for t, _ in targets], ids=[i for _, i in targets], indirect=True)
@@ -160,8 +159,9 @@ class CheckRunner:
 def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
     from templatecheck.result import Finding
 
-    return CheckResult(name, source, template, check.name, check.layer, Outcome.ERROR,
-                       (Finding(Outcome.ERROR, message),))
+    return CheckResult(
+        name, source, template, check.name, check.layer, Outcome.ERROR, (Finding(Outcome.ERROR, message),)
+    )
 
 
 def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
@@ -172,17 +172,13 @@ def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
 def tc(request: pytest.FixtureRequest) -> CheckRunner:
     """The (model, template) under test, as a runner of checks."""
     from templatecheck.checks import REGISTRY
-    from templatecheck.model import ModelRef
+    from templatecheck.model import short_name
 
     ref, template = request.param
     model = request.config.stash[CATALOG].get(ref)
     if isinstance(model, TemplatecheckError):
         check = REGISTRY[request.function.__name__.removeprefix("test_")]
-        try:
-            name = ModelRef.parse(ref).name
-        except TemplatecheckError:
-            name = ref
-        _record(request, _error_result(ref, name, "", check, str(model)))
+        _record(request, _error_result(ref, short_name(ref), "", check, str(model)))
         pytest.fail(str(model), pytrace=False)
     assert template is not None
     return CheckRunner(request, model, template)
@@ -199,7 +195,7 @@ class _ResultCollector:
             return
         for key, value in report.user_properties:
             if key == _PROPERTY:
-                self.config.stash[RESULTS].append(CheckResult.from_json(json.loads(value)))
+                self.config.stash[RESULTS].append(CheckResult.from_json(json.loads(str(value))))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -208,7 +204,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if path and CATALOG in config.stash and not hasattr(config, "workerinput"):
         from templatecheck.report import write_json_report
 
-        write_json_report(Path(path), config.stash[RESULTS])
+        results: list[CheckResult] = config.stash[RESULTS]
+        write_json_report(Path(path), results)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -127,7 +127,11 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         limit = tracking.max_chars if tracking is not None else None
         if operator == "*" and limit is not None:
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > limit:
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(count, int)
+                    and len(seq) * count > limit
+                ):
                     raise _OutputTooLarge(f"a repetition of {len(seq) * count:,} items")
         if operator == "**" and isinstance(right, int) and abs(right) > 10_000:
             raise _OutputTooLarge(f"a power with exponent {right:,}")
@@ -143,7 +147,11 @@ def _raise_exception(message: str) -> None:
 
 
 def _tojson(
-    x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
 ) -> str:
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -188,7 +196,9 @@ def _strftime_now(format: str) -> str:
 
 
 def _environment() -> _Sandbox:
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationExtension, jinja2.ext.loopcontrols])
+    env = _Sandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationExtension, jinja2.ext.loopcontrols]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -374,8 +384,6 @@ class Renderer:
                 raise RenderError("raised", "template raised RecursionError: recursion too deep") from None
             except _Refusal as exc:
                 raise RenderError("refused", f"template refused: {exc}") from None
-            except jinja2.exceptions.TemplateError as exc:
-                raise RenderError("raised", f"template raised: {exc}") from None
             except Exception as exc:  # the template's own failure, whatever its type
                 raise RenderError("raised", f"template raised {type(exc).__name__}: {exc}") from None
 
@@ -389,4 +397,3 @@ def _active(tracking: _Tracking, clock: Callable[[], datetime]) -> Iterator[None
     finally:
         _CLOCK.reset(t2)
         _TRACKING.reset(t1)
-

@@ -38,7 +38,10 @@ def quote(text: str, indent: str = "    ") -> str:
 
 def diff(expected: str, actual: str, *, labels: tuple[str, str] = ("expected", "got")) -> str:
     """A unified diff of two renderings, whitespace visible, with the first differing character named."""
-    at = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+    at = next(
+        (i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
+        min(len(expected), len(actual)),
+    )
     lines = list(
         difflib.unified_diff(
             visible(expected).splitlines(),
@@ -56,7 +59,7 @@ def diff(expected: str, actual: str, *, labels: tuple[str, str] = ("expected", "
 
 def tokens(ids: Sequence[int], pieces: Sequence[str], limit: int = 12) -> str:
     """``[id 'piece']`` for the first ``limit`` tokens, whitespace visible."""
-    shown = [f"[{i} {visible(p)!r}]" for i, p in zip(ids[:limit], pieces[:limit])]
+    shown = [f"[{i} {visible(p)!r}]" for i, p in zip(ids[:limit], pieces[:limit], strict=False)]
     more = f" … ({len(ids) - limit} more)" if len(ids) > limit else ""
     return " ".join(shown) + more
 

@@ -88,8 +88,13 @@ class CheckResult:
     def from_json(cls, data: dict[str, Any]) -> CheckResult:
         findings = tuple(Finding(Outcome(f["outcome"]), f["message"]) for f in data.get("findings", ()))
         return cls(
-            data["model"], data["source"], data["template"], data["check"],
-            Layer(data["layer"]), Outcome(data["outcome"]), findings,
+            data["model"],
+            data["source"],
+            data["template"],
+            data["check"],
+            Layer(data["layer"]),
+            Outcome(data["outcome"]),
+            findings,
         )
 
 

@@ -45,3 +45,9 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
         return made
 
     return register
+
+
+# The layer modules register their checks on import; importing them here makes REGISTRY complete.
+from templatecheck.checks import template, tokenizer  # noqa: E402
+
+__all__ = ["REGISTRY", "Check", "check", "template", "tokenizer"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from templatecheck import conversation as conv
 from templatecheck.checks import check
 from templatecheck.model import Subject
@@ -34,68 +36,85 @@ def renders(subject: Subject) -> list[Finding]:
                     findings.append(warning(f"the template refuses a system message ({where}): {error}"))
                 else:
                     findings.append(
-                        failed(f"the template does not render ({where}): {error}\n{conv.describe(conversation)}")
+                        failed(
+                            f"the template does not render ({where}): {error}\n{conv.describe(conversation)}"
+                        )
                     )
     return findings
 
 
 @check(Layer.TEMPLATE)
 def generation_prompt(subject: Subject) -> list[Finding]:
-    """``add_generation_prompt=True`` appends a non-empty assistant header to the ``False`` rendering, and a
-    rendered assistant turn starts with that same header.
+    """``add_generation_prompt=True`` appends to the ``False`` rendering exactly the header that precedes an
+    assistant reply in a rendered conversation.
 
     Catches templates that ignore ``add_generation_prompt`` (the model then continues the user's turn), that
-    rewrite the conversation when it is set, or whose header differs from the one written before a stored
-    assistant reply (so the model is prompted in a form it never saw in training).
+    rewrite the conversation when it is set, or whose prompt header differs from the one written before stored
+    replies (the model is prompted in a form it never saw in training). A format without an assistant header
+    (Mistral, Llama 2: the reply follows ``[/INST]``) passes with an empty prompt. A prompt that adds a forced
+    prefix after the header (a thinking opener) or lacks whitespace the header has is a warning.
     """
     findings: list[Finding] = []
     tried = 0
     for name in ("user only", "system + user"):
         conversation = conv.PLAIN[name]
+        replied = [*conversation, conv.assistant(conv.ASSISTANT_TEXT)]
         try:
             without = subject.render(conversation, add_generation_prompt=False)
             with_prompt = subject.render(conversation, add_generation_prompt=True)
+            full = subject.render(replied, add_generation_prompt=False)
         except RenderError:
             continue  # reported by `renders`
         tried += 1
-        header = with_prompt[len(without) :]
-        shown = f"conversation ({name}):\n{conv.describe(conversation)}"
-        if not with_prompt.startswith(without):
-            findings.append(
-                failed(
-                    "add_generation_prompt=True changes the conversation instead of appending a header\n"
-                    f"{shown}\n{diff(without, with_prompt, labels=('add_generation_prompt=False', 'True'))}"
-                )
-            )
-            continue
-        if not header.strip():
-            findings.append(
-                failed(
-                    "add_generation_prompt=True adds no assistant header"
-                    + (f" (only {header!r})" if header else "")
-                    + f": the model is asked to continue the user's turn\n{shown}\n"
-                    f"  rendering with add_generation_prompt=True:\n{quote(with_prompt)}\n"
-                    "  fix: end the template with "
-                    "{% if add_generation_prompt %}<the assistant header>{% endif %}"
-                )
-            )
-            continue
-        replied = [*conversation, conv.assistant(conv.ASSISTANT_TEXT)]
-        try:
-            full = subject.render(replied, add_generation_prompt=False)
-        except RenderError as error:
-            findings.append(failed(f"the template does not render an assistant reply: {error}\n{shown}"))
-            continue
-        expected = without + header
-        if not full.startswith(expected):
-            findings.append(
-                failed(
-                    "a rendered assistant turn does not start with the generation-prompt header "
-                    f"{header!r}: the model is prompted differently from how its replies are written\n"
-                    f"conversation:\n{conv.describe(replied)}\n"
-                    f"{diff(expected, full[: len(expected) + 40], labels=('prompt + header', 'rendered reply'))}"
-                )
-            )
+        finding = _judge_generation_prompt(without, with_prompt, full)
+        if finding is not None:
+            shown = f"conversation ({name}):\n{conv.describe(conversation)}"
+            findings.append(type(finding)(finding.outcome, f"{finding.message}\n{shown}"))
     if not tried:
         return [skipped("no plain conversation renders (see `renders`)")]
     return findings
+
+
+def _judge_generation_prompt(without: str, with_prompt: str, full: str) -> Finding | None:
+    if not with_prompt.startswith(without):
+        return failed(
+            "add_generation_prompt=True changes the conversation instead of appending a header\n"
+            + diff(without, with_prompt, labels=("add_generation_prompt=False", "True"))
+        )
+    header = with_prompt[len(without) :]
+    at = full.find(conv.ASSISTANT_TEXT, len(without)) if full.startswith(without) else -1
+    if at < 0:  # the reply is not where it should be: compare the prompt with the rendered turn directly
+        if full.startswith(with_prompt) and header.strip():
+            return None
+        return failed(
+            "a rendered assistant turn does not start with the generation prompt "
+            f"{header!r}: the model is prompted differently from how its replies are written\n"
+            + diff(with_prompt, full[: len(with_prompt) + 40], labels=("prompt", "rendered reply"))
+        )
+    turn = full[len(without) : at]
+    if header == turn or (not header and not turn.strip()):
+        return None
+    if not header.strip():
+        return failed(
+            f"add_generation_prompt=True adds {'no' if not header else f'only {header!r} as'} assistant header, "
+            f"but replies are written after {turn!r}: the model is asked to continue the user's turn\n"
+            f"  rendering with add_generation_prompt=True:\n{quote(with_prompt)}\n"
+            "  fix: end the template with {% if add_generation_prompt %}{{ "
+            + json.dumps(turn)
+            + " }}{% endif %}"
+        )
+    if turn.startswith(header) and not turn[len(header) :].strip():
+        return warning(
+            f"the generation prompt {header!r} lacks the whitespace {turn[len(header) :]!r} that precedes "
+            f"replies in rendered turns ({turn!r}): the model must generate it itself"
+        )
+    if header.startswith(turn):
+        return warning(
+            f"the generation prompt adds {header[len(turn) :]!r} after the turn header {turn!r}, which rendered "
+            "replies do not have (a forced prefix such as a thinking opener): history and prompt differ"
+        )
+    return failed(
+        f"a rendered assistant turn does not start with the generation-prompt header {header!r} but with "
+        f"{turn!r}: the model is prompted differently from how its replies are written\n"
+        + diff(without + header, without + turn, labels=("prompt + header", "rendered reply"))
+    )

@@ -56,7 +56,5 @@ def double_bos(subject: Subject) -> list[Finding]:
         else:
             why = f"BOS {bos!r} appears {count} times" + ("" if ids[0] == bos_id else ", not at the start")
             fix = "write BOS once, at the start of the conversation"
-        findings.append(
-            failed(f"{path} gives {count} BOS tokens: {why}\n  tokens: {shown}\n  fix: {fix}")
-        )
+        findings.append(failed(f"{path} gives {count} BOS tokens: {why}\n  tokens: {shown}\n  fix: {fix}"))
     return findings

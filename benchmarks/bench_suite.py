@@ -1,0 +1,110 @@
+"""How much the suite costs over the raw render + tokenize work it performs.
+
+    python benchmarks/bench_suite.py [MODEL_DIR]      (default: fixtures/hermes-3-tiny)
+
+1. Runs every check of the suite in-process on each template of the model while recording each render and
+   each tokenizer call the checks make.
+2. Replays exactly those calls as the raw work: ``tokenizer.apply_chat_template(..., tokenize=False)`` for the
+   renders (transformers' own renderer, unbounded) and ``tokenizer(text, ...)`` for the tokenizations.
+3. Times ``pytest --model MODEL_DIR`` end to end in a subprocess, beside the fixed cost every such run
+   pays: a pytest session of one empty test plus the import of transformers' ``AutoTokenizer``.
+Prints the figures and their ratios; best of several repeats for the in-process numbers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from templatecheck.checks import REGISTRY  # noqa: E402
+from templatecheck.model import Subject, load_model  # noqa: E402
+from templatecheck.render import Renderer  # noqa: E402
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    model_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "fixtures" / "hermes-3-tiny"
+    model = load_model(str(model_dir))
+    tokenizer = model.tokenizer
+    subjects = [Subject(model, t) for t in model.templates.values()]
+
+    renders: list[tuple[str, Any, dict[str, Any]]] = []
+    encodes: list[tuple[str, dict[str, Any]]] = []
+    original_render = Renderer.render
+    tokenizer_class = type(tokenizer)
+    original_call = tokenizer_class.__call__
+
+    def recording_render(self: Renderer, source: str, messages: Any, **kwargs: Any) -> Any:
+        renders.append((source, messages, kwargs))
+        return original_render(self, source, messages, **kwargs)
+
+    def recording_call(self: Any, text: Any = None, *args: Any, **kwargs: Any) -> Any:
+        encodes.append((text, kwargs))
+        return original_call(self, text, *args, **kwargs)
+
+    def run_checks() -> None:
+        for subject in subjects:
+            for check in REGISTRY.values():
+                check(subject)
+
+    Renderer.render = recording_render  # type: ignore[method-assign]
+    tokenizer_class.__call__ = recording_call
+    run_checks()
+    Renderer.render = original_render  # type: ignore[method-assign]
+    tokenizer_class.__call__ = original_call
+
+    def raw_work() -> None:
+        for source, messages, kwargs in renders:
+            tokenizer.apply_chat_template(messages, chat_template=source, tokenize=False, **kwargs)
+        for text, kwargs in encodes:
+            tokenizer(text, **kwargs)
+
+    raw_work()  # warm transformers' template cache as the suite's is warm
+    suite_s = best_of(run_checks, 20)
+    raw_s = best_of(raw_work, 20)
+
+    def wall(args: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run(args, cwd=ROOT, capture_output=True, check=False)
+        return time.perf_counter() - start
+
+    pytest_run = min(
+        wall([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--model", str(model_dir)])
+        for _ in range(3)
+    )
+    with tempfile.TemporaryDirectory() as empty:
+        (Path(empty) / "test_one.py").write_text("def test_one():\n    pass\n")
+        startup = (
+            "import sys, pytest; from transformers import AutoTokenizer; "
+            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {empty!r}]))"
+        )
+        baseline = min(wall([sys.executable, "-c", startup]) for _ in range(3))
+
+    print(f"model: {model_dir} ({len(subjects)} templates, {len(REGISTRY)} checks)")
+    print(f"work per suite run: {len(renders)} renders, {len(encodes)} tokenizations")
+    print(f"checks in-process:                 {suite_s * 1000:8.2f} ms")
+    print(f"raw render + tokenize of the same: {raw_s * 1000:8.2f} ms")
+    print(f"ratio checks / raw work:           {suite_s / raw_s:8.2f}x")
+    print(f"pytest --model, end to end:        {pytest_run * 1000:8.0f} ms")
+    print(f"  fixed cost (pytest session of one empty test + AutoTokenizer import): {baseline * 1000:.0f} ms")
+    print(f"  suite beyond start-up:           {(pytest_run - baseline) * 1000:8.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""pytest imports the plugin on every run of every project: it must stay light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_package_and_plugin_import_no_heavy_modules() -> None:
+    code = (
+        "import sys, templatecheck, templatecheck.plugin, templatecheck.checks.template, "
+        "templatecheck.checks.tokenizer\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'huggingface_hub', 'numpy') "
+        "if m in sys.modules)\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

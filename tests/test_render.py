@@ -1,0 +1,144 @@
+"""The renderer: transformers' environment, the pinned clock, generation spans and the bounds."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from templatecheck.render import PINNED_CLOCK, Limits, Renderer, RenderError, compile_template
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+HI = [{"role": "user", "content": "hi"}]
+
+
+def render(source: str, messages: list[dict[str, object]] | None = None, **kwargs: object) -> str:
+    return Renderer(special_tokens={"bos_token": "<s>"}).render(source, messages or HI, **kwargs).text
+
+
+def test_renders_messages_and_generation_prompt() -> None:
+    assert render(CHATML) == "<|im_start|>user\nhi<|im_end|>\n"
+    assert render(CHATML, add_generation_prompt=True).endswith("<|im_start|>assistant\n")
+
+
+def test_trim_and_lstrip_blocks_as_transformers() -> None:
+    source = "{% for m in messages %}\n    {{ m.content }}\n{% endfor %}"
+    assert (
+        render(source) == "    hi\n"
+    )  # trim_blocks eats the newline after a tag, lstrip_blocks the indent before
+
+
+def test_special_tokens_and_variables_reach_the_template() -> None:
+    assert render("{{ bos_token }}{{ custom }}", custom="!") == "<s>!"
+
+
+def test_none_values_are_dropped_like_transformers() -> None:
+    source = "{% for m in messages %}{{ 'content' in m }}{% endfor %}"
+    assert render(source, [{"role": "assistant", "content": None}]) == "False"
+
+
+def test_reasoning_fields_are_aliased() -> None:
+    source = "{{ messages[0].reasoning_content }}|{{ messages[0].thinking }}"
+    assert render(source, [{"role": "assistant", "content": "a", "reasoning": "r"}]) == "r|r"
+
+
+def test_tojson_keeps_unicode_and_takes_options() -> None:
+    assert render("{{ {'a': 'é<'} | tojson }}") == '{"a": "é<"}'
+    assert render("{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}") == '{"a": 2, "b": 1}'
+
+
+def test_strftime_now_uses_the_pinned_clock_unless_told() -> None:
+    assert render("{{ strftime_now('%d %b %Y') }}") == PINNED_CLOCK.strftime("%d %b %Y")
+    later = Renderer(clock=lambda: datetime(2030, 5, 6)).render("{{ strftime_now('%Y') }}", HI).text
+    assert later == "2030"
+
+
+def test_generation_spans_cover_generation_blocks() -> None:
+    source = (
+        "{% for m in messages %}{% if m.role == 'assistant' %}A:{% generation %}{{ m.content }}!"
+        "{% endgeneration %}{% else %}U:{{ m.content }}{% endif %}{% endfor %}"
+    )
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ans"}]
+    rendered = Renderer().render(source, messages)
+    assert rendered.text == "U:qA:ans!"
+    assert [rendered.text[a:b] for a, b in rendered.generation_spans] == ["ans!"]
+
+
+def test_continue_final_message_leaves_the_last_turn_open() -> None:
+    messages = [*HI, {"role": "assistant", "content": "The answer is"}]
+    assert render(CHATML, messages, continue_final_message=True).endswith("assistant\nThe answer is")
+
+
+def test_raise_exception_is_a_refusal() -> None:
+    with pytest.raises(RenderError) as info:
+        render("{{ raise_exception('System role not supported') }}")
+    assert info.value.kind == "refused"
+    assert str(info.value) == "template refused: System role not supported"
+
+
+def test_a_template_error_is_reported_with_its_type() -> None:
+    with pytest.raises(RenderError) as info:
+        render("{{ messages[0].content.nope() }}")
+    assert info.value.kind == "raised"
+    assert "UndefinedError" in str(info.value)
+
+
+def test_a_syntax_error_names_the_line() -> None:
+    with pytest.raises(RenderError) as info:
+        compile_template("line one\n{% if %}")
+    assert info.value.kind == "syntax"
+    assert "line 2" in str(info.value)
+
+
+def test_sandbox_refuses_attribute_escapes() -> None:
+    with pytest.raises(RenderError) as info:
+        render("{{ messages.__class__.__mro__ }}")
+    assert info.value.kind in ("security", "raised")
+    with pytest.raises(RenderError) as info:
+        render("{% set ns = namespace() %}{% set ns._x = 1 %}")
+    assert info.value.kind == "security"
+
+
+def test_an_endless_loop_is_stopped_at_the_time_bound() -> None:
+    source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    start = time.perf_counter()
+    with pytest.raises(RenderError) as info:
+        Renderer(limits=Limits(seconds=0.3)).render(source, HI)
+    assert info.value.kind == "timeout"
+    assert str(info.value) == "render exceeded 0.3 s"
+    assert time.perf_counter() - start < 2
+
+
+def test_output_past_the_bound_is_stopped() -> None:
+    source = "{% for a in range(100000) %}{{ 'xxxxxxxxxx' }}{% endfor %}"
+    with pytest.raises(RenderError) as info:
+        Renderer(limits=Limits(max_output_chars=100_000)).render(source, HI)
+    assert info.value.kind == "output"
+    assert "output exceeded 0.1 MB" in str(info.value)
+
+
+def test_huge_repetition_is_refused_before_it_allocates() -> None:
+    with pytest.raises(RenderError) as info:
+        render("{{ 'x' * 100000000000 }}")
+    assert info.value.kind == "output"
+
+
+def test_namespace_strings_cannot_outgrow_the_bound() -> None:
+    source = (
+        "{% set ns = namespace(s='xx') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    )
+    with pytest.raises(RenderError) as info:
+        Renderer(limits=Limits(max_output_chars=1_000_000)).render(source, HI)
+    assert info.value.kind == "output"
+
+
+def test_bounds_leave_no_pending_interrupt_behind() -> None:
+    fast = Renderer(limits=Limits(seconds=0.05))
+    for _ in range(200):
+        fast.render(CHATML, HI)
+    time.sleep(0.1)  # any interrupt armed by the renders above would land here
+    assert render(CHATML) == "<|im_start|>user\nhi<|im_end|>\n"
