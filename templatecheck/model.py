@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from templatecheck.errors import TemplatecheckError
+from templatecheck.options import Options
 from templatecheck.render import Limits, Renderer
 
 if TYPE_CHECKING:
@@ -289,6 +290,7 @@ class Subject:
 
     model: Model
     template: Template
+    options: Options = field(default_factory=Options)
 
     def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         """The rendering of ``messages``; raises :class:`~templatecheck.render.RenderError`.

