@@ -12,7 +12,7 @@ def system(content: str) -> Message:
     return {"role": "system", "content": content}
 
 
-def user(content: str) -> Message:
+def user(content: Any) -> Message:
     return {"role": "user", "content": content}
 
 
@@ -50,6 +50,31 @@ WEATHER_TOOL: dict[str, Any] = {
         },
     },
 }
+
+
+_NEXT = {
+    "start": {"user"},
+    "system": {"user"},
+    "user": {"assistant"},
+    "assistant": {"user"},
+    "calls": {"tool", "assistant"},
+    "tool": {"tool", "assistant", "user"},
+}
+
+
+def well_formed(conversation: Conversation) -> bool:
+    """An optional system message, then user turns each answered by the assistant (directly, or through tool
+    calls and their results); it may end after any user, assistant or tool message."""
+    state = "start"
+    for i, message in enumerate(conversation):
+        role = message.get("role")
+        if role == "system" and i == 0:
+            state = "system"
+            continue
+        if role not in _NEXT[state]:
+            return False
+        state = "calls" if role == "assistant" and message.get("tool_calls") else str(role)
+    return state != "start" and state != "system"
 
 
 def describe(conversation: Conversation) -> str:

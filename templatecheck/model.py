@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
-from templatecheck.render import Limits, Renderer
+from templatecheck.render import Limits, Rendered, Renderer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -202,6 +202,8 @@ class Model:
     generation_config: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     limits: Limits = field(default_factory=Limits)
+    #: Per-template results of probes (capabilities, samples), so that checks share them.
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -293,13 +295,23 @@ class Subject:
     options: Options = field(default_factory=Options)
 
     def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-        """The rendering of ``messages``; raises :class:`~templatecheck.render.RenderError`.
+        """The rendering of ``messages``; raises :class:`~templatecheck.render.RenderError`."""
+        return self.render_full(messages, **kwargs).text
 
-        transformers selects a template named ``tool_use`` only when tools are passed, so such a template is
-        always rendered with a tool unless the caller passes ``tools`` itself.
+    def render_full(self, messages: list[dict[str, Any]], **kwargs: Any) -> Rendered:
+        """The rendering with its ``{% generation %}`` spans.
+
+        Tools are passed as a client would: a template named ``tool_use`` (which transformers selects only
+        when tools are passed) always gets one, and a conversation with tool calls gets definitions of the
+        tools it calls, unless the caller passes ``tools`` itself.
         """
-        if self.template.name == "tool_use" and "tools" not in kwargs:
+        if "tools" not in kwargs:
             from templatecheck.conversation import WEATHER_TOOL
+            from templatecheck.strategies import tools_for
 
-            kwargs["tools"] = [WEATHER_TOOL]
-        return self.model.renderer.render(self.template.source, messages, **kwargs).text
+            called = tools_for(messages)
+            if called:
+                kwargs["tools"] = called
+            elif self.template.name == "tool_use":
+                kwargs["tools"] = [WEATHER_TOOL]
+        return self.model.renderer.render(self.template.source, messages, **kwargs)

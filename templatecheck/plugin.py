@@ -94,6 +94,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="treat warnings of the checks as failures (pytest itself owns --strict)",
     )
     group.addoption(
+        "--examples",
+        type=int,
+        default=100,
+        metavar="N",
+        help="hypothesis conversations per property check (default: 100, hypothesis' own budget)",
+    )
+    group.addoption(
         "--render-timeout",
         type=float,
         default=2.0,
@@ -152,7 +159,7 @@ class CheckRunner:
         if result.outcome is Outcome.FAILED or (strict and result.outcome is Outcome.WARNING):
             pytest.fail(result.message, pytrace=False)
         if result.outcome is Outcome.WARNING:
-            warnings.warn(TemplatecheckWarning(f"{check.name}: {result.message}"), stacklevel=1)
+            warnings.warn(TemplatecheckWarning(f"{check.name}: {result.message}"), stacklevel=2)
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
@@ -160,7 +167,7 @@ class CheckRunner:
 
 def options_from(config: pytest.Config) -> Options:
     """The check settings of this run, from the command line."""
-    return Options()
+    return Options(examples=config.getoption("examples"))
 
 
 def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:

@@ -221,6 +221,7 @@ def compile_template(source: str) -> jinja2.Template:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
 
 
+@lru_cache(maxsize=1024)
 def template_variables(source: str) -> frozenset[str]:
     """Names the template reads without defining them (``messages``, ``tools``, ``bos_token``, ...)."""
     import jinja2.meta

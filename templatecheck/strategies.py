@@ -1,26 +1,31 @@
-"""Hypothesis strategies for conversations, biased toward text that breaks templates.
+"""Hypothesis strategies for conversations, biased toward what breaks templates.
 
-``conversations()`` draws system/user/assistant/tool turns with text that has leading and trailing
-whitespace, ``\\r\\n``, Jinja syntax, control-token look-alikes and non-BMP characters; it shrinks toward a
-single short user turn.
+``conversations()`` draws system/user/assistant/tool turns, tool definitions, assistant tool calls (arguments
+as a dict or a JSON string, single or parallel), tool results, list-of-parts content and empty content, with
+text that has leading and trailing whitespace, ``\\r\\n``, Jinja syntax, control-token look-alikes, quotes and
+characters outside the BMP. ``Support`` limits the draw to what a template supports (see
+:mod:`templatecheck.capabilities`). Everything shrinks toward one short user turn.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
 
-from templatecheck.conversation import Conversation
+from templatecheck.conversation import Conversation, Message
 
 #: Fragments that have broken real templates: whitespace a template may trim, Jinja syntax it may evaluate,
-#: markup it may confuse with its own, characters outside the BMP.
+#: markup it may confuse with its own, quotes that break hand-built JSON, characters outside the BMP.
 TRICKY_FRAGMENTS = (
     " ",
     "\n",
     "\r\n",
     "\t",
     "  ",
+    "\n\n",
     "{{ x }}",
     "{% if %}",
     "{#",
@@ -38,39 +43,164 @@ TRICKY_FRAGMENTS = (
     "é",
 )
 
+WORDS = ("hello", "Paris", "42", "yes", "the", "answer", "x", "weather", "city")
+
+
+@dataclass(frozen=True)
+class Support:
+    """What a conversation may contain: the parts of the chat format a template supports."""
+
+    system: bool = True
+    tools: bool = True
+    tool_calls: bool = True
+    tool_role: bool = True
+    list_content: bool = True
+    string_arguments: bool = True
+    object_arguments: bool = True
+
+    @classmethod
+    def plain(cls) -> Support:
+        """Only system, user and assistant turns with string content."""
+        return cls(tools=False, tool_calls=False, tool_role=False, list_content=False)
+
 
 def text(*, min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
     """Message text: mostly plain words, with template-breaking fragments mixed in."""
-    word = st.sampled_from(["hello", "Paris", "42", "yes", "the", "a", "answer", "x"])
+    word = st.sampled_from(WORDS)
     piece = st.one_of(word, word, st.sampled_from(TRICKY_FRAGMENTS), st.text(max_size=4))
     return (
-        st.lists(piece, min_size=min_size, max_size=max_size // 4 + 1)
+        st.lists(piece, min_size=1 if min_size else 0, max_size=max_size // 4 + 1)
         .map("".join)
         .filter(lambda s: min_size <= len(s) <= max_size * 2)
     )
+
+
+def _name() -> st.SearchStrategy[str]:
+    return st.sampled_from(["get_weather", "search", "add", "lookup_city"])
+
+
+def tool_definitions() -> st.SearchStrategy[list[dict[str, Any]]]:
+    """JSON-schema tool definitions, with descriptions that may carry quotes and newlines."""
+
+    def make(name: str, description: str, param: str) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": description,
+                "parameters": {
+                    "type": "object",
+                    "properties": {param: {"type": "string", "description": description}},
+                    "required": [param],
+                },
+            },
+        }
+
+    one = st.builds(make, _name(), text(max_size=24), st.sampled_from(["city", "query", "a"]))
+    return st.lists(one, min_size=1, max_size=2, unique_by=lambda t: t["function"]["name"])
+
+
+def _arguments(support: Support) -> st.SearchStrategy[dict[str, Any] | str]:
+    values = st.dictionaries(
+        st.sampled_from(["city", "query", "n"]),
+        st.one_of(text(max_size=12), st.integers()),
+        min_size=1,
+        max_size=2,
+    )
+    forms: list[st.SearchStrategy[Any]] = []
+    if support.object_arguments:
+        forms.append(values)
+    if support.string_arguments:
+        forms.append(values.map(lambda v: json.dumps(v, ensure_ascii=False)))
+    return st.one_of(*forms)
+
+
+@st.composite
+def tool_exchange(draw: st.DrawFn, support: Support, index: int) -> list[Message]:
+    """An assistant turn with one or more tool calls, then (if supported) one tool result per call."""
+    calls: list[dict[str, Any]] = []
+    for k in range(draw(st.integers(min_value=1, max_value=2))):
+        calls.append(
+            {
+                "id": f"call_{index}_{k}",
+                "type": "function",
+                "function": {"name": draw(_name()), "arguments": draw(_arguments(support))},
+            }
+        )
+    content = draw(st.one_of(st.just(""), text(max_size=20)))
+    messages: list[Message] = [{"role": "assistant", "content": content, "tool_calls": calls}]
+    if support.tool_role:
+        for call in calls:
+            result = draw(st.one_of(text(min_size=1, max_size=20), st.just('{"temperature": 21}')))
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call["id"],
+                    "name": call["function"]["name"],
+                    "content": result,
+                }
+            )
+    return messages
+
+
+def _content(support: Support, content: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    if not support.list_content:
+        return content
+    parts = content.map(lambda t: [{"type": "text", "text": t}])
+    return st.one_of(content, content, content, parts)
 
 
 @st.composite
 def conversations(
     draw: st.DrawFn,
     *,
+    support: Support | None = None,
     system: bool | None = None,
     max_turns: int = 3,
     end_with_user: bool = True,
     content: st.SearchStrategy[str] | None = None,
 ) -> Conversation:
-    """A well-formed conversation: an optional system message, then alternating user/assistant turns.
+    """A well-formed conversation: an optional system message, then user turns each answered by the assistant
+    (directly, or through tool calls and their results when ``support`` allows).
 
-    ``system=None`` draws whether there is one. With ``end_with_user`` the last turn is the user's, ready for a
-    generation prompt; otherwise it ends with an assistant reply.
+    ``system=None`` draws whether there is a system message (when supported). With ``end_with_user`` the last
+    turn is the user's, ready for a generation prompt; otherwise the conversation ends with an assistant reply.
     """
-    content = content if content is not None else text()
-    messages: list[dict[str, Any]] = []
-    if system if system is not None else draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(content)})
+    support = support if support is not None else Support.plain()
+    text_strategy = content if content is not None else text()
+    messages: list[Message] = []
+    want_system = system if system is not None else draw(st.booleans())
+    if want_system and support.system:
+        messages.append({"role": "system", "content": draw(text_strategy)})
     turns = draw(st.integers(min_value=1, max_value=max_turns))
     for i in range(turns):
-        messages.append({"role": "user", "content": draw(content)})
-        if i < turns - 1 or not end_with_user:
-            messages.append({"role": "assistant", "content": draw(content)})
+        messages.append({"role": "user", "content": draw(_content(support, text_strategy))})
+        if i == turns - 1 and end_with_user:
+            break
+        if support.tool_calls and draw(st.integers(0, 3)) == 0:
+            messages.extend(draw(tool_exchange(support, i)))
+        messages.append({"role": "assistant", "content": draw(text_strategy)})
     return messages
+
+
+def tools_for(conversation: Conversation) -> list[dict[str, Any]]:
+    """Definitions of the tools a conversation calls, for rendering it with ``tools=``."""
+    names = sorted(
+        {
+            str(call["function"]["name"])
+            for message in conversation
+            for call in message.get("tool_calls") or []
+            if isinstance(call, dict) and "function" in call
+        }
+    )
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": f"The {name} tool.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+        for name in names
+    ]

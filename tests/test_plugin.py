@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from templatecheck.checks import REGISTRY
 from tests.conftest import FIXTURES, fixture_model
 
 HERMES = str(FIXTURES / "hermes-3-tiny")
@@ -29,7 +30,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=25, skipped=3, warnings=2)
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -48,7 +49,7 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=4, failed=2)
+    result.assert_outcomes(passed=23, failed=2, skipped=3, warnings=2)
     result.stdout.fnmatch_lines(
         [
             "*_ test_double_bos[[]double-bos:default[]] _*",
@@ -63,7 +64,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=10, failed=2, errors=3)
+    result.assert_outcomes(passed=48, failed=2, skipped=6, errors=14, warnings=4)
     result.stdout.fnmatch_lines(
         ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
     )
@@ -75,10 +76,12 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
         [
             "*= templatecheck summary =*",
             f"hermes-3-tiny ({HERMES})",
-            "  default: 3 passed",
-            "  tool_use: 3 passed",
+            "  default: 11 passed, 2 skipped, 1 warning",
+            "    WARNING control_token_injection: user text containing *",
+            "  tool_use: 12 passed, 1 skipped, 1 warning",
+            "*",
             f"double-bos ({DOUBLE_BOS})",
-            "  default: 2 passed, 1 failed",
+            "  default: 10 passed, 2 skipped, 1 warning, 1 failed",
             "    FAILED double_bos: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
         ]
     )
@@ -94,15 +97,14 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
     assert [m["model"] for m in data["models"]] == ["hermes-3-tiny", "double-bos", "nope"]
     hermes = data["models"][0]
     assert hermes["templates"] == ["default", "tool_use"]
-    assert {(r["check"], r["template"], r["layer"], r["outcome"]) for r in hermes["results"]} == {
-        (check, template, layer, "passed")
-        for template in ("default", "tool_use")
-        for check, layer in (
-            ("renders", "template"),
-            ("generation_prompt", "template"),
-            ("double_bos", "tokenizer"),
-        )
-    }
+    assert len(hermes["results"]) == 2 * len(REGISTRY)
+    assert {r["outcome"] for r in hermes["results"]} == {"passed", "skipped", "warning"}
+    layers = {r["check"]: r["layer"] for r in hermes["results"]}
+    assert layers["renders"] == "template" and layers["double_bos"] == "tokenizer"
+    skipped = {(r["check"], r["template"]) for r in hermes["results"] if r["outcome"] == "skipped"}
+    assert skipped == {("assistant_mask", "default"), ("assistant_mask", "tool_use"), ("tools", "default")}
+    mask = next(r for r in hermes["results"] if r["check"] == "assistant_mask")
+    assert mask["message"] == "the template has no {% generation %} block"
     failed = [r for r in data["models"][1]["results"] if r["outcome"] == "failed"]
     assert [(r["check"], r["template"]) for r in failed] == [
         ("double_bos", "default"),
@@ -110,12 +112,14 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
     ]
     assert "2 BOS tokens" in failed[0]["message"]
     errors = data["models"][2]["results"]
-    assert {r["outcome"] for r in errors} == {"error"} and len(errors) == 3
+    assert {r["outcome"] for r in errors} == {"error"} and len(errors) == len(REGISTRY)
     assert "no such directory" in errors[0]["message"]
 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
-    project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(passed=3)
+    project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(
+        passed=13, skipped=1, warnings=1
+    )
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -123,13 +127,13 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
     )
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "-v")
     # the candidate forgets {{ bos_token }}, and this tokenizer adds none: the BOS check catches it
-    result.assert_outcomes(passed=2, failed=1)
+    assert result.parseoutcomes()["failed"] == 1
     result.stdout.fnmatch_lines(["*test_double_bos[[]hermes-3-tiny:candidate[]] FAILED*"])
 
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--chat-template", "rag")
-    result.assert_outcomes(errors=3)
+    result.assert_outcomes(errors=14)
     result.stdout.fnmatch_lines(["*--chat-template 'rag': no such file*(it has: default, tool_use)*"])
 
 
@@ -142,15 +146,18 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate))
-    result.assert_outcomes(passed=3, warnings=1)
+    outcomes = result.parseoutcomes()
+    assert "failed" not in outcomes and outcomes["warnings"] >= 2
     result.stdout.fnmatch_lines(["*TemplatecheckWarning: renders: the template refuses a system message*"])
     strict = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "--strict-checks")
-    strict.assert_outcomes(passed=2, failed=1)
+    assert strict.parseoutcomes()["failed"] == outcomes["warnings"]
+    strict.stdout.fnmatch_lines(["FAILED *test_renders[[]hermes-3-tiny:no-system[]]*"])
 
 
 def test_k_x_lf_and_junitxml_work_as_usual(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "-k", "double_bos").assert_outcomes(passed=2)
-    project.runpytest("--model", DOUBLE_BOS, "-x").assert_outcomes(passed=4, failed=1)
+    stopped = project.runpytest("--model", DOUBLE_BOS, "-x").parseoutcomes()
+    assert stopped["failed"] == 1 and stopped["passed"] < 23
     project.runpytest("--model", DOUBLE_BOS)
     project.runpytest("--model", DOUBLE_BOS, "--lf").assert_outcomes(failed=2)
     xml = project.path / "junit.xml"
@@ -163,10 +170,13 @@ def test_k_x_lf_and_junitxml_work_as_usual(project: pytest.Pytester) -> None:
 def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     serial, parallel = tmp_path / "serial.json", tmp_path / "parallel.json"
-    args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider"]
-    project.runpytest_subprocess(*args, "--report-json", str(serial)).assert_outcomes(passed=10, failed=2)
+    args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider", "--examples", "20"]
+    project.runpytest_subprocess(*args, "--report-json", str(serial)).assert_outcomes(
+        passed=48, failed=2, skipped=6, warnings=4
+    )
     run = project.runpytest_subprocess(*args, "-n", "2", "--report-json", str(parallel))
-    run.assert_outcomes(passed=10, failed=2)
+    outcomes = run.parseoutcomes()
+    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (48, 2, 6)
     run.stdout.fnmatch_lines(["*= templatecheck summary =*"])
 
     def results(path: Path) -> list[tuple[str, str, str, str]]:

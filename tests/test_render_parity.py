@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from templatecheck import conversation as conv
 from templatecheck.model import load_tokenizer
 from templatecheck.render import PINNED_CLOCK, Renderer, RenderError
-from templatecheck.strategies import conversations
+from templatecheck.strategies import Support, conversations, tools_for
 from tests.conftest import FIXTURES, SHARED, fixture_model, needs_shared
 
 pytest.importorskip("transformers")
@@ -103,6 +103,24 @@ def test_rendering_equals_transformers(
     tools = [conv.WEATHER_TOOL] if with_tools else None
     ours, theirs = both(
         tokenizer_at(directory), source, messages, add_generation_prompt=add_generation_prompt, tools=tools
+    )
+    assert ours == theirs
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=conversations(support=Support(), end_with_user=False), add_generation_prompt=st.booleans())
+def test_tool_conversations_equal_transformers(
+    messages: list[dict[str, Any]], add_generation_prompt: bool
+) -> None:
+    """Tool calls (dict and string arguments), tool results and list content, on the Hermes tool template."""
+    source = fixture_model("hermes-3-tiny").templates["tool_use"].source
+    tools = tools_for(messages) or [conv.WEATHER_TOOL]
+    ours, theirs = both(
+        tokenizer_at(FIXTURES / "hermes-3-tiny"),
+        source,
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        tools=tools,
     )
     assert ours == theirs
 

@@ -10,3 +10,15 @@ def test_renders(tc: CheckRunner) -> None:
 
 def test_generation_prompt(tc: CheckRunner) -> None:
     tc.run(template.generation_prompt)
+
+
+def test_prefix_stability(tc: CheckRunner) -> None:
+    tc.run(template.prefix_stability)
+
+
+def test_content_fidelity(tc: CheckRunner) -> None:
+    tc.run(template.content_fidelity)
+
+
+def test_assistant_mask(tc: CheckRunner) -> None:
+    tc.run(template.assistant_mask)

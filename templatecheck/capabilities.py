@@ -1,0 +1,124 @@
+"""What a template supports, learnt by rendering probes with sentinel values (never from its name).
+
+A feature is supported when a conversation using it renders and its sentinel reaches the prompt. The result
+decides what the hypothesis conversations may contain (:class:`~templatecheck.strategies.Support`), and is
+the capabilities table of the reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from templatecheck.conversation import Conversation, assistant, system, user
+from templatecheck.model import Subject
+from templatecheck.render import RenderError
+from templatecheck.strategies import Support
+
+SENTINEL = "zq7"
+
+
+def _tool(name: str) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"Tool {name}.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+
+
+def _call(name: str, arguments: Any, call_id: str = "call_1") -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    system: bool
+    tools: bool
+    tool_calls: bool
+    parallel_tool_calls: bool
+    tool_role: bool
+    list_content: bool
+    object_arguments: bool
+    string_arguments: bool
+    reasoning: bool
+
+    @property
+    def support(self) -> Support:
+        """The conversation features hypothesis may draw for this template."""
+        return Support(
+            system=self.system,
+            tools=self.tools,
+            tool_calls=self.tool_calls,
+            tool_role=self.tool_role and self.tool_calls,
+            list_content=self.list_content,
+            string_arguments=self.string_arguments or not self.object_arguments,
+            object_arguments=self.object_arguments,
+        )
+
+    def table(self) -> list[tuple[str, bool]]:
+        return [(name.replace("_", " "), value) for name, value in self.__dict__.items()]
+
+
+def _shows(subject: Subject, sentinel: str, messages: Conversation, **kwargs: Any) -> bool:
+    """The sentinel reaches the prompt as text, not inside a Python repr of the structure that holds it."""
+    try:
+        rendered = subject.render(messages, **kwargs)
+    except RenderError:
+        return False
+    return sentinel in rendered and "{'" not in rendered and "[{'" not in rendered
+
+
+def probe(subject: Subject) -> Capabilities:
+    """Render one probe per feature; cached per template of the model."""
+    key = ("capabilities", subject.template.name)
+    cached = subject.model.cache.get(key)
+    if isinstance(cached, Capabilities):
+        return cached
+    s = SENTINEL
+    ask = user("What is the weather?")
+    tool_name = f"tool_{s}"
+    tools = [_tool(tool_name)]
+    calls = {
+        form: [ask, {"role": "assistant", "content": "", "tool_calls": [_call(tool_name, args)]}]
+        for form, args in (("object", {"city": f"c{s}"}), ("string", json.dumps({"city": f"c{s}"})))
+    }
+    object_arguments = _shows(subject, f"c{s}", calls["object"], tools=tools)
+    string_arguments = _shows(subject, f"c{s}", calls["string"], tools=tools)
+    tool_calls = object_arguments or string_arguments
+    form = "object" if object_arguments else "string"
+    parallel = [
+        ask,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                _call(tool_name, {"city": "a"}, "call_1"),
+                _call(f"second_{s}", {"city": "b"}, "call_2"),
+            ],
+        },
+    ]
+    result = [*calls[form], {"role": "tool", "tool_call_id": "call_1", "name": tool_name, "content": f"r{s}"}]
+    source = subject.template.source
+    found = Capabilities(
+        system=_shows(subject, f"s{s}", [system(f"s{s}"), user("hi")]),
+        tools=_shows(subject, tool_name, [ask], tools=tools),
+        tool_calls=tool_calls,
+        parallel_tool_calls=tool_calls
+        and _shows(subject, f"second_{s}", parallel, tools=[*tools, _tool(f"second_{s}")]),
+        tool_role=tool_calls and _shows(subject, f"r{s}", result, tools=tools),
+        list_content=_shows(subject, f"l{s}", [user([{"type": "text", "text": f"l{s}"}])]),
+        object_arguments=object_arguments,
+        string_arguments=string_arguments,
+        reasoning=any(f in source for f in ("reasoning_content", "thinking", "enable_thinking"))
+        and _shows(subject, f"t{s}", [user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}]),
+    )
+    subject.model.cache[key] = found
+    return found

@@ -1,0 +1,99 @@
+"""Conversation strategies, deterministic samples and shrinking."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+
+from templatecheck.conversation import Conversation, well_formed
+from templatecheck.sample import minimize, sample
+from templatecheck.strategies import TRICKY_FRAGMENTS, Support, conversations, tools_for
+
+
+@settings(max_examples=200)
+@given(conversations(support=Support()))
+def test_generated_conversations_are_well_formed(conversation: Conversation) -> None:
+    assert well_formed(conversation)
+    assert conversation[-1]["role"] == "user"
+
+
+@settings(max_examples=200)
+@given(conversations(support=Support(), end_with_user=False))
+def test_tool_calls_are_followed_by_their_results(conversation: Conversation) -> None:
+    assert well_formed(conversation)
+    for i, message in enumerate(conversation):
+        for call in message.get("tool_calls", ()):
+            arguments = call["function"]["arguments"]
+            assert isinstance(arguments, dict) or isinstance(json.loads(arguments), dict)
+            following = conversation[i + 1 : i + 1 + len(message["tool_calls"])]
+            assert call["id"] in {m.get("tool_call_id") for m in following}
+
+
+def test_plain_support_draws_no_tools_and_string_content() -> None:
+    for conversation in sample(Support.plain(), count=60):
+        assert {m["role"] for m in conversation} <= {"system", "user", "assistant"}
+        assert all(isinstance(m["content"], str) for m in conversation)
+
+
+def test_support_without_system_draws_none() -> None:
+    assert all(m["role"] != "system" for c in sample(Support(system=False), count=60) for m in c)
+
+
+def test_samples_are_deterministic_varied_and_template_breaking() -> None:
+    first, again = sample(Support(), count=100), sample(Support(), count=100)
+    assert first == again
+    assert len({json.dumps(c, sort_keys=True) for c in first}) > 80
+    texts = [m["content"] for c in first for m in c if isinstance(m.get("content"), str)]
+    assert any(t != t.strip() for t in texts)  # leading/trailing whitespace
+    assert any("{{" in t or "{%" in t for t in texts)  # Jinja syntax
+    assert any(any(ord(ch) > 0xFFFF for ch in t) for t in texts)  # outside the BMP
+    assert any(m.get("tool_calls") for c in first for m in c)
+    assert any(isinstance(m.get("content"), list) for c in first for m in c)
+    assert sum(1 for t in texts for f in TRICKY_FRAGMENTS if f.strip() and f in t) > 20
+
+
+def test_sample_copies_cannot_be_corrupted_by_a_check() -> None:
+    first = sample(Support.plain(), count=10)
+    first[0][0]["content"] = "changed"
+    assert sample(Support.plain(), count=10)[0][0]["content"] != "changed"
+
+
+def test_well_formed() -> None:
+    u, a, s = ({"role": r, "content": "x"} for r in ("user", "assistant", "system"))
+    call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    tool = {"role": "tool", "content": "r"}
+    assert well_formed([s, u, a, u])
+    assert well_formed([u, call, tool, a])
+    assert not well_formed([a, u])
+    assert not well_formed([u, u])
+    assert not well_formed([u, tool])
+    assert not well_formed([s])
+    assert not well_formed([u, a, s, u])
+
+
+def test_minimize_keeps_the_failure_and_the_form() -> None:
+    conversation = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": "hi"},
+        {"role": "user", "content": "what is {{ x }} here"},
+    ]
+
+    def failure(c: Conversation) -> str | None:
+        return "jinja" if any("{{" in m["content"] for m in c) else None
+
+    small = minimize(conversation, failure)
+    assert failure(small) == "jinja"
+    assert well_formed(small)
+    assert small == [{"role": "user", "content": "{{ x }} here"}] or len(small[0]["content"]) < 20
+    assert len(small) == 1
+
+
+def test_tools_for_defines_the_called_tools() -> None:
+    conversation = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "add", "arguments": {}}}]},
+    ]
+    assert [t["function"]["name"] for t in tools_for(conversation)] == ["add"]
+    assert tools_for([{"role": "user", "content": "q"}]) == []
