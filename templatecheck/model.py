@@ -306,12 +306,15 @@ class Subject:
         tools it calls, unless the caller passes ``tools`` itself.
         """
         if "tools" not in kwargs:
-            from templatecheck.conversation import WEATHER_TOOL
-            from templatecheck.strategies import tools_for
-
-            called = tools_for(messages)
-            if called:
-                kwargs["tools"] = called
-            elif self.template.name == "tool_use":
-                kwargs["tools"] = [WEATHER_TOOL]
+            kwargs["tools"] = self.client_tools(messages)
         return self.model.renderer.render(self.template.source, messages, **kwargs)
+
+    def client_tools(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The tool definitions a client would send with ``messages`` (see :meth:`render_full`)."""
+        from templatecheck.conversation import WEATHER_TOOL
+        from templatecheck.strategies import tools_for
+
+        called = tools_for(messages)
+        if called:
+            return called
+        return [WEATHER_TOOL] if self.template.name == "tool_use" else None

@@ -1,15 +1,16 @@
 """Deterministic samples of hypothesis conversations, and shrinking of a failing one.
 
 A check evaluates its property over a sample drawn once per process (hypothesis' generation phase with a
-derandomized seed, no example database: the same run gives the same verdict, which a CI gate needs). The
-sample is shared by every check and template with the same :class:`~templatecheck.strategies.Support`, so the
-cost of drawing is paid once. When a conversation fails, :func:`minimize` shrinks it to a short readable one
+derandomized seed, no example database: the same run gives the same verdict, which a CI gate needs), then
+projected onto what each template supports (:class:`~templatecheck.strategies.Support`), so the cost of
+drawing is paid once for every check and template. When a conversation fails, :func:`minimize` shrinks it to a short readable one
 that fails the same way.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,9 +20,13 @@ from templatecheck.conversation import Conversation, describe, well_formed
 from templatecheck.result import Finding
 from templatecheck.strategies import Support, conversations
 
+#: Conversations drawn per process: enough for hypothesis' default budget; larger budgets draw more.
+BASE_COUNT = 100
 
-@lru_cache(maxsize=64)
-def _draw(support: Support, end_with_user: bool, count: int) -> tuple[Conversation, ...]:
+
+@lru_cache(maxsize=8)
+def _draw(count: int) -> tuple[Conversation, ...]:
+    """``count`` conversations with every feature, ending with an assistant reply (one hypothesis run)."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
     drawn: list[Conversation] = []
@@ -35,7 +40,7 @@ def _draw(support: Support, end_with_user: bool, count: int) -> tuple[Conversati
         suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.quiet,
     )
-    @given(conversations(support=support, end_with_user=end_with_user))
+    @given(conversations(support=Support(), end_with_user=False))
     def collect(conversation: Conversation) -> None:
         drawn.append(conversation)
 
@@ -43,9 +48,56 @@ def _draw(support: Support, end_with_user: bool, count: int) -> tuple[Conversati
     return tuple(drawn)
 
 
-def sample(support: Support, *, end_with_user: bool = True, count: int = 100) -> list[Conversation]:
-    """``count`` conversations (fewer if hypothesis exhausts the space), the same on every call; a fresh copy."""
-    return copy.deepcopy(list(_draw(support, end_with_user, count)))
+def project(conversation: Conversation, support: Support, *, end_with_user: bool) -> Conversation | None:
+    """``conversation`` reduced to what ``support`` allows (tool exchanges removed, parts joined, argument
+    forms converted), cut after its last user turn when ``end_with_user``; ``None`` when nothing is left."""
+    out: list[dict[str, Any]] = []
+    for message in conversation:
+        role = message.get("role")
+        if role == "system" and not support.system:
+            continue
+        if role == "tool" and not (support.tool_role and support.tool_calls):
+            continue
+        if message.get("tool_calls"):
+            if not support.tool_calls:
+                continue
+            message = {
+                **message,
+                "tool_calls": [_convert_arguments(c, support) for c in message["tool_calls"]],
+            }
+        content = message.get("content")
+        if isinstance(content, list) and not support.list_content:
+            message = {**message, "content": "".join(p.get("text", "") for p in content)}
+        out.append(message)
+    if end_with_user:
+        last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=-1)
+        out = out[: last_user + 1]
+    return out if out and well_formed(out) else None
+
+
+def _convert_arguments(call: dict[str, Any], support: Support) -> dict[str, Any]:
+    arguments = call["function"]["arguments"]
+    if isinstance(arguments, dict) and not support.object_arguments:
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    elif isinstance(arguments, str) and not support.string_arguments:
+        arguments = json.loads(arguments)
+    return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
+def sample(support: Support, *, end_with_user: bool = True, count: int = BASE_COUNT) -> list[Conversation]:
+    """Up to ``count`` distinct conversations within ``support``, the same on every call; a fresh copy.
+
+    All samples come from one hypothesis draw per process, projected onto each template's support, so a
+    suite over many templates pays for drawing once.
+    """
+    chosen: dict[str, Conversation] = {}
+    for conversation in _draw(max(count, BASE_COUNT)):
+        projected = project(conversation, support, end_with_user=end_with_user)
+        if projected is not None:
+            chosen.setdefault(json.dumps(projected, sort_keys=True), projected)
+        if len(chosen) >= count:
+            break
+    return copy.deepcopy(list(chosen.values()))
 
 
 def minimize(

@@ -43,7 +43,7 @@ def test_support_without_system_draws_none() -> None:
 def test_samples_are_deterministic_varied_and_template_breaking() -> None:
     first, again = sample(Support(), count=100), sample(Support(), count=100)
     assert first == again
-    assert len({json.dumps(c, sort_keys=True) for c in first}) > 80
+    assert len(first) == len({json.dumps(c, sort_keys=True) for c in first}) > 60  # distinct
     texts = [m["content"] for c in first for m in c if isinstance(m.get("content"), str)]
     assert any(t != t.strip() for t in texts)  # leading/trailing whitespace
     assert any("{{" in t or "{%" in t for t in texts)  # Jinja syntax

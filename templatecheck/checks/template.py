@@ -218,7 +218,11 @@ def _assistant_ends(conversation: conv.Conversation) -> list[int]:
 def _prefix_break(
     subject: Subject, conversation: conv.Conversation, **kwargs: Any
 ) -> tuple[int, str, str] | None:
-    """The first assistant boundary where the rendering of the first turns is not a prefix of the whole."""
+    """The first assistant boundary where the rendering of the first turns is not a prefix of the whole.
+
+    Every rendering gets the tools of the whole conversation, as a client sends the same tools each turn.
+    """
+    kwargs.setdefault("tools", subject.client_tools(conversation))
     full = subject.render(conversation, **kwargs)
     for end in _assistant_ends(conversation):
         head = subject.render(conversation[:end], **kwargs)

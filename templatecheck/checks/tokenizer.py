@@ -257,7 +257,7 @@ def round_trip(subject: Subject) -> list[Finding]:
                 subject.template.source,
                 conversation,
                 add_generation_prompt=True,
-                tools=_tools_of(subject, conversation),
+                tools=subject.client_tools(conversation),
             ).text
             theirs = tokenizer.apply_chat_template(
                 conversation,
@@ -265,7 +265,7 @@ def round_trip(subject: Subject) -> list[Finding]:
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=False,
-                tools=_tools_of(subject, conversation),  # type: ignore[arg-type]
+                tools=subject.client_tools(conversation),  # type: ignore[arg-type]
             )
         except Exception:
             return None
@@ -278,12 +278,6 @@ def round_trip(subject: Subject) -> list[Finding]:
     conversations = [conv.SYSTEM_USER, conv.USER_ONLY]
     conversations += sample(probe(subject).support, count=max(1, subject.options.examples // 10))
     return counterexamples(conversations, judge, limit=2)
-
-
-def _tools_of(subject: Subject, conversation: conv.Conversation) -> list[dict[str, Any]] | None:
-    from templatecheck.strategies import tools_for
-
-    return tools_for(conversation) or ([conv.WEATHER_TOOL] if subject.template.name == "tool_use" else None)
 
 
 # ------------------------------------------------------------------------------------------ control injection
