@@ -189,7 +189,7 @@ def _continue_problem(subject: Subject) -> Any:
             opened = subject.render(conversation, continue_final_message=True)
         except RenderError as error:
             return Problem("raises", failed(f"continue_final_message=True fails: {error}"))
-        if not full.startswith(opened) or not opened.rstrip().endswith(last["content"].rstrip()):
+        if not full.startswith(opened) or not opened.rstrip().endswith(last["content"].strip()):
             return Problem(
                 "not open",
                 failed(
