@@ -45,6 +45,8 @@ class _Watchdog:
     entries: set[_Entry] = field(default_factory=set)
     cond: threading.Condition = field(default_factory=threading.Condition)
     thread: threading.Thread | None = None
+    #: When the watchdog thread wakes next; arming a later deadline needs no wake-up call.
+    wake_at: float = 0.0
 
     def arm(self, seconds: float) -> _Entry:
         entry = _Entry(threading.get_ident(), time.monotonic() + seconds)
@@ -53,7 +55,8 @@ class _Watchdog:
                 self.thread = threading.Thread(target=self._run, name="templatecheck-watchdog", daemon=True)
                 self.thread.start()
             self.entries.add(entry)
-            self.cond.notify()
+            if entry.deadline < self.wake_at:
+                self.cond.notify()
         return entry
 
     def disarm(self, entry: _Entry) -> None:
@@ -73,7 +76,9 @@ class _Watchdog:
                     entry.fired = True
                     _set_async_exc(entry.thread_id, Interrupted)
                 pending = [e.deadline for e in self.entries if not e.fired]
-                self.cond.wait(timeout=(min(pending) - now) if pending else None)
+                # Idle, it still wakes every half second, so that arming never has to notify it.
+                self.wake_at = min(pending) if pending else now + 0.5
+                self.cond.wait(timeout=max(0.0, self.wake_at - now))
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
-from templatecheck.render import Limits, Rendered, Renderer
+from templatecheck.render import Limits, Rendered, Renderer, RenderError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -307,7 +307,19 @@ class Subject:
         """
         if "tools" not in kwargs:
             kwargs["tools"] = self.client_tools(messages)
-        return self.model.renderer.render(self.template.source, messages, **kwargs)
+        stuck = ("timed out", self.template.name)
+        if stuck in self.model.cache:
+            raise self.model.cache[stuck]
+        try:
+            return self.model.renderer.render(self.template.source, messages, **kwargs)
+        except RenderError as error:
+            if error.kind == "timeout":
+                # One render past the time bound is the finding; waiting out the bound again on every later
+                # render of the same template would only stall the run.
+                self.model.cache[stuck] = RenderError(
+                    "timeout", f"{error} (an earlier render of this template did; it is not rendered again)"
+                )
+            raise
 
     def client_tools(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """The tool definitions a client would send with ``messages`` (see :meth:`render_full`)."""

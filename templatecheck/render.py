@@ -14,6 +14,7 @@ in the size of strings and numbers the template can build, so a hostile or broke
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.compiler
 import jinja2.ext
 import jinja2.nodes
 import jinja2.sandbox
@@ -117,14 +119,40 @@ def _check_size(value: Any) -> Any:
     return value
 
 
-class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """transformers' sandbox, with repetition and powers bounded before they allocate."""
+def _limit() -> int | None:
+    tracking = _TRACKING.get()
+    return tracking.max_chars if tracking is not None else None
 
-    intercepted_binops = frozenset({"*", "**"})
+
+_WIDTH = re.compile(r"(\d{7,})")
+#: str methods whose integer argument is the size of the result.
+_SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _check_width(spec: Any) -> None:
+    """Refuse a format string that asks for a field wider than the bound (``'%999999999s'``)."""
+    limit = _limit()
+    if limit is not None and isinstance(spec, str):
+        for match in _WIDTH.finditer(spec):
+            if int(match.group(1)) > limit:
+                raise _OutputTooLarge(f"a field width of {int(match.group(1)):,}")
+
+
+def _check_counts(args: tuple[Any, ...]) -> None:
+    limit = _limit()
+    for arg in args:
+        if limit is not None and isinstance(arg, int) and not isinstance(arg, bool) and arg > limit:
+            raise _OutputTooLarge(f"a size argument of {arg:,}")
+
+
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """transformers' sandbox, with everything that can allocate a huge value bounded before it does:
+    repetition, powers, ``%`` formatting, ``~`` joins, and the sizes given to str methods and filters."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        tracking = _TRACKING.get()
-        limit = tracking.max_chars if tracking is not None else None
+        limit = _limit()
         if operator == "*" and limit is not None:
             for seq, count in ((left, right), (right, left)):
                 if (
@@ -135,7 +163,65 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
                     raise _OutputTooLarge(f"a repetition of {len(seq) * count:,} items")
         if operator == "**" and isinstance(right, int) and abs(right) > 10_000:
             raise _OutputTooLarge(f"a power with exponent {right:,}")
-        return super().call_binop(context, operator, left, right)
+        if operator == "%":
+            _check_width(left)
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and getattr(__obj, "__name__", "") in _SIZED_METHODS:
+            _check_counts(args)
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` and ``format_map``, which the sandbox wraps when a template reads them."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        spec = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_width(spec)
+            return str(_check_size(wrapped(*args, **kwargs)))
+
+        return checked
+
+
+class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    """Compiles ``a ~ b`` to a join whose result is checked against the size bound."""
+
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
+        self.write("environment.checked_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _checked_join(values: Any) -> str:
+    return str(_check_size("".join(str(v) for v in values)))
+
+
+def _sized_filter(filter_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A width-taking filter (``center``, ``indent``, ``wordwrap``, ``format``) that refuses huge sizes."""
+
+    @jinja2.pass_context  # a context filter is never folded into a constant at compile time, outside the bounds
+    def checked(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_counts(args)
+        _check_counts(tuple(kwargs.values()))
+        if filter_fn.__name__ == "do_format":
+            _check_width(value)
+        if getattr(filter_fn, "jinja_pass_arg", None) is jinja2.utils._PassArg.environment:
+            return _check_size(filter_fn(context.environment, value, *args, **kwargs))
+        return _check_size(filter_fn(value, *args, **kwargs))
+
+    return checked
+
+
+def _bounded_lipsum(n: int = 5, *args: Any, **kwargs: Any) -> str:
+    if isinstance(n, int) and n > 100:
+        raise _OutputTooLarge(f"lipsum of {n:,} paragraphs")
+    return str(jinja2.utils.generate_lorem_ipsum(n, *args, **kwargs))
 
 
 class _Refusal(jinja2.exceptions.TemplateError):
@@ -199,6 +285,11 @@ def _environment() -> _Sandbox:
     env = _Sandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationExtension, jinja2.ext.loopcontrols]
     )
+    env.code_generator_class = _CodeGenerator
+    env.checked_join = _checked_join  # type: ignore[attr-defined]
+    for name in ("center", "indent", "wordwrap", "format"):
+        env.filters[name] = _sized_filter(env.filters[name])
+    env.globals["lipsum"] = _bounded_lipsum
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now

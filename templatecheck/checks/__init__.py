@@ -48,6 +48,6 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
 
 
 # The layer modules register their checks on import; importing them here makes REGISTRY complete.
-from templatecheck.checks import roles, template, tokenizer, tools  # noqa: E402
+from templatecheck.checks import roles, sandbox, template, tokenizer, tools  # noqa: E402
 
-__all__ = ["REGISTRY", "Check", "check", "roles", "template", "tokenizer", "tools"]
+__all__ = ["REGISTRY", "Check", "check", "roles", "sandbox", "template", "tokenizer", "tools"]

@@ -1,6 +1,6 @@
 """Template layer: what the chat template renders."""
 
-from templatecheck.checks import template
+from templatecheck.checks import sandbox, template
 from templatecheck.plugin import CheckRunner
 
 
@@ -22,3 +22,7 @@ def test_content_fidelity(tc: CheckRunner) -> None:
 
 def test_assistant_mask(tc: CheckRunner) -> None:
     tc.run(template.assistant_mask)
+
+
+def test_sandbox(tc: CheckRunner) -> None:
+    tc.run(sandbox.sandbox)
