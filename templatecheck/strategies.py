@@ -39,10 +39,23 @@ TRICKY_FRAGMENTS = (
 )
 
 
-def text(*, min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
-    """Message text: mostly plain words, with template-breaking fragments mixed in."""
+#: A small alphabet with what breaks templates and tokenizers: printable ASCII, control characters, unusual
+#: spaces and line breaks, accents, CJK, and characters outside the BMP. Drawing from an explicit alphabet
+#: spares Hypothesis building its Unicode tables, which takes seconds in a directory without ``.hypothesis``.
+SAMPLE_ALPHABET = (
+    "".join(chr(c) for c in range(32, 127))
+    + "\t\n\r\x0b\x0c\x1f\x7f\u00a0\u00e9\u00df\u200b\u2028\u4e2d\U0001f600\U0001d518"
+)
+
+
+def text(*, min_size: int = 0, max_size: int = 40, alphabet: str | None = None) -> st.SearchStrategy[str]:
+    """Message text: mostly plain words, with template-breaking fragments mixed in.
+
+    The text between fragments is drawn from all of Unicode, or from ``alphabet`` when given.
+    """
     word = st.sampled_from(["hello", "Paris", "42", "yes", "the", "a", "answer", "x"])
-    piece = st.one_of(word, word, st.sampled_from(TRICKY_FRAGMENTS), st.text(max_size=4))
+    free = st.text(max_size=4) if alphabet is None else st.text(alphabet, max_size=4)
+    piece = st.one_of(word, word, st.sampled_from(TRICKY_FRAGMENTS), free)
     return (
         st.lists(piece, min_size=min_size, max_size=max_size // 4 + 1)
         .map("".join)
