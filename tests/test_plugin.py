@@ -29,7 +29,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7, skipped=3)
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -48,7 +48,7 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=4, failed=2)
+    result.assert_outcomes(passed=5, failed=2, skipped=3)
     result.stdout.fnmatch_lines(
         [
             "*_ test_double_bos[[]double-bos:default[]] _*",
@@ -63,7 +63,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=10, failed=2, errors=3)
+    result.assert_outcomes(passed=12, failed=2, skipped=6, errors=5)
     result.stdout.fnmatch_lines(
         ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
     )
@@ -74,11 +74,11 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= templatecheck summary =*",
-            f"hermes-3-tiny ({HERMES})",
-            "  default: 3 passed",
-            "  tool_use: 3 passed",
-            f"double-bos ({DOUBLE_BOS})",
-            "  default: 2 passed, 1 failed",
+            f"hermes-3-tiny ({HERMES}) [[]reference: chatml (detected)[]]",
+            "  default: 4 passed, 1 skipped",
+            "  tool_use: 3 passed, 2 skipped",
+            f"double-bos ({DOUBLE_BOS}) [[]reference: chatml (detected)[]]",
+            "  default: 3 passed, 1 skipped, 1 failed",
             "    FAILED double_bos: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
         ]
     )
@@ -102,6 +102,11 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
             ("generation_prompt", "template"),
             ("double_bos", "tokenizer"),
         )
+    } | {
+        ("reference", "default", "reference", "passed"),
+        ("reference", "tool_use", "reference", "skipped"),  # the Hermes tool prompt's wording is not fixed
+        ("mistral_common", "default", "reference", "skipped"),
+        ("mistral_common", "tool_use", "reference", "skipped"),
     }
     failed = [r for r in data["models"][1]["results"] if r["outcome"] == "failed"]
     assert [(r["check"], r["template"]) for r in failed] == [
@@ -110,12 +115,12 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
     ]
     assert "2 BOS tokens" in failed[0]["message"]
     errors = data["models"][2]["results"]
-    assert {r["outcome"] for r in errors} == {"error"} and len(errors) == 3
+    assert {r["outcome"] for r in errors} == {"error"} and len(errors) == 5
     assert "no such directory" in errors[0]["message"]
 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
-    project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(passed=3)
+    project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(passed=3, skipped=2)
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -123,13 +128,13 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
     )
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "-v")
     # the candidate forgets {{ bos_token }}, and this tokenizer adds none: the BOS check catches it
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*test_double_bos[[]hermes-3-tiny:candidate[]] FAILED*"])
 
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--chat-template", "rag")
-    result.assert_outcomes(errors=3)
+    result.assert_outcomes(errors=5)
     result.stdout.fnmatch_lines(["*--chat-template 'rag': no such file*(it has: default, tool_use)*"])
 
 
@@ -142,15 +147,15 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate))
-    result.assert_outcomes(passed=3, warnings=1)
+    result.assert_outcomes(passed=4, skipped=1, warnings=1)
     result.stdout.fnmatch_lines(["*TemplatecheckWarning: renders: the template refuses a system message*"])
     strict = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "--strict-checks")
-    strict.assert_outcomes(passed=2, failed=1)
+    strict.assert_outcomes(passed=3, failed=1, skipped=1)
 
 
 def test_k_x_lf_and_junitxml_work_as_usual(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "-k", "double_bos").assert_outcomes(passed=2)
-    project.runpytest("--model", DOUBLE_BOS, "-x").assert_outcomes(passed=4, failed=1)
+    project.runpytest("--model", DOUBLE_BOS, "-x").assert_outcomes(passed=5, failed=1, skipped=3)
     project.runpytest("--model", DOUBLE_BOS)
     project.runpytest("--model", DOUBLE_BOS, "--lf").assert_outcomes(failed=2)
     xml = project.path / "junit.xml"
@@ -164,9 +169,11 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
     pytest.importorskip("xdist")
     serial, parallel = tmp_path / "serial.json", tmp_path / "parallel.json"
     args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider"]
-    project.runpytest_subprocess(*args, "--report-json", str(serial)).assert_outcomes(passed=10, failed=2)
+    project.runpytest_subprocess(*args, "--report-json", str(serial)).assert_outcomes(
+        passed=12, failed=2, skipped=6
+    )
     run = project.runpytest_subprocess(*args, "-n", "2", "--report-json", str(parallel))
-    run.assert_outcomes(passed=10, failed=2)
+    run.assert_outcomes(passed=12, failed=2, skipped=6)
     run.stdout.fnmatch_lines(["*= templatecheck summary =*"])
 
     def results(path: Path) -> list[tuple[str, str, str, str]]:

@@ -47,7 +47,8 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
     return register
 
 
-# The layer modules register their checks on import; importing them here makes REGISTRY complete.
-from templatecheck.checks import template, tokenizer  # noqa: E402
+# The layer modules register their checks on import; importing them here makes REGISTRY complete, in layer order.
+from templatecheck.checks import template, tokenizer  # noqa: E402, I001
+from templatecheck.checks import reference  # noqa: E402
 
-__all__ = ["REGISTRY", "Check", "check", "template", "tokenizer"]
+__all__ = ["REGISTRY", "Check", "check", "reference", "template", "tokenizer"]
