@@ -85,6 +85,8 @@ def drawn(examples: int) -> tuple[tuple[Message, ...], ...]:
     Message text comes from :data:`~templatecheck.strategies.SAMPLE_ALPHABET` rather than all of Unicode:
     the draw then costs a fraction of a second even where Hypothesis has no cache yet (a CI checkout).
     """
+    if examples <= 0:
+        return ()
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 

@@ -41,8 +41,9 @@ class Choice:
 
     def short(self) -> str:
         """The name and how it was chosen: ``llama3 (detected)``, ``llama3 (--reference)``."""
-        how = "--reference" if self.how.startswith("--reference") else self.how.split(":")[0]
-        return f"{self.name} ({'not detected' if how.startswith('no known') else how})"
+        if self.how.startswith("--reference"):
+            return f"{self.name} ({self.how})"
+        return f"{self.name} ({'detected' if self.format is not None else 'not detected'})"
 
 
 def choose(model: Model, options: Options) -> Choice:
