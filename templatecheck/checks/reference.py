@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
 from templatecheck.checks import check
+from templatecheck.conversation import WEATHER_TOOL
 from templatecheck.formats.compare import Case, Comparison, Difference, cases, compare
 from templatecheck.formats.detect import Choice, choose
+from templatecheck.formats.oracle import Oracle, OracleUnavailable, Rejected, load_oracle
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.report import diff, tokens
@@ -22,8 +25,6 @@ def _sample(subject: Subject) -> list[Case]:
     source = subject.template.source
     reads_tools = "tools" in source or "tool_calls" in source  # a template that never names them ignores them
     forced = subject.template.name == "tool_use"  # transformers renders it only with tools
-    from templatecheck.conversation import WEATHER_TOOL
-
     sample = cases(subject.options.examples, tool_calls=reads_tools)
     return [c.with_tools([WEATHER_TOOL]) if forced and not c.tools else c for c in sample]
 
@@ -131,62 +132,81 @@ def mistral_common(subject: Subject) -> list[Finding]:
     token, and a tokenizer file whose control tokens differ from Mistral's. Needs the optional dependency
     (``pip install 'templatecheck[mistral]'``) and a tokenizer mistral-common can load.
     """
-    from templatecheck.formats import oracle as mc
-
     choice = choose(subject.model, subject.options)
     fmt = choice.format
     if fmt is None or not fmt.name.startswith("mistral-"):
         return [
             skipped(f"not a Mistral format (reference {choice.describe()}): mistral-common does not apply")
         ]
-    version, tekken = fmt.name.split("-")[1], fmt.name.endswith("-tekken")
     tokenizer = subject.model.tokenizer
     try:
-        oracle = mc.load(subject.model.directory, version, tekken, tokenizer)
-    except mc.OracleUnavailable as why:
+        oracle = load_oracle(
+            subject.model.directory, fmt.name.split("-")[1], fmt.name.endswith("-tekken"), tokenizer
+        )
+    except OracleUnavailable as why:
         return [skipped(str(why))]
-    specials = [t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if len(t) > 1]
-    compared, rejected, injected, differences = 0, 0, 0, []
-    for case in _sample(subject):
-        if case.messages[-1]["role"] == "assistant" or not case.add_generation_prompt:
-            continue  # mistral-common encodes conversations awaiting a reply
-        if any(s in str(m.get("content", "")) for m in case.messages for s in specials):
-            injected += (
-                1  # control-token text in a message: mistral-common encodes it as text, tokenizers don't
-            )
-            continue
-        try:
-            theirs = oracle.encode(case.messages, case.tools)
-        except mc.Rejected:
-            rejected += 1
-            continue
-        try:
-            ours = _ids(tokenizer, _render(subject, case))
-        except RenderError:
-            continue
-        compared += 1
-        theirs, ours = _strip_bos(theirs, oracle.bos_id), _strip_bos(ours, oracle.bos_id)
-        if theirs != ours:
-            differences.append((case, theirs, ours))
+    tally = _against(oracle, subject, tokenizer)
     note = f"mistral-common {fmt.name} via {oracle.source}"
-    if not compared:
-        return [skipped(f"{note}: no conversation to compare ({rejected} rejected by mistral-common)")]
-    if not differences:
-        return [Finding(Outcome.PASSED, f"{note}: token ids equal on {compared} conversations")]
+    left_out = f"{tally.rejected} rejected by mistral-common, {tally.control_text} with control-token text"
+    if not tally.compared:
+        return [skipped(f"{note}: no conversation to compare ({left_out})")]
+    if not tally.differences:
+        return [
+            Finding(Outcome.PASSED, f"{note}: token ids equal on {tally.compared} conversations ({left_out})")
+        ]
     case, theirs, ours = min(
-        differences, key=lambda d: (d[0].name.startswith("drawn"), len(d[0].messages), len(d[2]))
+        tally.differences, key=lambda d: (d[0].name.startswith("drawn"), len(d[0].messages))
     )
     at = _first_mismatch(theirs, ours)
     return [
         failed(
-            f"template + tokenizer give other token ids than mistral-common in {len(differences)} of {compared} "
-            f"conversations ({note})\nconversation: {case.describe()}\n"
+            f"template + tokenizer give other token ids than mistral-common in {len(tally.differences)} of "
+            f"{tally.compared} conversations ({note})\nconversation: {case.describe()}\n"
             f"  first differing token: #{at}\n"
             f"    mistral-common: {tokens(theirs[at:], oracle.pieces(theirs[at:]), limit=8) or '(end)'}\n"
             f"    template: {tokens(ours[at:], tokenizer.convert_ids_to_tokens(ours[at:]), limit=8) or '(end)'}\n"
             f"  rendering: {_render(subject, case)!r}"
         )
     ]
+
+
+@dataclass
+class _Tally:
+    """Conversations compared with the oracle, those left out and why, and the differences."""
+
+    compared: int = 0
+    rejected: int = 0
+    control_text: int = 0
+    differences: list[tuple[Case, list[int], list[int]]] = field(default_factory=list)
+
+
+def _against(oracle: Oracle, subject: Subject, tokenizer: PreTrainedTokenizerBase) -> _Tally:
+    """Compare token ids, first BOS aside, on the sample's conversations that await a reply.
+
+    A message whose text contains a control token's string is left out: mistral-common encodes it as text,
+    a Hugging Face tokenizer as the control token (a property of the tokenizer, not of the template).
+    """
+    specials = [t for t in [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()] if len(t) > 1]
+    tally = _Tally()
+    for case in _sample(subject):
+        if case.messages[-1]["role"] == "assistant" or not case.add_generation_prompt:
+            continue  # Mistral's formats have no generation prompt: one rendering per conversation is enough
+        if any(s in str(m.get("content") or "") for m in case.messages for s in specials):
+            tally.control_text += 1
+            continue
+        try:
+            theirs = oracle.encode(case.messages, case.tools)
+            ours = _ids(tokenizer, _render(subject, case))
+        except Rejected:
+            tally.rejected += 1
+            continue
+        except RenderError:
+            continue  # the template's own failure: the renders check reports it
+        tally.compared += 1
+        theirs, ours = _strip_bos(theirs, oracle.bos_id), _strip_bos(ours, oracle.bos_id)
+        if theirs != ours:
+            tally.differences.append((case, theirs, ours))
+    return tally
 
 
 def _strip_bos(ids: list[int], bos_id: int) -> list[int]:

@@ -60,7 +60,9 @@ class Evidence:
         return str(self.config.get("model_type") or "")
 
 
-#: A detector returns why the evidence points to its family (shown to the user), or ``None``.
+#: A detector returns why the evidence points to its family (shown to the user), or ``None``. Detection asks
+#: every detector about the templates first, then again with ``templates=()`` so that detectors can fall back
+#: on the tokenizer's tokens (decide from tokens only when ``evidence.templates`` is empty).
 Detector = Callable[[Evidence], "str | None"]
 
 

@@ -148,7 +148,14 @@ def render_qwen25(
     return "".join(out)
 
 
+#: Formats built on ChatML's tokens with rules of their own, which plain ChatML does not describe: reasoning
+#: blocks (Qwen 3, QwQ, SmolLM 3), Phi-4's ``<|im_sep|>``.
+NOT_PLAIN_CHATML = ("<think>", "<|im_sep|>")
+
+
 def detect_chatml(evidence: Evidence) -> str | None:
+    if any(evidence.writes(marker) for marker in NOT_PLAIN_CHATML):
+        return None
     if evidence.writes(START, END):
         return "the template writes <|im_start|> and <|im_end|>"
     if not evidence.templates and {START, END} <= evidence.tokens:

@@ -205,10 +205,17 @@ def _format(version: Version, summary: str) -> Format:
     return Format(version.family, renderer, summary, detect=partial(_detect, version))
 
 
+#: Control tokens of tokenizer versions after v7 (v11: ``[CALL_ID]``; v13: ``[ARGS]``, ``[THINK]``; v15:
+#: ``[MODEL_SETTINGS]``), whose tool and reasoning formats these renderers do not define.
+LATER_VERSIONS = ("[CALL_ID]", "[ARGS]", "[THINK]", "[MODEL_SETTINGS]")
+
+
 def _detect(version: Version, evidence: Evidence) -> str | None:
     """Mistral's version shows in the tokenizer: v1 has ``[INST]`` as text, v3 as a control token, v7 adds
     ``[SYSTEM_PROMPT]``; SentencePiece or Tekken shows in the tokenizer's kind."""
     if not evidence.writes("[INST]", "[/INST]") or evidence.writes("<<SYS>>"):
+        return None
+    if any(evidence.writes(marker) for marker in LATER_VERSIONS):
         return None
     control = "[INST]" in evidence.tokens
     v7 = "[SYSTEM_PROMPT]" in evidence.tokens or evidence.writes("[SYSTEM_PROMPT]")

@@ -66,7 +66,7 @@ class Oracle:
         return [str(raw.id_to_piece(i)) for i in ids]
 
 
-def load(directory: Path, version: str, tekken: bool, tokenizer: PreTrainedTokenizerBase) -> Oracle:
+def load_oracle(directory: Path, version: str, tekken: bool, tokenizer: PreTrainedTokenizerBase) -> Oracle:
     """The oracle for the model in ``directory``; :class:`OracleUnavailable` says why there is none."""
     try:
         import mistral_common  # noqa: F401
