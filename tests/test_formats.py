@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +20,11 @@ from templatecheck.formats import (
     register,
     unregister,
 )
-from templatecheck.formats.detect import detect, evidence_of
-from tests.conftest import FIXTURES, fixture_model
+from templatecheck.formats.compare import Case, Comparison, cases, comparable, compare
+from templatecheck.formats.detect import Choice, detect, evidence_of
+from templatecheck.model import load_model
+from templatecheck.render import RenderError
+from tests.conftest import FIXTURES, SHARED, fixture_model, needs_shared
 
 SYS, HI, YO, Q = (
     {"role": "system", "content": "Be brief."},
@@ -361,3 +365,79 @@ def test_evidence_reads_tokenizer_files_without_transformers() -> None:
 def test_every_family_fixture_is_detected_as_its_family(family: str) -> None:
     choice = detect(evidence_of(fixture_model(f"families/{family}")))
     assert choice.name == family, choice.describe()
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    ("name", "family", "kind"),
+    [
+        ("hermes-3-llama-3.1-8b", "chatml", "bytelevel"),
+        ("llama-3.1-8b-instruct", "llama3.1", "bytelevel"),
+        ("llama-3-8b-instruct-original", "llama3", "bytelevel"),
+        ("mistral-7b-instruct-v0.3", "mistral-v3", "sentencepiece"),
+    ],
+)
+def test_detection_of_the_real_tokenizer_directories(name: str, family: str, kind: str) -> None:
+    evidence = evidence_of(load_model(str(SHARED / "models" / name)))
+    assert evidence.tokenizer_kind == kind
+    assert detect(evidence).name == family
+
+
+@needs_shared
+def test_without_a_telling_template_the_tokens_decide() -> None:
+    evidence = evidence_of(load_model(str(SHARED / "models" / "llama-3.1-8b-instruct")))
+    untold = replace(evidence, templates=("{{ messages }}",))
+    choice = detect(untold)
+    assert choice.name == "llama3.1"
+    assert (
+        choice.how
+        == "detected: the tokenizer has <|start_header_id|>, <|eom_id|> and <|python_tag|> (Llama 3.1+)"
+    )
+
+
+def test_the_choice_says_how_it_was_made() -> None:
+    detected = detect(Evidence(templates=("<|start_header_id|><|eot_id|>",)))
+    assert detected.short() == "llama3 (detected)"
+    assert detected.describe() == "llama3 (detected: the template writes <|start_header_id|> and <|eot_id|>)"
+    assert detect(Evidence()).short() == "none (not detected)"
+    assert Choice(get("gemma"), "--reference").short() == "gemma (--reference)"
+    assert Choice(None, "--reference none").short() == "none (--reference none)"
+
+
+def test_the_skipped_summary_counts_reasons_most_frequent_first() -> None:
+    comparison = Comparison(not_rendered=2)
+    for why, n in (("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1)):
+        comparison.unsupported[why] += n
+    assert comparison.skipped_summary() == (
+        "a (5); b (4); c (3); other reasons (3); the template does not render the conversation (2)"
+    )
+
+
+def test_compare_counts_what_the_template_refuses_and_what_the_reference_leaves_out() -> None:
+    sample = cases(0, tool_calls=True)
+
+    def refuses_systems(case: Case) -> str:
+        if any(m["role"] == "system" for m in case.messages):
+            raise RenderError("refused", "no system")
+        return get("llama3").render(
+            [dict(m) for m in case.messages], add_generation_prompt=case.add_generation_prompt
+        )
+
+    result = compare(get("llama3"), refuses_systems, sample, {"bos_token": "", "eos_token": ""})
+    assert result.differences == [] and result.compared > 0
+    assert result.not_rendered == 5  # system + user (2), system + user + assistant (1), two turns (2)
+    assert result.unsupported["llama3 defines no tool definitions"] == 4
+
+
+def test_comparable_removes_one_leading_bos() -> None:
+    assert comparable("<s><s>x", "<s>") == "<s>x"
+    assert comparable("x<s>", "<s>") == "x<s>"
+    assert comparable("x", "") == "x"
+
+
+def test_mistral_common_bundles_no_v7_tekken_tokenizer() -> None:
+    pytest.importorskip("mistral_common")
+    from templatecheck.formats.oracle import OracleUnavailable, _bundled
+
+    with pytest.raises(OracleUnavailable, match="mistral-common bundles no v7 Tekken tokenizer"):
+        _bundled("v7", True)
