@@ -107,12 +107,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help="wall-time bound of one template render; a render past it is a finding (default: 2)",
     )
+    group.addoption(
+        "--reference",
+        metavar="FAMILY",
+        help="compare templates with this reference format family instead of the detected one; "
+        "'none' skips the comparison (families: see README, or templatecheck.formats.names())",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "templatecheck: a conformance check of templatecheck")
     config.stash[RESULTS] = []
     config.pluginmanager.register(_ResultCollector(config), "templatecheck-results")
+    reference = config.getoption("reference")
+    if reference is not None:
+        from templatecheck.formats import NONE, get
+
+        if reference != NONE:
+            try:
+                get(reference)
+            except TemplatecheckError as error:
+                raise pytest.UsageError(str(error)) from None
     refs: list[str] = config.getoption("model") or []
     if not refs:
         return
@@ -167,7 +182,7 @@ class CheckRunner:
 
 def options_from(config: pytest.Config) -> Options:
     """The check settings of this run, from the command line."""
-    return Options(examples=config.getoption("examples"))
+    return Options(examples=config.getoption("examples"), reference=config.getoption("reference"))
 
 
 def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
@@ -222,6 +237,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         write_json_report(Path(path), results)
 
 
+def _reference_notes(config: pytest.Config, results: list[CheckResult]) -> dict[str, str]:
+    """``source -> "reference: FAMILY (how)"`` for the models whose reference check ran."""
+    catalog = config.stash.get(CATALOG, None)
+    sources = {r.source for r in results if r.check == "reference"}
+    if catalog is None or not sources:
+        return {}
+    from templatecheck.formats.detect import choose
+
+    notes = {}
+    for source in sources:
+        model = catalog.get(source)
+        if not isinstance(model, TemplatecheckError):
+            notes[source] = "reference: " + choose(model, options_from(config)).short()
+    return notes
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     results = config.stash.get(RESULTS, [])
     if not results:
@@ -229,7 +260,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from templatecheck.report import summary_lines
 
     terminalreporter.write_sep("=", "templatecheck summary")
-    for line in summary_lines(results):
+    for line in summary_lines(results, _reference_notes(config, results)):
         terminalreporter.write_line(line)
     path = config.getoption("report_json")
     if path:

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +109,18 @@ _MARK = {
 }
 
 
-def summary_lines(results: Iterable[CheckResult]) -> list[str]:
-    """Per model and template: the checks with their outcomes, then one line per finding."""
+def summary_lines(results: Iterable[CheckResult], notes: Mapping[str, str] | None = None) -> list[str]:
+    """Per model and template: the checks with their outcomes, then one line per finding.
+
+    ``notes`` adds text to a model's header line, by source (the reference format the model was compared with).
+    """
     grouped: dict[tuple[str, str], dict[str, list[CheckResult]]] = {}
     for result in results:
         grouped.setdefault((result.model, result.source), {}).setdefault(result.template, []).append(result)
     lines: list[str] = []
     for (model, source), templates in grouped.items():
-        lines.append(f"{model} ({source})")
+        note = (notes or {}).get(source)
+        lines.append(f"{model} ({source})" + (f" [{note}]" if note else ""))
         for template, checks in templates.items():
             counts = {o: sum(1 for r in checks if r.outcome == o) for o in Outcome}
             tally = ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)

@@ -64,10 +64,25 @@ class Support:
         return cls(tools=False, tool_calls=False, tool_role=False, list_content=False)
 
 
-def text(*, min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
-    """Message text: mostly plain words, with template-breaking fragments mixed in."""
+#: A small alphabet with what breaks templates and tokenizers: printable ASCII, control characters, unusual
+#: spaces and line breaks, accents, CJK, and characters outside the BMP. Drawing from an explicit alphabet
+#: spares Hypothesis building its Unicode tables, which takes seconds in a directory without ``.hypothesis``.
+SAMPLE_ALPHABET = (
+    "".join(chr(c) for c in range(32, 127))
+    + "\t\n\r\x0b\x0c\x1f\x7f\u00a0\u00e9\u00df\u200b\u2028\u4e2d\U0001f600\U0001d518"
+)
+
+
+def text(
+    *, min_size: int = 0, max_size: int = 40, alphabet: str | None = SAMPLE_ALPHABET
+) -> st.SearchStrategy[str]:
+    """Message text: mostly plain words, with template-breaking fragments mixed in.
+
+    The text between fragments is drawn from ``alphabet``, or from all of Unicode with ``alphabet=None``.
+    """
     word = st.sampled_from(WORDS)
-    piece = st.one_of(word, word, st.sampled_from(TRICKY_FRAGMENTS), st.text(max_size=4))
+    free = st.text(max_size=4) if alphabet is None else st.text(alphabet, max_size=4)
+    piece = st.one_of(word, word, st.sampled_from(TRICKY_FRAGMENTS), free)
     joined = st.lists(piece, min_size=1 if min_size else 0, max_size=max_size // 4 + 1).map("".join)
     return joined.filter(lambda s: len(s) >= min_size) if min_size else joined
 

@@ -9,8 +9,9 @@ import sys
 def test_package_and_plugin_import_no_heavy_modules() -> None:
     code = (
         "import sys, templatecheck, templatecheck.plugin, templatecheck.checks.template, "
-        "templatecheck.checks.tokenizer\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'huggingface_hub', 'numpy') "
+        "templatecheck.checks.tokenizer, templatecheck.checks.reference, templatecheck.formats.detect\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'huggingface_hub', 'numpy', "
+        "'mistral_common', 'sentencepiece') "
         "if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

@@ -47,7 +47,8 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
     return register
 
 
-# The layer modules register their checks on import; importing them here makes REGISTRY complete.
-from templatecheck.checks import roles, sandbox, template, tokenizer, tools  # noqa: E402
+# The layer modules register their checks on import; importing them here makes REGISTRY complete, in layer order.
+from templatecheck.checks import template, roles, tools, sandbox, tokenizer  # noqa: E402, I001
+from templatecheck.checks import reference  # noqa: E402
 
-__all__ = ["REGISTRY", "Check", "check", "roles", "sandbox", "template", "tokenizer", "tools"]
+__all__ = ["REGISTRY", "Check", "check", "reference", "roles", "sandbox", "template", "tokenizer", "tools"]

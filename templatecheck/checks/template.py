@@ -419,8 +419,11 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     """Every message's text appears in the rendering verbatim, once, in order.
 
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
-    alter it, repeat it, reorder turns, or print list content as a Python repr.
+    alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is only a warning
+    when the model's reference format strips text itself (Llama, Gemma): the template then matches training.
     """
+
+    stripping = _stripping_format(subject)
 
     def judge(conversation: conv.Conversation) -> Problem | None:
         tagged = tag(conversation)
@@ -428,13 +431,33 @@ def content_fidelity(subject: Subject) -> list[Finding]:
             rendered = subject.render(tagged)
         except RenderError:
             return None
-        return fidelity_problem(rendered, tagged)
+        problem = fidelity_problem(rendered, tagged)
+        if problem is not None and stripping and problem.key.startswith("trimmed"):
+            return Problem(
+                problem.key,
+                warning(
+                    f"{problem.finding.message}, as the {stripping} format does: the model never saw edge "
+                    "whitespace in training, but the user's is lost"
+                ),
+            )
+        return problem
 
     plain = [
         conv.SYSTEM_USER_ASSISTANT,
         [conv.system(" padded \n"), conv.user("\n question  "), conv.assistant("ok ")],
     ]
     return counterexamples([*plain, *_samples(subject, end_with_user=False, share=2)], judge)
+
+
+def _stripping_format(subject: Subject) -> str | None:
+    """The name of the model's reference format when that format strips message text (see ``strips_text``)."""
+    from templatecheck.formats.detect import choose
+
+    try:
+        chosen = choose(subject.model, subject.options).format
+    except Exception:  # an unknown --reference is reported by the reference check itself
+        return None
+    return chosen.name if chosen is not None and chosen.strips_text else None
 
 
 # -------------------------------------------------------------------------------------------- assistant mask

@@ -308,9 +308,7 @@ def control_token_injection(subject: Subject) -> list[Finding]:
         clean = _encode(tokenizer, subject.render([conv.user(benign)], add_generation_prompt=True))
     except RenderError:
         return [skipped("a user turn does not render (see `renders`)")]
-    special = set(tokenizer.all_special_ids) | {
-        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
-    }
+    special = {tokenizer.convert_tokens_to_ids(token) for token in control[:3]}
     injected = sum(1 for i in hostile if i in special) - sum(1 for i in clean if i in special)
     if injected <= 0:
         return []
