@@ -219,11 +219,12 @@ def test_without_mistral_common_the_oracle_is_skipped_with_the_install_command(
 
 
 def test_the_sample_is_the_same_in_every_call() -> None:
-    from templatecheck.formats.compare import cases, drawn
+    from templatecheck.formats.compare import cases
+    from templatecheck.sample import _draw
 
-    drawn.cache_clear()
+    _draw.cache_clear()
     first = cases(20, tool_calls=True)
-    drawn.cache_clear()
+    _draw.cache_clear()
     assert cases(20, tool_calls=True) == first
     assert len({c.name for c in first if c.name.startswith("drawn")}) == 20
     assert all(not c.add_generation_prompt for c in first if c.messages[-1]["role"] == "assistant")

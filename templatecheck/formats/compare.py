@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from templatecheck import conversation as conv
@@ -78,37 +77,17 @@ def _variants(name: str, messages: Sequence[Message]) -> list[Case]:
     return [Case(name, frozen, False), Case(name, frozen, True)]
 
 
-@lru_cache(maxsize=8)
 def drawn(examples: int) -> tuple[tuple[Message, ...], ...]:
-    """``examples`` conversations from the hypothesis strategy, the same ones in every run and process.
-
-    Message text comes from :data:`~templatecheck.strategies.SAMPLE_ALPHABET` rather than all of Unicode:
-    the draw then costs a fraction of a second even where Hypothesis has no cache yet (a CI checkout).
-    """
+    """``examples`` plain conversations (half ending with the user, half with a reply), the same in every run:
+    the suite's one hypothesis draw (:func:`templatecheck.sample.sample`), shared with the other checks."""
     if examples <= 0:
         return ()
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import strategies as st
+    from templatecheck.sample import sample
+    from templatecheck.strategies import Support
 
-    from templatecheck.strategies import SAMPLE_ALPHABET, conversations, text
-
-    found: dict[str, tuple[Message, ...]] = {}
-    content = text(alphabet=SAMPLE_ALPHABET)
-
-    @settings(
-        derandomize=True,
-        database=None,
-        max_examples=examples,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.one_of(conversations(content=content), conversations(content=content, end_with_user=False)))
-    def collect(conversation: list[dict[str, Any]]) -> None:
-        found.setdefault(repr(conversation), tuple(conversation))
-
-    collect()
-    return tuple(found.values())
+    prompts = sample(Support.plain(), end_with_user=True, count=(examples + 1) // 2)
+    replies = sample(Support.plain(), end_with_user=False, count=examples // 2)
+    return tuple(tuple(conversation) for conversation in [*prompts, *replies])
 
 
 #: A second user turn after a reply: shows where a format puts the system prompt (first or last turn).
