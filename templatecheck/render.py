@@ -324,10 +324,18 @@ def template_variables(source: str) -> frozenset[str]:
 # ------------------------------------------------------------------------------------- message preparation
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """Plain JSON-like data: what transformers lets a template see."""
-    if value is None or type(value) in (str, int, float, bool):
+    kind = type(value)
+    if kind in _SCALARS:
         return value
+    if kind is dict:  # the common case first: exact types skip the ABC checks below
+        return {key if type(key) is str else _plain(key): _plain(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain(item) for item in value]
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, int):
