@@ -358,6 +358,8 @@ def texts(message: conv.Message) -> list[str]:
 def fidelity_problem(rendered: str, conversation: conv.Conversation) -> Problem | None:
     """How ``rendered`` fails to show every text of the tagged ``conversation`` verbatim, once, in order."""
     position = 0
+    first_turn_at: int | None = None
+    system_at: list[tuple[int, int]] = []
     for i, message in enumerate(conversation):
         role = message.get("role")
         content = message.get("content")
@@ -401,16 +403,20 @@ def fidelity_problem(rendered: str, conversation: conv.Conversation) -> Problem 
                 return Problem(
                     f"repeated {role}", failed(f"the {role} message {i} is rendered more than once")
                 )
+            if role == "system":  # a format may place it elsewhere (Mistral: in the last user turn)
+                system_at.append((i, found))
+                continue
             if found < position:
-                if role == "system":
-                    return Problem(
-                        "system moved",
-                        warning(f"the system message {i} is rendered after later messages, not first"),
-                    )
                 return Problem(
                     f"reordered {role}", failed(f"the {role} message {i} is rendered out of order")
                 )
+            first_turn_at = found if first_turn_at is None else first_turn_at
             position = found + len(text)
+    for i, found in system_at:
+        if first_turn_at is not None and found > first_turn_at:
+            return Problem(
+                "system moved", warning(f"the system message {i} is rendered after later messages, not first")
+            )
     return None
 
 
