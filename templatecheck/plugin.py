@@ -156,6 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 get(reference)
             except TemplatecheckError as error:
                 raise pytest.UsageError(str(error)) from None
+    if config.getoption("update_pins") and config.getoption("pin_dir") is None:
+        raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
     refs: list[str] = [*(config.getoption("model") or []), *_models_from(config.getoption("models_from"))]
     if not refs:
         return

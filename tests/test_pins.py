@@ -154,6 +154,12 @@ def test_without_pin_dir_test_pins_is_skipped_with_the_reason(pytester: pytest.P
     result.stdout.fnmatch_lines(["*no --pin-dir given*"])
 
 
+def test_update_pins_without_a_pin_dir_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--model", str(FIXTURES / "hermes-3-tiny"), "--update-pins")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too*"])
+
+
 def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
     model = pytester.path / "my-model"
     shutil.copytree(FIXTURES / "hermes-3-tiny", model)
