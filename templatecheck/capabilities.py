@@ -8,13 +8,17 @@ the capabilities table of the reports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from templatecheck.conversation import Conversation, assistant, system, user
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.strategies import Support
+
+if TYPE_CHECKING:
+    from templatecheck.result import Finding
 
 SENTINEL = "zq7"
 
@@ -49,6 +53,10 @@ class Capabilities:
     object_arguments: bool
     string_arguments: bool
     reasoning: bool
+    #: Text the template injects when the conversation has no system message (``default_system_prompt``).
+    default_system_prompt: bool = False
+    #: The template writes the current date (``clock``).
+    date_injection: bool = False
 
     @property
     def support(self) -> Support:
@@ -64,7 +72,18 @@ class Capabilities:
         )
 
     def table(self) -> list[tuple[str, bool]]:
-        return [(name.replace("_", " "), value) for name, value in self.__dict__.items()]
+        """(feature, supported) rows for the reports, in a fixed order."""
+        return [(_LABELS.get(name, name.replace("_", " ")), value) for name, value in self.__dict__.items()]
+
+
+_LABELS = {
+    "system": "system role",
+    "tool_role": "tool responses",
+    "list_content": "typed (list) content",
+    "object_arguments": "object arguments",
+    "string_arguments": "string arguments",
+    "reasoning": "thinking / reasoning",
+}
 
 
 def _shows(subject: Subject, sentinel: str, messages: Conversation, **kwargs: Any) -> bool:
@@ -78,7 +97,7 @@ def _shows(subject: Subject, sentinel: str, messages: Conversation, **kwargs: An
 
 def probe(subject: Subject) -> Capabilities:
     """Render one probe per feature; cached per template of the model."""
-    key = ("capabilities", subject.template.name)
+    key = ("capabilities", subject.template.name, subject.template.source)
     cached = subject.model.cache.get(key)
     if isinstance(cached, Capabilities):
         return cached
@@ -122,3 +141,21 @@ def probe(subject: Subject) -> Capabilities:
     )
     subject.model.cache[key] = found
     return found
+
+
+def survey(subject: Subject) -> Capabilities:
+    """:func:`probe`, plus what the ``default_system_prompt`` and ``clock`` checks report (their warnings),
+    for the reports' capabilities table; the checks themselves decide, so the table and the checks agree."""
+    from dataclasses import replace
+
+    from templatecheck.checks import roles
+    from templatecheck.result import Outcome
+
+    def warns(check: Callable[[Subject], list[Finding]]) -> bool:
+        return any(f.outcome is Outcome.WARNING for f in check(subject))
+
+    return replace(
+        probe(subject),
+        default_system_prompt=warns(roles.default_system_prompt.run),
+        date_injection=warns(roles.clock.run),
+    )

@@ -307,7 +307,7 @@ class Subject:
         """
         if "tools" not in kwargs:
             kwargs["tools"] = self.client_tools(messages)
-        stuck = ("timed out", self.template.name)
+        stuck = ("timed out", self.template.name, self.template.source)
         if stuck in self.model.cache:
             raise self.model.cache[stuck]
         try:

@@ -21,10 +21,11 @@ from templatecheck.result import CheckResult, Outcome
 
 if TYPE_CHECKING:
     from templatecheck.checks import Check
-    from templatecheck.model import Model
+    from templatecheck.model import Model, Subject
 
 SUITE = Path(__file__).parent / "suite"
 _PROPERTY = "templatecheck"
+_PINNED = "templatecheck-pinned"
 
 
 class TemplatecheckWarning(UserWarning):
@@ -68,6 +69,7 @@ class Catalog:
 
 CATALOG = pytest.StashKey[Catalog]()
 RESULTS = pytest.StashKey[list[CheckResult]]()
+PINNED = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,6 +89,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--report-json", metavar="PATH", help="write every check result of the run to PATH as JSON"
+    )
+    group.addoption(
+        "--report-md",
+        metavar="PATH",
+        help="write a Markdown report to PATH (capabilities, checks and findings per model), for a model card "
+        "or a pull-request comment",
+    )
+    group.addoption(
+        "--models-from",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add every subdirectory of DIR that holds a tokenizer_config.json or chat_template.jinja as a "
+        "--model (a sweep in one session); repeatable",
+    )
+    group.addoption(
+        "--pin-dir",
+        metavar="DIR",
+        help="compare each template's renderings and token ids of a fixed probe set with the pins in DIR "
+        "(test_pins); a missing or different pin fails",
+    )
+    group.addoption(
+        "--update-pins",
+        action="store_true",
+        help="with --pin-dir: write the current renderings as the pins instead of comparing",
     )
     group.addoption(
         "--strict-checks",
@@ -118,6 +145,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "templatecheck: a conformance check of templatecheck")
     config.stash[RESULTS] = []
+    config.stash[PINNED] = []
     config.pluginmanager.register(_ResultCollector(config), "templatecheck-results")
     reference = config.getoption("reference")
     if reference is not None:
@@ -128,7 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 get(reference)
             except TemplatecheckError as error:
                 raise pytest.UsageError(str(error)) from None
-    refs: list[str] = config.getoption("model") or []
+    if config.getoption("update_pins") and config.getoption("pin_dir") is None:
+        raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
+    refs: list[str] = [*(config.getoption("model") or []), *_models_from(config.getoption("models_from"))]
     if not refs:
         return
     config.stash[CATALOG] = Catalog(
@@ -136,6 +166,30 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # `--model` runs the conformance suite and nothing else, whatever paths were given.
     config.args[:] = [str(SUITE)]
+
+
+def _models_from(directories: list[str]) -> list[str]:
+    """The model directories directly under each of ``directories``, sorted by name."""
+    found = []
+    for name in directories:
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise pytest.UsageError(
+                f"--models-from {name!r}: no such directory; pass a folder of model directories"
+            )
+        models = [
+            str(sub)
+            for sub in sorted(directory.iterdir())
+            if sub.is_dir()
+            and any((sub / f).is_file() for f in ("tokenizer_config.json", "chat_template.jinja"))
+        ]
+        if not models:
+            raise pytest.UsageError(
+                f"--models-from {name!r}: no subdirectory holds a tokenizer_config.json or chat_template.jinja; "
+                "pass the folder that contains the model directories"
+            )
+        found += models
+    return found
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -206,11 +260,48 @@ def tc(request: pytest.FixtureRequest) -> CheckRunner:
     ref, template = request.param
     model = request.config.stash[CATALOG].get(ref)
     if isinstance(model, TemplatecheckError):
-        check = REGISTRY[request.function.__name__.removeprefix("test_")]
+        name = request.function.__name__.removeprefix("test_")
+        check = REGISTRY.get(name) or _pins_check(request)
         _record(request, _error_result(ref, short_name(ref), "", check, str(model)))
         pytest.fail(str(model), pytrace=False)
     assert template is not None
     return CheckRunner(request, model, template)
+
+
+@pytest.fixture
+def pin_check(request: pytest.FixtureRequest) -> Check:
+    """``test_pins``' check: compare the renderings with the pins in ``--pin-dir`` (or write them)."""
+    if request.config.getoption("pin_dir") is None:
+        pytest.skip("no --pin-dir given (pinning compares each template's renderings with golden files)")
+    return _pins_check(request)
+
+
+def _pins_check(request: pytest.FixtureRequest) -> Check:
+    from templatecheck import pins
+    from templatecheck.checks import Check
+    from templatecheck.result import Finding, Layer
+
+    config = request.config
+    root = Path(config.getoption("pin_dir") or ".")
+
+    def run(subject: Subject) -> list[Finding]:
+        """A rendering or token ids that differ from the pinned ones: any change of behaviour of a template
+        (a publisher's edit, a transformers or tokenizer upgrade) since the pins were written."""
+        if not config.getoption("update_pins"):
+            return pins.compare(subject, root, _update_command(config, subject.model.ref.text))
+        for path in pins.update(subject, root):
+            request.node.user_properties.append((_PINNED, str(path)))
+        return []
+
+    return Check("pins", Layer.TEMPLATE, run)
+
+
+def _update_command(config: pytest.Config, source: str) -> str:
+    import shlex
+
+    words = ["pytest", "--model", source, "--pin-dir", config.getoption("pin_dir"), "--update-pins"]
+    chosen = config.getoption("chat_template")
+    return shlex.join([*words, *(["--chat-template", chosen] if chosen else [])])
 
 
 class _ResultCollector:
@@ -225,6 +316,8 @@ class _ResultCollector:
         for key, value in report.user_properties:
             if key == _PROPERTY:
                 self.config.stash[RESULTS].append(CheckResult.from_json(json.loads(str(value))))
+            elif key == _PINNED:
+                self.config.stash[PINNED].append(str(value))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -235,6 +328,37 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         results: list[CheckResult] = config.stash[RESULTS]
         write_json_report(Path(path), results)
+    md = config.getoption("report_md")
+    if md and CATALOG in config.stash and not hasattr(config, "workerinput"):
+        from templatecheck.markdown import markdown_report
+        from templatecheck.report import write_atomically
+
+        results = config.stash[RESULTS]
+        catalog = config.stash[CATALOG]
+        text = markdown_report(
+            results, _capabilities(config), _reference_notes(config, results), catalog.refs
+        )
+        write_atomically(Path(md), text)
+
+
+def _capabilities(config: pytest.Config) -> dict[tuple[str, str], list[tuple[str, bool]]]:
+    """``(source, template) -> capabilities table`` for every loaded model, probed here (in the controller
+    under xdist: probing is deterministic, so workers need not ship it)."""
+    from templatecheck.capabilities import survey
+    from templatecheck.model import Subject
+
+    catalog = config.stash[CATALOG]
+    tables = {}
+    for ref in catalog.refs:
+        model = catalog.get(ref)
+        if isinstance(model, TemplatecheckError):
+            continue
+        for name, template in model.templates.items():
+            try:
+                tables[(ref, name)] = survey(Subject(model, template, options_from(config))).table()
+            except TemplatecheckError:
+                continue
+    return tables
 
 
 def _reference_notes(config: pytest.Config, results: list[CheckResult]) -> dict[str, str]:
@@ -254,14 +378,23 @@ def _reference_notes(config: pytest.Config, results: list[CheckResult]) -> dict[
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written: list[str] = config.stash.get(PINNED, [])
+    pinned = sorted(written)
+    if pinned:
+        terminalreporter.write_sep("=", f"templatecheck pins: {len(pinned)} files written or removed")
+        for path in pinned:
+            terminalreporter.write_line(path)
     results = config.stash.get(RESULTS, [])
     if not results:
         return
     from templatecheck.report import summary_lines
 
     terminalreporter.write_sep("=", "templatecheck summary")
-    for line in summary_lines(results, _reference_notes(config, results)):
+    catalog = config.stash.get(CATALOG, None)
+    sources = catalog.refs if catalog is not None else []
+    for line in summary_lines(results, _reference_notes(config, results), sources):
         terminalreporter.write_line(line)
-    path = config.getoption("report_json")
-    if path:
-        terminalreporter.write_line(f"JSON report: {path}")
+    for option, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
+        path = config.getoption(option)
+        if path:
+            terminalreporter.write_line(f"{label}: {path}")

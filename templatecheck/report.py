@@ -8,10 +8,11 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from templatecheck.result import CheckResult, Outcome
+from templatecheck.result import CheckResult, Finding, Layer, Outcome
 
 REPORT_VERSION = 1
 
@@ -86,7 +87,9 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(
+            fd, "w", encoding="utf-8", newline=""
+        ) as handle:  # exact bytes: no newline translation
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -109,26 +112,105 @@ _MARK = {
 }
 
 
-def summary_lines(results: Iterable[CheckResult], notes: Mapping[str, str] | None = None) -> list[str]:
-    """Per model and template: the checks with their outcomes, then one line per finding.
+@dataclass(frozen=True)
+class Grid:
+    """One model's results as a table: a row per check (in layer order), a column per template."""
+
+    model: str
+    source: str
+    templates: tuple[str, ...]
+    rows: tuple[tuple[Layer, str, Mapping[str, Outcome]], ...]
+    results: tuple[CheckResult, ...]
+
+    def tally(self, template: str) -> str:
+        """``13 passed, 3 skipped, 1 warning`` for one template."""
+        outcomes = [r.outcome for r in self.results if r.template == template]
+        return ", ".join(f"{outcomes.count(o)} {o.value}" for o in Outcome if o in outcomes)
+
+    def findings(self, template: str | None = None) -> list[tuple[CheckResult, Finding]]:
+        """The warnings, failures and errors, most severe first, then in check order."""
+        order = {check: i for i, (_, check, _) in enumerate(self.rows)}
+        found = [
+            (r, f)
+            for r in self.results
+            if template is None or r.template == template
+            for f in r.findings
+            if f.outcome not in (Outcome.PASSED, Outcome.SKIPPED)
+        ]
+        return sorted(
+            found,
+            key=lambda rf: (
+                -rf[1].outcome.severity,
+                order[rf[0].check],
+                self.templates.index(rf[0].template),
+            ),
+        )
+
+
+def grids(results: Iterable[CheckResult], sources: Sequence[str] = ()) -> list[Grid]:
+    """The results per model, in the order of ``sources`` (then of appearance); the same whatever order the
+    results arrive in (xdist), except for models missing from ``sources``."""
+    from templatecheck.checks import REGISTRY
+
+    registered = list(REGISTRY)
+    by_model: dict[tuple[str, str], list[CheckResult]] = {}
+    for result in results:
+        by_model.setdefault((result.model, result.source), []).append(result)
+    rank = {source: i for i, source in enumerate(sources)}
+    keys = sorted(by_model, key=lambda k: rank.get(k[1], len(rank)))
+    made = []
+    for model, source in keys:
+        found = by_model[(model, source)]
+        templates = sorted({r.template for r in found}, key=lambda t: (t != "default", t))
+        layers = list(Layer)
+        checks = sorted(
+            {(r.layer, r.check) for r in found},
+            key=lambda lc: (
+                layers.index(lc[0]),
+                registered.index(lc[1]) if lc[1] in registered else len(registered),
+                lc[1],
+            ),
+        )
+        rows = tuple(
+            (layer, check, {r.template: r.outcome for r in found if r.check == check})
+            for layer, check in checks
+        )
+        position = {check: i for i, (_, check) in enumerate(checks)}
+        found.sort(key=lambda r: (templates.index(r.template), position[r.check]))
+        made.append(Grid(model, source, tuple(templates), rows, tuple(found)))
+    return made
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
+
+
+def summary_lines(
+    results: Iterable[CheckResult], notes: Mapping[str, str] | None = None, sources: Sequence[str] = ()
+) -> list[str]:
+    """Per model: a table of checks (layer, check, one column per template), then per template its tally and
+    one line per finding, most severe first.
 
     ``notes`` adds text to a model's header line, by source (the reference format the model was compared with).
     """
-    grouped: dict[tuple[str, str], dict[str, list[CheckResult]]] = {}
-    for result in results:
-        grouped.setdefault((result.model, result.source), {}).setdefault(result.template, []).append(result)
     lines: list[str] = []
-    for (model, source), templates in grouped.items():
-        note = (notes or {}).get(source)
-        lines.append(f"{model} ({source})" + (f" [{note}]" if note else ""))
-        for template, checks in templates.items():
-            counts = {o: sum(1 for r in checks if r.outcome == o) for o in Outcome}
-            tally = ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)
-            lines.append(f"  {template}: {tally}")
-            for result in sorted(checks, key=lambda r: -r.outcome.severity):
-                for finding in result.findings:
-                    if finding.outcome in (Outcome.PASSED, Outcome.SKIPPED):
-                        continue
-                    first = finding.message.strip().split("\n", 1)[0]
-                    lines.append(f"    {_MARK[finding.outcome]} {result.check}: {first}")
+    for grid in grids(results, sources):
+        note = (notes or {}).get(grid.source)
+        lines.append(f"{grid.model} ({grid.source})" + (f" [{note}]" if note else ""))
+        header = ("layer", "check", *grid.templates)
+        cells = [header] + [
+            (
+                layer.value,
+                check,
+                *(outcomes[t].value if t in outcomes else "-" for t in grid.templates),
+            )
+            for layer, check, outcomes in grid.rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        for row in cells:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for template in grid.templates:
+            lines.append(f"  {template}: {grid.tally(template)}")
+            for result, finding in grid.findings(template):
+                lines.append(f"    {_MARK[finding.outcome]} {result.check}: {first_line(finding.message)}")
     return lines

@@ -8,7 +8,7 @@ import sys
 
 def test_package_and_plugin_import_no_heavy_modules() -> None:
     code = (
-        "import sys, templatecheck, templatecheck.plugin, templatecheck.checks.template, "
+        "import sys, templatecheck, templatecheck.plugin, templatecheck.cli, templatecheck.checks.template, "
         "templatecheck.checks.tokenizer, templatecheck.checks.reference, templatecheck.formats.detect\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'huggingface_hub', 'numpy', "
         "'mistral_common', 'sentencepiece') "

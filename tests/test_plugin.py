@@ -30,7 +30,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=28, skipped=6, warnings=2)
+    result.assert_outcomes(passed=28, skipped=8, warnings=2)  # test_pins skips without --pin-dir
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -49,7 +49,7 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=26, failed=2, skipped=6, warnings=2)
+    result.assert_outcomes(passed=26, failed=2, skipped=8, warnings=2)
     result.stdout.fnmatch_lines(
         [
             "*_ test_double_bos[[]double-bos:default[]] _*",
@@ -64,7 +64,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=54, failed=2, skipped=12, errors=17, warnings=4)
+    result.assert_outcomes(passed=54, failed=2, skipped=17, errors=17, warnings=4)
     result.stdout.fnmatch_lines(
         ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
     )
@@ -125,7 +125,7 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(
-        passed=14, skipped=3, warnings=1
+        passed=14, skipped=4, warnings=1
     )
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
@@ -140,7 +140,7 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--chat-template", "rag")
-    result.assert_outcomes(errors=17)
+    result.assert_outcomes(errors=17, skipped=1)
     result.stdout.fnmatch_lines(["*--chat-template 'rag': no such file*(it has: default, tool_use)*"])
 
 
@@ -178,12 +178,14 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
     pytest.importorskip("xdist")
     serial, parallel = tmp_path / "serial.json", tmp_path / "parallel.json"
     args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider", "--examples", "20"]
-    project.runpytest_subprocess(*args, "--report-json", str(serial)).assert_outcomes(
-        passed=54, failed=2, skipped=12, warnings=4
+    project.runpytest_subprocess(
+        *args, "--report-json", str(serial), "--report-md", str(serial.with_suffix(".md"))
+    ).assert_outcomes(passed=54, failed=2, skipped=16, warnings=4)
+    run = project.runpytest_subprocess(
+        *args, "-n", "2", "--report-json", str(parallel), "--report-md", str(parallel.with_suffix(".md"))
     )
-    run = project.runpytest_subprocess(*args, "-n", "2", "--report-json", str(parallel))
     outcomes = run.parseoutcomes()
-    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 12)
+    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 16)
     run.stdout.fnmatch_lines(["*= templatecheck summary =*"])
 
     def results(path: Path) -> list[tuple[str, str, str, str]]:
@@ -195,3 +197,35 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
         )
 
     assert results(parallel) == results(serial)
+    markdown = parallel.with_suffix(".md").read_text()
+    assert markdown == serial.with_suffix(".md").read_text()
+    assert "### Capabilities" in markdown and "| tools | no | yes |" in markdown
+
+
+def test_models_from_adds_every_model_directory(project: pytest.Pytester) -> None:
+    families = FIXTURES / "families"
+    expected = sorted(
+        p.name
+        for p in families.iterdir()
+        if (p / "tokenizer_config.json").is_file() or (p / "chat_template.jinja").is_file()
+    )
+    assert len(expected) >= 10 and "broken" not in expected  # a folder of folders is not a model
+    result = project.runpytest(
+        "--models-from", str(families), "--model", HERMES, "-k", "renders", "--co", "-q"
+    )
+    ids = [line.split("[", 1)[1].rstrip("]") for line in result.stdout.lines if "::test_renders[" in line]
+    assert ids == ["hermes-3-tiny:default", "hermes-3-tiny:tool_use"] + [
+        f"{name}:default" for name in expected
+    ]
+
+
+def test_models_from_a_bad_folder_is_a_usage_error(project: pytest.Pytester) -> None:
+    missing = project.runpytest("--models-from", "no-such-dir")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(
+        ["*--models-from 'no-such-dir': no such directory; pass a folder of model directories*"]
+    )
+    (project.path / "empty" / "sub").mkdir(parents=True)
+    empty = project.runpytest("--models-from", "empty")
+    assert empty.ret == pytest.ExitCode.USAGE_ERROR
+    empty.stderr.fnmatch_lines(["*--models-from 'empty': no subdirectory holds a tokenizer_config.json*"])

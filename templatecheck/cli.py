@@ -1,0 +1,167 @@
+"""The ``templatecheck`` command: the suite on models (``pytest --model ...``), and what a model sees.
+
+``templatecheck MODEL [MODEL ...] [OPTIONS]`` runs the conformance suite in-process with pytest, passing every
+option through (``--report-md``, ``-n 2``, ``--pin-dir``, ...); its exit code is pytest's.
+``templatecheck render MODEL --messages FILE`` prints a rendering with control tokens and whitespace visible.
+
+Importing this module loads neither torch nor transformers: the tokenizer loads only when a command needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from templatecheck.errors import TemplatecheckError
+
+#: Exit code of bad input (a missing file, malformed JSON, an unknown model), as argparse uses it.
+USAGE = 2
+
+_HELP = """\
+usage: templatecheck MODEL [MODEL ...] [pytest and templatecheck options]
+       templatecheck render MODEL --messages FILE [--chat-template NAME] [--add-generation-prompt] [--tokens]
+
+Run the chat-template conformance suite on model directories or Hub ids (the same as
+`pytest --model MODEL ...`; every pytest and templatecheck option applies, e.g. --report-md report.md, -n 2),
+or show what a model sees for a conversation.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_HELP, end="")
+        return 0 if args else USAGE
+    if args[0] == "render":
+        return render_command(args[1:])
+    return suite_command(args)
+
+
+def suite_argv(args: Sequence[str]) -> list[str]:
+    """``MODEL ... OPTIONS`` -> pytest's arguments: each leading positional argument becomes ``--model``."""
+    models = []
+    rest = list(args)
+    while rest and not rest[0].startswith("-"):
+        models.append(rest.pop(0))
+    return [arg for model in models for arg in ("--model", model)] + rest
+
+
+def suite_command(args: Sequence[str]) -> int:
+    argv = suite_argv(args)
+    if "--model" not in argv and "--models-from" not in argv:
+        print("templatecheck: error: name at least one MODEL (a directory or Hub id)", file=sys.stderr)
+        return USAGE
+    import pytest
+
+    return int(pytest.main(argv))
+
+
+# ------------------------------------------------------------------------------------------------ render
+
+
+def _render_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="templatecheck render",
+        description="Show what the model sees for a conversation: the rendering with control tokens and "
+        "whitespace visible (␤ newline, ⇥ tab, ␠ odd space), and its token ids on request.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
+    parser.add_argument(
+        "--messages",
+        required=True,
+        metavar="FILE",
+        help="a JSON list of messages, or an object with 'messages' (and optionally 'tools'); '-' reads stdin",
+    )
+    parser.add_argument(
+        "--chat-template", metavar="NAME_OR_FILE", help="a named template of the model, or a template file"
+    )
+    parser.add_argument("--add-generation-prompt", action="store_true", help="end with the assistant header")
+    parser.add_argument("--tokens", action="store_true", help="also list every token: [id 'piece']")
+    return parser
+
+
+def read_messages(name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The messages (and tools) of a JSON file; errors name the file and what to fix."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplatecheckError(f"--messages {name!r}: no such file; pass a JSON file of messages") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise TemplatecheckError(
+            f"--messages {name!r}: cannot be read ({type(exc).__name__}); pass a UTF-8 JSON file"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TemplatecheckError(
+            f"--messages {name!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    tools = None
+    if isinstance(data, dict):
+        tools = data.get("tools")
+        data = data.get("messages")
+    if not isinstance(data, list) or not all(isinstance(m, dict) and "role" in m for m in data):
+        raise TemplatecheckError(
+            f"--messages {name!r}: expected a list of messages with a 'role' each (or an object with "
+            '"messages"), e.g. [{"role": "user", "content": "Hi"}]'
+        )
+    if tools is not None and not isinstance(tools, list):
+        raise TemplatecheckError(f"--messages {name!r}: 'tools' must be a list of tool definitions")
+    return data, tools
+
+
+def render_command(args: Sequence[str]) -> int:
+    parsed = _render_parser().parse_args(list(args))
+    from templatecheck.render import RenderError
+
+    try:
+        messages, tools = read_messages(parsed.messages)
+        from templatecheck.model import Subject, load_model
+
+        model = load_model(parsed.model, chat_template=parsed.chat_template)
+        template = next(iter(model.templates.values()))
+        if parsed.chat_template is None and len(model.templates) > 1:
+            # transformers' choice: the tool_use template when tools are passed, else the default
+            name = "tool_use" if tools and "tool_use" in model.templates else "default"
+            template = model.templates.get(name, template)
+        subject = Subject(model, template)
+        kwargs: dict[str, Any] = {"add_generation_prompt": parsed.add_generation_prompt}
+        if tools is not None:
+            kwargs["tools"] = tools
+        text = subject.render(messages, **kwargs)
+        ids = _encode(model, text) if parsed.tokens else []
+    except TemplatecheckError as error:
+        print(f"templatecheck: error: {error}", file=sys.stderr)
+        return USAGE
+    except RenderError as error:
+        print(f"templatecheck: the template does not render these messages: {error}", file=sys.stderr)
+        return 1
+    print(_shown(model.name, template.name, text, ids, model if parsed.tokens else None))
+    return 0
+
+
+def _encode(model: Any, text: str) -> list[int]:
+    """The ids the model sees: ``apply_chat_template(tokenize=True)``, i.e. no special tokens added."""
+    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _shown(model: str, template: str, text: str, ids: list[int], tokenized: Any) -> str:
+    from templatecheck.report import tokens, visible
+
+    lines = [f"# {model}:{template} ({len(text)} characters)", visible(text)]
+    if tokenized is not None:
+        pieces = [tokenized.tokenizer.decode([i]) for i in ids]
+        lines += [f"# {len(ids)} tokens", tokens(ids, pieces, limit=len(ids))]
+    return "\n".join(lines)
+
+
+def run() -> None:
+    """The console script's entry point."""
+    sys.exit(main())
+
+
+__all__ = ["main", "read_messages", "render_command", "suite_argv", "suite_command"]
