@@ -12,7 +12,9 @@ entry of ``tokenizer_config.json`` (a string, or a list of named templates), els
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -236,6 +238,9 @@ def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
                 f"model {label!r}: its tokenizer needs custom code (auto_map in tokenizer_config.json), which "
                 "templatecheck never runs (no trust_remote_code); test a model with a standard tokenizer class"
             )
+    if "transformers" not in sys.modules:
+        # transformers advises at import that torch is missing; the static checks need no torch.
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
