@@ -189,6 +189,25 @@ def read_templates(directory: Path) -> dict[str, Template]:
     return {}
 
 
+def templates_in_folder(folder: Path) -> dict[str, Template]:
+    """Candidate templates for ``--chat-template DIR``: every ``*.jinja`` file, and every template of the
+    corpus-format ``*.json`` files (see :mod:`templatecheck.corpus`)."""
+    from templatecheck.corpus import read_corpus
+
+    found = {t.name: t for t in map(template_from_file, sorted(folder.glob("*.jinja")))}
+    try:
+        found.update(read_corpus(folder))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise TemplatecheckError(
+            f"--chat-template {folder}: a .json file there is not a template file ({exc})"
+        ) from None
+    if not found:
+        raise TemplatecheckError(
+            f"--chat-template {folder}: the folder holds no *.jinja template and no template *.json file"
+        )
+    return found
+
+
 def template_from_file(path: Path) -> Template:
     """A candidate template file, for ``--chat-template FILE``."""
     return Template(path.stem, _read_text(path), str(path))
@@ -267,6 +286,8 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
         if candidate.is_file():
             chosen = template_from_file(candidate)
             templates = {chosen.name: chosen}
+        elif candidate.is_dir():
+            templates = templates_in_folder(candidate)
         elif chat_template in templates:
             templates = {chat_template: templates[chat_template]}
         else:

@@ -85,7 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--chat-template",
         metavar="NAME_OR_FILE",
-        help="test only this named template of each model, or a candidate template file with its tokenizer",
+        help="test only this named template of each model, or a candidate template file (or a folder of "
+        "them: *.jinja and template *.json files) with the model's tokenizer",
     )
     group.addoption(
         "--report-json", metavar="PATH", help="write every check result of the run to PATH as JSON"

@@ -170,3 +170,19 @@ def test_hub_id_resolves_from_the_cache_offline(tmp_path: Path, monkeypatch: pyt
     assert model.directory == repo / "snapshots" / commit
     assert list(model.templates) == ["default", "tool_use"]
     assert load_model(f"org/hermes-3-tiny@{commit}").directory == model.directory
+
+
+def test_a_folder_of_candidate_templates(tmp_path: Path) -> None:
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    (folder / "plain.jinja").write_text("{{ messages[0].content }}")
+    (folder / "corpus-entry.json").write_text(
+        json.dumps({"chat_template": {"default": "a", "tool_use": "b"}})
+    )
+    model = load_model(str(HERMES), chat_template=str(folder))
+    assert sorted(model.templates) == ["corpus-entry#default", "corpus-entry#tool_use", "plain"]
+    assert model.templates["corpus-entry#tool_use"].source == "b"
+    (folder / "plain.jinja").unlink()
+    (folder / "corpus-entry.json").unlink()
+    with pytest.raises(TemplatecheckError, match=r"the folder holds no \*\.jinja template"):
+        load_model(str(HERMES), chat_template=str(folder))
