@@ -110,7 +110,8 @@ _MARK = {
 
 
 def summary_lines(results: Iterable[CheckResult]) -> list[str]:
-    """Per model and template: the checks with their outcomes, then one line per finding."""
+    """Per model and template: the checks with their outcomes, then one line per finding; notes of passed
+    checks (the generation layer's table) in full."""
     grouped: dict[tuple[str, str], dict[str, list[CheckResult]]] = {}
     for result in results:
         grouped.setdefault((result.model, result.source), {}).setdefault(result.template, []).append(result)
@@ -123,6 +124,11 @@ def summary_lines(results: Iterable[CheckResult]) -> list[str]:
             lines.append(f"  {template}: {tally}")
             for result in sorted(checks, key=lambda r: -r.outcome.severity):
                 for finding in result.findings:
+                    if finding.outcome is Outcome.PASSED and finding.message:  # a note, such as a table
+                        first, *rest = finding.message.split("\n")
+                        lines.append(f"    {_MARK[Outcome.PASSED]} {result.check}: {first}")
+                        lines += [f"      {line}" for line in rest]
+                        continue
                     if finding.outcome in (Outcome.PASSED, Outcome.SKIPPED):
                         continue
                     first = finding.message.strip().split("\n", 1)[0]

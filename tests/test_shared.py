@@ -74,7 +74,10 @@ def test_real_findings_on_real_models(pytester: pytest.Pytester, tmp_path: Path)
 def test_every_corpus_template_runs_without_errors_of_ours() -> None:
     model = corpus_model(SHARED / "corpus" / "templates", FIXTURES / "hermes-3-tiny")
     assert len(model.templates) >= 305
-    assert list(REGISTRY) == ["renders", "generation_prompt", "double_bos"]
+    assert list(REGISTRY) == [
+        *("stops", "clean_start", "probe_accuracy", "template_sensitivity", "tool_call"),
+        *("renders", "generation_prompt", "double_bos"),
+    ]
     counts: Counter[tuple[str, str]] = Counter()
     for template in model.templates.values():
         subject = Subject(model, template)

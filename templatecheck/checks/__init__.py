@@ -48,6 +48,6 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
 
 
 # The layer modules register their checks on import; importing them here makes REGISTRY complete.
-from templatecheck.checks import template, tokenizer  # noqa: E402
+from templatecheck.checks import generation, template, tokenizer  # noqa: E402
 
-__all__ = ["REGISTRY", "Check", "check", "template", "tokenizer"]
+__all__ = ["REGISTRY", "Check", "check", "generation", "template", "tokenizer"]
