@@ -186,3 +186,29 @@ def test_remote_code_is_never_run(tmp_path: Path) -> None:
     (tmp_path / "modeling_custom.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(TemplatecheckError, match="do not load as a causal LM"):
         probe.load(load_model(str(tmp_path)), "cpu")
+
+
+# ------------------------------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.integers(1, 6000), max_size=60))
+def test_batches_partition_the_rows_within_the_budget(lengths: list[int]) -> None:
+    batches = probe._batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= probe.BATCH_TOKENS
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(range(len(ROWS))), st.integers(1, 6)), min_size=1, max_size=5))
+def test_a_rows_continuation_does_not_depend_on_its_batch(
+    random_model: probe.Loaded, picks: list[tuple[int, int]]
+) -> None:
+    rows = [ROWS[i] for i, _ in picks]
+    budgets = [b for _, b in picks]
+    together = probe.greedy(random_model, rows, budgets, [1027], 1027)
+    for row, budget, out in zip(rows, budgets, together, strict=True):
+        assert probe.greedy(random_model, [row], [budget], [1027], 1027) == [out]

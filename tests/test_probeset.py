@@ -140,3 +140,29 @@ def test_missing_or_empty_probe_file(tmp_path: Path) -> None:
         read_probe_file(tmp_path / "nope.jsonl")
     with pytest.raises(TemplatecheckError, match="holds no probes; see the format in the README"):
         read_probe_file(write(tmp_path, "# nothing yet"))
+
+
+# ------------------------------------------------------------------------------------------------- properties
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+words = st.from_regex(r"[A-Za-z0-9]{1,8}", fullmatch=True)
+answers = st.lists(words, min_size=1, max_size=4).map(" ".join)
+
+
+@given(st.text(max_size=30))
+def test_normalize_is_idempotent(text: str) -> None:
+    assert normalize(normalize(text)) == normalize(text)
+
+
+@given(answers, st.sampled_from(["{}", "{}.", '"{}"', "**{}**", "  {}!  ", "`{}`", "{}\n"]), st.booleans())
+def test_decoration_and_case_do_not_change_the_verdict(answer: str, decoration: str, upper: bool) -> None:
+    probe = BUILTIN[0].__class__("p", BUILTIN[0].messages, answer)
+    assert probe.is_correct(decoration.format(answer.upper() if upper else answer))
+
+
+@given(answers, words)
+def test_extra_words_make_a_reply_wrong(answer: str, extra: str) -> None:
+    probe = BUILTIN[0].__class__("p", BUILTIN[0].messages, answer)
+    assert not probe.is_correct(f"{answer} {extra}")

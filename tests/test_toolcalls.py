@@ -77,3 +77,28 @@ def test_same_call_compares_names_and_arguments_loosely() -> None:
     assert not same_call(Call("get_time", {"city": "Paris"}), WEATHER)
     assert not same_call(Call("get_weather", {"city": "Rome"}), WEATHER)
     assert not same_call(Call("get_weather", {}), WEATHER)
+
+
+# ------------------------------------------------------------------------------------------------- properties
+
+import json  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+names = st.from_regex(r"[a-z_]{1,12}", fullmatch=True)
+values = st.one_of(st.integers(), st.booleans(), st.text(max_size=10), st.none())
+arguments = st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=4)
+
+
+@given(names, arguments, st.text(alphabet="ab {}\n", max_size=10), st.booleans())
+def test_a_written_call_parses_back(name: str, args: dict[str, object], prefix: str, as_string: bool) -> None:
+    encoded = json.dumps(args) if as_string else args
+    reply = prefix + "<tool_call>\n" + json.dumps({"name": name, "arguments": encoded}) + "\n</tool_call>"
+    assert parse_call(reply, HERMES) == Call(name, args)
+
+
+@given(st.text(max_size=60))
+def test_parse_call_never_raises(reply: str) -> None:
+    got = parse_call(reply, HERMES)
+    assert got is None or isinstance(got.arguments, dict)
