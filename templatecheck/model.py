@@ -45,6 +45,9 @@ CHECK_FILES = (
     "config.json",
 )
 
+#: What ``--generate`` downloads as well, only then: the weights, as safetensors.
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json")
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -96,8 +99,8 @@ class Template:
     origin: str
 
 
-def resolve(ref: ModelRef) -> Path:
-    """The local directory for ``ref``, downloading the check files of a Hub model if needed."""
+def resolve(ref: ModelRef, patterns: tuple[str, ...] = CHECK_FILES) -> Path:
+    """The local directory for ``ref``, downloading the files of a Hub model that match ``patterns`` if needed."""
     if ref.path is not None:
         return ref.path
     assert ref.repo_id is not None
@@ -111,7 +114,7 @@ def resolve(ref: ModelRef) -> Path:
     )
 
     try:
-        return Path(snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=list(CHECK_FILES)))
+        return Path(snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=list(patterns)))
     except GatedRepoError:
         raise TemplatecheckError(
             f"model {ref.text!r} is gated: accept its terms on the Hub, then set HF_TOKEN or run `hf auth login`"
@@ -238,6 +241,18 @@ class Model:
     def renderer(self) -> Renderer:
         special = {k: str(v) for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
         return Renderer(special_tokens=special, limits=self.limits)
+
+
+_WEIGHTS: dict[str, Path] = {}
+
+
+def weights_directory(model: Model) -> Path:
+    """The directory with the model's weights: for a Hub id they are downloaded now, once per process."""
+    if model.ref.repo_id is None:
+        return model.directory
+    if model.ref.text not in _WEIGHTS:
+        _WEIGHTS[model.ref.text] = resolve(model.ref, (*CHECK_FILES, *WEIGHT_FILES))
+    return _WEIGHTS[model.ref.text]
 
 
 def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:

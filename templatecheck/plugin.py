@@ -6,6 +6,7 @@ heavy: models, tokenizers and transformers load only inside the fixtures of a ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
-from templatecheck.result import CheckResult, Outcome
+from templatecheck.result import CheckResult, Layer, Outcome
 
 if TYPE_CHECKING:
     from templatecheck.checks import Check
@@ -141,6 +142,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="compare templates with this reference format family instead of the detected one; "
         "'none' skips the comparison (families: see README, or templatecheck.formats.names())",
     )
+    group.addoption(
+        "--generate",
+        action="store_true",
+        help="run the generation layer: load the weights (needs torch) and prompt the model with the probe set",
+    )
+    group.addoption(
+        "--device",
+        metavar="DEVICE",
+        help="torch device of the generation layer: cpu, cuda, cuda:N, mps (default: CUDA when available, else CPU)",
+    )
+    group.addoption(
+        "--max-new-tokens",
+        type=int,
+        default=Options.max_new_tokens,
+        metavar="N",
+        help=f"token budget of each greedy reply of the generation layer (default: {Options.max_new_tokens}; "
+        "tool calls get 64)",
+    )
+    group.addoption(
+        "--probe-file",
+        metavar="PATH",
+        help="JSON-lines probes added to the generation layer's built-in set (format: see README)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -165,6 +189,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CATALOG] = Catalog(
         refs, config.getoption("chat_template"), config.getoption("render_timeout")
     )
+    if config.getoption("generate"):
+        from templatecheck.checks.generation import prepare
+
+        try:
+            prepare(options_from(config))
+        except TemplatecheckError as error:
+            raise pytest.UsageError(str(error)) from None
     # `--model` runs the conformance suite and nothing else, whatever paths were given.
     config.args[:] = [str(SUITE)]
 
@@ -219,6 +250,8 @@ class CheckRunner:
 
         subject = Subject(self.model, self.model.templates[self.template], options_from(self.request.config))
         try:
+            if check.layer is Layer.GENERATION and subject.options.generate:
+                _fetch_weights(self.request.config, self.model)
             result = check(subject)
         except TemplatecheckError as error:
             result = _error_result(self.model.ref.text, self.model.name, self.template, check, str(error))
@@ -237,7 +270,23 @@ class CheckRunner:
 
 def options_from(config: pytest.Config) -> Options:
     """The check settings of this run, from the command line."""
-    return Options(examples=config.getoption("examples"), reference=config.getoption("reference"))
+    return Options(
+        examples=config.getoption("examples"),
+        reference=config.getoption("reference"),
+        generate=config.getoption("generate"),
+        device=config.getoption("device"),
+        max_new_tokens=config.getoption("max_new_tokens"),
+        probe_file=config.getoption("probe_file"),
+    )
+
+
+def _fetch_weights(config: pytest.Config, model: Model) -> None:
+    """Download a Hub model's weights (once) with output capture off, so that the progress bars show."""
+    from templatecheck.model import weights_directory
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        weights_directory(model)
 
 
 def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:

@@ -213,4 +213,11 @@ def summary_lines(
             lines.append(f"  {template}: {grid.tally(template)}")
             for result, finding in grid.findings(template):
                 lines.append(f"    {_MARK[finding.outcome]} {result.check}: {first_line(finding.message)}")
+            for result in grid.results:
+                for finding in result.findings:
+                    if result.template == template and finding.outcome is Outcome.PASSED and finding.message:
+                        # a note of a passed check, such as the generation layer's variant table, in full
+                        first, *rest = finding.message.split("\n")
+                        lines.append(f"    {_MARK[Outcome.PASSED]} {result.check}: {first}")
+                        lines += [f"      {line}" for line in rest]
     return lines

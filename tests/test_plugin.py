@@ -30,7 +30,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=28, skipped=8, warnings=2)  # test_pins skips without --pin-dir
+    result.assert_outcomes(passed=28, skipped=18, warnings=2)  # test_pins skips without --pin-dir
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -49,7 +49,7 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=26, failed=2, skipped=8, warnings=2)
+    result.assert_outcomes(passed=26, failed=2, skipped=18, warnings=2)
     result.stdout.fnmatch_lines(
         [
             "*_ test_double_bos[[]double-bos:default[]] _*",
@@ -64,7 +64,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", DOUBLE_BOS)
-    result.assert_outcomes(passed=54, failed=2, skipped=17, errors=17, warnings=4)
+    result.assert_outcomes(passed=54, failed=2, skipped=37, errors=22, warnings=4)
     result.stdout.fnmatch_lines(
         ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
     )
@@ -76,12 +76,12 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
         [
             "*= templatecheck summary =*",
             f"hermes-3-tiny ({HERMES}) [[]reference: chatml (detected)[]]",
-            "  default: 13 passed, 3 skipped, 1 warning",
+            "  default: 13 passed, 8 skipped, 1 warning",
             "    WARNING control_token_injection: user text containing *",
-            "  tool_use: 13 passed, 3 skipped, 1 warning",
+            "  tool_use: 13 passed, 8 skipped, 1 warning",
             "*",
             f"double-bos ({DOUBLE_BOS}) [[]reference: chatml (detected)[]]",
-            "  default: 12 passed, 3 skipped, 1 warning, 1 failed",
+            "  default: 12 passed, 8 skipped, 1 warning, 1 failed",
             "    FAILED double_bos: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
         ]
     )
@@ -109,6 +109,10 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
         ("reference", "tool_use"),  # the Hermes tool prompt's wording is not fixed
         ("mistral_common", "default"),
         ("mistral_common", "tool_use"),
+    } | {  # the generation layer runs only with --generate
+        (check, template)
+        for template in ("default", "tool_use")
+        for check in ("stops", "clean_start", "probe_accuracy", "template_sensitivity", "tool_call")
     }
     mask = next(r for r in hermes["results"] if r["check"] == "assistant_mask")
     assert mask["message"] == "the template has no {% generation %} block"
@@ -125,7 +129,7 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(
-        passed=14, skipped=4, warnings=1
+        passed=14, skipped=9, warnings=1
     )
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
@@ -140,7 +144,7 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--chat-template", "rag")
-    result.assert_outcomes(errors=17, skipped=1)
+    result.assert_outcomes(errors=22, skipped=1)
     result.stdout.fnmatch_lines(["*--chat-template 'rag': no such file*(it has: default, tool_use)*"])
 
 
@@ -180,12 +184,12 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
     args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider", "--examples", "20"]
     project.runpytest_subprocess(
         *args, "--report-json", str(serial), "--report-md", str(serial.with_suffix(".md"))
-    ).assert_outcomes(passed=54, failed=2, skipped=16, warnings=4)
+    ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=4)
     run = project.runpytest_subprocess(
         *args, "-n", "2", "--report-json", str(parallel), "--report-md", str(parallel.with_suffix(".md"))
     )
     outcomes = run.parseoutcomes()
-    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 16)
+    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 36)
     run.stdout.fnmatch_lines(["*= templatecheck summary =*"])
 
     def results(path: Path) -> list[tuple[str, str, str, str]]:

@@ -49,6 +49,17 @@ def check(layer: Layer) -> Callable[[Callable[[Subject], list[Finding]]], Check]
 
 # The layer modules register their checks on import; importing them here makes REGISTRY complete, in layer order.
 from templatecheck.checks import template, roles, tools, sandbox, tokenizer  # noqa: E402, I001
-from templatecheck.checks import reference  # noqa: E402
+from templatecheck.checks import reference, generation  # noqa: E402
 
-__all__ = ["REGISTRY", "Check", "check", "reference", "roles", "sandbox", "template", "tokenizer", "tools"]
+__all__ = [
+    "REGISTRY",
+    "Check",
+    "check",
+    "generation",
+    "reference",
+    "roles",
+    "sandbox",
+    "template",
+    "tokenizer",
+    "tools",
+]
