@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -35,3 +38,13 @@ def subject_with_template(base: str, source: str, name: str = "candidate") -> Su
     """A template of our own, rendered with the tokenizer of a fixture model."""
     model = fixture_model(base)
     return Subject(model, Template(name, source, "<test>"))
+
+
+def fixture_script(name: str) -> ModuleType:
+    """A script of ``fixtures/`` (``build``, ``build_families``, ``train_tiny``) imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"fixtures_{name}", FIXTURES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from dataclasses import replace
@@ -17,7 +16,7 @@ from templatecheck.formats import Format, register, unregister
 from templatecheck.model import Subject, Template
 from templatecheck.options import Options
 from templatecheck.result import Outcome
-from tests.conftest import FIXTURES, fixture_model, subject
+from tests.conftest import FIXTURES, fixture_model, fixture_script, subject
 
 FAMILIES = FIXTURES / "families"
 FAMILY_NAMES = sorted(d.name for d in FAMILIES.iterdir() if d.name != "broken")
@@ -46,11 +45,7 @@ def family_subject(family: str, bug: str | None = None, examples: int = 100, **o
 
 
 def test_family_fixtures_match_a_fresh_build() -> None:
-    spec = importlib.util.spec_from_file_location("fixtures_build_families", FIXTURES / "build_families.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build
-    spec.loader.exec_module(build)
+    build = fixture_script("build_families")
     lines: list[str] = []
     assert build.check(FIXTURES, report=lines.append), (
         "\n".join(lines) + "\nrun: python fixtures/build_families.py"

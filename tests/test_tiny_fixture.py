@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from types import ModuleType
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, fixture_script
 
 
 def train_tiny() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fixtures_train_tiny", FIXTURES / "train_tiny.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return fixture_script("train_tiny")
 
 
 def test_committed_directories_match_a_fresh_write() -> None:
