@@ -346,6 +346,7 @@ class Subject:
         when tools are passed) always gets one, and a conversation with tool calls gets definitions of the
         tools it calls, unless the caller passes ``tools`` itself.
         """
+        kwargs = {**self.options.template_vars, **kwargs}
         if "tools" not in kwargs:
             kwargs["tools"] = self.client_tools(messages)
         stuck = ("timed out", self.template.name, self.template.source)

@@ -170,7 +170,7 @@ def test_generation_prompt_catches_continue_final_message_that_closes_the_turn()
 def test_generation_prompt_is_skipped_when_nothing_renders() -> None:
     result = generation_prompt(subject("broken/template-raises"))
     assert result.outcome is Outcome.SKIPPED
-    assert result.message == "no plain conversation renders (see `renders`)"
+    assert result.message.startswith("no plain conversation renders (see `renders`)")
 
 
 # ------------------------------------------------------------------------------------------- prefix stability

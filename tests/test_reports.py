@@ -26,10 +26,18 @@ SCHEMA = json.loads((ROOT / "docs" / "report-schema.json").read_text())
 
 def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
     """What in ``value`` breaks ``schema`` (the JSON Schema subset docs/report-schema.json uses)."""
-    kinds = {"object": dict, "array": list, "string": str, "integer": int}
+    kinds = {
+        "object": dict,
+        "array": list,
+        "string": str,
+        "integer": int,
+        "boolean": bool,
+        "null": type(None),
+    }
     kind = schema.get("type")
-    if kind and not isinstance(value, kinds[kind]):
-        return [f"{where}: expected {kind}, got {type(value).__name__}"]
+    allowed = kind if isinstance(kind, list) else [kind] if kind else []
+    if allowed and not any(isinstance(value, kinds[k]) for k in allowed):
+        return [f"{where}: expected {' or '.join(allowed)}, got {type(value).__name__}"]
     found = []
     if "enum" in schema and value not in schema["enum"]:
         found.append(f"{where}: {value!r} not in {schema['enum']}")

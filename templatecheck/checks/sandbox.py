@@ -42,7 +42,7 @@ def escape_attempts(source: str) -> list[tuple[int, str]]:
     return found
 
 
-@check(Layer.TEMPLATE)
+@check(Layer.TEMPLATE, needs="parses")
 def sandbox(subject: Subject) -> list[Finding]:
     """The template reaches for nothing outside the chat format: no Python internals (``__class__``,
     ``__globals__``, ``__subclasses__``), no private attributes, no operation the sandbox refuses.

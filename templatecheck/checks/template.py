@@ -8,12 +8,18 @@ from typing import Any
 
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
+from templatecheck.causes import defect
 from templatecheck.checks import check
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, template_variables
 from templatecheck.report import diff, quote
 from templatecheck.result import Finding, Layer, failed, skipped, warning
 from templatecheck.sample import Problem, counterexamples, sample
+
+SYNTAX = defect(
+    "renders.syntax",
+    "a template that does not parse renders nothing: every request through it fails",
+)
 
 
 def _refused_system(error: RenderError, conversation: conv.Conversation) -> bool:
@@ -26,7 +32,7 @@ def _samples(subject: Subject, *, end_with_user: bool = True, share: int = 1) ->
     return sample(probe(subject).support, end_with_user=end_with_user, count=count)
 
 
-@check(Layer.TEMPLATE)
+@check(Layer.TEMPLATE, needs="nothing")
 def renders(subject: Subject) -> list[Finding]:
     """Every valid conversation renders: the plain ones (user only; system + user + assistant), with and
     without the generation prompt, and a hypothesis sample of the conversations the template supports.
@@ -35,6 +41,11 @@ def renders(subject: Subject) -> list[Finding]:
     of parts, an empty message). A deliberate ``raise_exception`` on the system role is a legal policy and
     only a warning.
     """
+    from templatecheck.gates import parse_error
+
+    unparsed = parse_error(subject)
+    if unparsed is not None:
+        return [SYNTAX(f"the template does not parse or compile: {unparsed}")]
     findings = []
     for name in ("user only", "system + user + assistant"):
         conversation = conv.PLAIN[name]

@@ -62,7 +62,7 @@ def template_literals(source: str) -> list[str]:
     return found
 
 
-@check(Layer.TOKENIZER)
+@check(Layer.TOKENIZER, needs="parses")
 def control_tokens(subject: Subject) -> list[Finding]:
     """Every control-token literal the template writes (``<|im_start|>``, ``<|eot_id|>``, ``[INST]``, ...)
     encodes to exactly one special token.
