@@ -78,4 +78,15 @@ def hazard(key: str, consumer: str, why: str) -> Cause:
     return cause(key, Outcome.WARNING, why, hazard_of=consumer)
 
 
-__all__ = ["CAUSES", "CONSUMERS", "Cause", "cause", "defect", "hazard", "policy"]
+def table(causes: list[Cause] | None = None) -> str:
+    """The causes as the Markdown table of ``docs/checks.md``: key, severity, why (``templatecheck checks
+    --markdown`` prints it)."""
+    rows = ["| cause | severity | why |", "| --- | --- | --- |"]
+    for c in causes if causes is not None else list(CAUSES.values()):
+        severity = c.severity.value + (f" (fails with `--consumer {c.hazard_of}`)" if c.hazard_of else "")
+        why = c.why.replace("|", "\\|")
+        rows.append(f"| `{c.key}` | {severity} | {why} |")
+    return "\n".join(rows) + "\n"
+
+
+__all__ = ["CAUSES", "CONSUMERS", "Cause", "cause", "defect", "hazard", "policy", "table"]

@@ -24,6 +24,7 @@ USAGE = 2
 _HELP = """\
 usage: templatecheck MODEL [MODEL ...] [pytest and templatecheck options]
        templatecheck render MODEL --messages FILE [--chat-template NAME] [--add-generation-prompt] [--tokens]
+       templatecheck checks [--markdown]
 
 Run the chat-template conformance suite on model directories or Hub ids (the same as
 `pytest --model MODEL ...`; every pytest and templatecheck option applies, e.g. --report-md report.md, -n 2),
@@ -38,7 +39,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else USAGE
     if args[0] == "render":
         return render_command(args[1:])
+    if args[0] == "checks":
+        return checks_command(args[1:])
     return suite_command(args)
+
+
+def all_causes() -> list[Any]:
+    """Every cause the suite can report, in check order (the checks and the pins register them)."""
+    import templatecheck.pins  # noqa: F401  (registers the pins' causes)
+    from templatecheck.causes import CAUSES
+    from templatecheck.checks import REGISTRY
+
+    order = [*REGISTRY, "pins"]
+    return sorted((c for c in CAUSES.values() if c.check in order), key=lambda c: order.index(c.check))
+
+
+def checks_command(args: Sequence[str]) -> int:
+    """``templatecheck checks``: every check with its layer and the causes it owns; ``--markdown``: the cause
+    table of docs/checks.md."""
+    if args not in ([], ["--markdown"]):
+        print("templatecheck: error: usage: templatecheck checks [--markdown]", file=sys.stderr)
+        return USAGE
+    from templatecheck.causes import table
+    from templatecheck.checks import REGISTRY
+
+    causes = all_causes()
+    if args:
+        print(table(causes), end="")
+        return 0
+    for check in [*REGISTRY.values()]:
+        print(f"{check.name} ({check.layer.value})")
+        for c in causes:
+            if c.check == check.name:
+                print(f"  {c.key}  {c.severity.value}")
+    print("pins (template)")
+    for c in causes:
+        if c.check == "pins":
+            print(f"  {c.key}  {c.severity.value}")
+    return 0
 
 
 def suite_argv(args: Sequence[str]) -> list[str]:

@@ -70,8 +70,9 @@ def _model_section(grid: Grid, capabilities: CapabilityTables, note: str | None)
     if not findings:
         lines += ["None.", ""]
     for result, finding in findings:
-        lines += [f"#### {_ICON[finding.outcome]}: `{result.check}` ({result.template})", ""]
-        lines += [*_fenced(finding.message), ""]
+        label = "accepted" if finding.accepted else _ICON[finding.outcome]
+        lines += [f"#### {label}: `{finding.cause or result.check}` ({result.template})", ""]
+        lines += [*_fenced(finding.text), ""]
     return lines
 
 

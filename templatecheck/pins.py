@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from templatecheck import conversation as conv
+from templatecheck.causes import defect
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.report import diff, write_atomically
-from templatecheck.result import Finding, failed
+from templatecheck.result import Finding
 
 TEXT, IDS = ".txt", ".ids.json"
+
+_GATE = (
+    "a pin is the publisher's own record of behaviour: any difference is a change they did not approve yet"
+)
+MISSING = defect("pins.missing", _GATE)
+RENDERING_CHANGED = defect("pins.rendering_changed", _GATE)
+TOKENS_CHANGED = defect("pins.tokens_changed", _GATE)
+STALE = defect("pins.stale", _GATE)
 
 
 @dataclass(frozen=True)
@@ -126,14 +135,14 @@ def compare(subject: Subject, root: Path, command: str) -> list[Finding]:
         elif text != now.text:
             shown = diff(text, now.text, labels=(f"pinned {path}", "rendered now"))
             findings.append(
-                failed(f"probe {probe.name!r} renders differently from its pin\n{shown}\n{update}")
+                RENDERING_CHANGED(f"probe {probe.name!r} renders differently from its pin\n{shown}\n{update}")
             )
         elif tuple(json.loads(ids)) != now.ids:
             pinned = tuple(json.loads(ids))
             at = next((i for i, (a, b) in enumerate(zip(pinned, now.ids, strict=False)) if a != b), None)
             at = min(len(pinned), len(now.ids)) if at is None else at
             findings.append(
-                failed(
+                TOKENS_CHANGED(
                     f"probe {probe.name!r} renders as pinned but tokenizes differently (the tokenizer changed): "
                     f"first difference at token {at}: pinned {list(pinned[at : at + 6])}, now "
                     f"{list(now.ids[at : at + 6])}\n{update}"
@@ -141,10 +150,10 @@ def compare(subject: Subject, root: Path, command: str) -> list[Finding]:
             )
     if missing:
         names = ", ".join(missing)
-        findings.insert(0, failed(f"no pins for {len(missing)} probes in {folder} ({names}); {update}"))
+        findings.insert(0, MISSING(f"no pins for {len(missing)} probes in {folder} ({names}); {update}"))
     for stale in sorted(_pinned(folder) - {p.name for p in current}):
         findings.append(
-            failed(
+            STALE(
                 f"pin {folder / (stale + TEXT)} has no probe any more (the template no longer renders what it "
                 f"probes, e.g. tool calls); {update}"
             )

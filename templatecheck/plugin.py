@@ -21,6 +21,7 @@ from templatecheck.options import Options
 from templatecheck.result import CheckResult, Layer, Outcome
 
 if TYPE_CHECKING:
+    from templatecheck.baseline import Baseline
     from templatecheck.checks import Check
     from templatecheck.model import Model, Subject
 
@@ -69,6 +70,8 @@ class Catalog:
 
 
 CATALOG = pytest.StashKey[Catalog]()
+OPTIONS = pytest.StashKey[Options]()
+BASELINE = pytest.StashKey["Baseline | None"]()
 RESULTS = pytest.StashKey[list[CheckResult]]()
 PINNED = pytest.StashKey[list[str]]()
 
@@ -143,6 +146,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "'none' skips the comparison (families: see README, or templatecheck.formats.names())",
     )
     group.addoption(
+        "--consumer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make this consumer path's hazards fail instead of warn: apply_chat_template, server (rendering "
+        "encoded without special tokens: vLLM, SGLang, TGI) or naive (tokenizer(prompt)); repeatable",
+    )
+    group.addoption(
+        "--template-var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pass a template variable to every render, as apply_chat_template's keyword arguments are "
+        "(date_string, enable_thinking, ...); VALUE is read as JSON when it parses, else as a string; repeatable",
+    )
+    group.addoption(
+        "--baseline",
+        metavar="FILE",
+        help="accept the findings FILE lists (by model, template and cause): they are reported, not failed; "
+        "a new finding still fails",
+    )
+    group.addoption(
+        "--update-baseline",
+        action="store_true",
+        help="with --baseline: write every failed and warning finding of the run to FILE instead of failing",
+    )
+    group.addoption(
         "--generate",
         action="store_true",
         help="run the generation layer: load the weights (needs torch) and prompt the model with the probe set",
@@ -183,6 +213,17 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(str(error)) from None
     if config.getoption("update_pins") and config.getoption("pin_dir") is None:
         raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
+    from templatecheck.settings import parse_consumers, parse_template_vars
+
+    try:
+        config.stash[OPTIONS] = _options(
+            config,
+            parse_consumers(config.getoption("consumer")),
+            parse_template_vars(config.getoption("template_var")),
+        )
+        config.stash[BASELINE] = _baseline(config)
+    except TemplatecheckError as error:
+        raise pytest.UsageError(str(error)) from None
     refs: list[str] = [*(config.getoption("model") or []), *_models_from(config.getoption("models_from"))]
     if not refs:
         return
@@ -255,21 +296,35 @@ class CheckRunner:
             result = check(subject)
         except TemplatecheckError as error:
             result = _error_result(self.model.ref.text, self.model.name, self.template, check, str(error))
+        config = self.request.config
+        accepted = config.stash.get(BASELINE, None)
+        if accepted is not None:
+            result = accepted.accept(result)
         _record(self.request, result)
-        strict = self.request.config.getoption("strict_checks")
+        strict = config.getoption("strict_checks")
+        if config.getoption("update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
+            return result  # its findings are written to the baseline at the end of the run
         if result.outcome is Outcome.ERROR:
             pytest.fail(result.message, pytrace=False)
         if result.outcome is Outcome.FAILED or (strict and result.outcome is Outcome.WARNING):
-            pytest.fail(result.message, pytrace=False)
+            pytest.fail(result.message + _accept_hint(config), pytrace=False)
         if result.outcome is Outcome.WARNING:
-            warnings.warn(TemplatecheckWarning(f"{check.name}: {result.message}"), stacklevel=2)
+            first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
+            causes = ", ".join(dict.fromkeys(f.cause for f in first))
+            from templatecheck.report import first_line
+
+            warnings.warn(TemplatecheckWarning(f"{causes}: {first_line(first[0].message)}"), stacklevel=2)
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
 
 
 def options_from(config: pytest.Config) -> Options:
-    """The check settings of this run, from the command line."""
+    """The check settings of this run, from the command line (parsed once, at configuration)."""
+    return config.stash[OPTIONS]
+
+
+def _options(config: pytest.Config, consumers: tuple[str, ...], template_vars: dict[str, Any]) -> Options:
     return Options(
         examples=config.getoption("examples"),
         reference=config.getoption("reference"),
@@ -277,7 +332,53 @@ def options_from(config: pytest.Config) -> Options:
         device=config.getoption("device"),
         max_new_tokens=config.getoption("max_new_tokens"),
         probe_file=config.getoption("probe_file"),
+        consumers=consumers,
+        template_vars=template_vars,
     )
+
+
+def _baseline(config: pytest.Config) -> Baseline | None:
+    """The ``--baseline`` file, read once; ``None`` without the option."""
+    name = config.getoption("baseline")
+    if name is None:
+        if config.getoption("update_baseline"):
+            raise TemplatecheckError(
+                "--update-baseline writes the file of --baseline FILE: pass --baseline too"
+            )
+        return None
+    from templatecheck import baseline
+
+    path = Path(name).expanduser()
+    if path.parent and not path.parent.is_dir():
+        raise TemplatecheckError(
+            f"--baseline {name}: the folder {path.parent} does not exist; create it first"
+        )
+    return baseline.read(path)
+
+
+def settings(config: pytest.Config) -> dict[str, Any]:
+    """The options that change a verdict, as the reports record them."""
+    options = options_from(config)
+    return {
+        "examples": options.examples,
+        "reference": options.reference,
+        "consumers": list(options.consumers),
+        "template_vars": options.template_vars,
+        "strict_checks": bool(config.getoption("strict_checks")),
+        "baseline": config.getoption("baseline"),
+        "generate": options.generate,
+    }
+
+
+def _accept_hint(config: pytest.Config) -> str:
+    """The command that accepts the run's findings, for a run with ``--baseline``."""
+    if config.getoption("baseline") is None:
+        return ""
+    import shlex
+
+    words = [w for m in config.getoption("model") for w in ("--model", m)]
+    command = shlex.join(["pytest", *words, "--baseline", config.getoption("baseline"), "--update-baseline"])
+    return f"\n  not in the baseline; to accept it: {command}"
 
 
 def _fetch_weights(config: pytest.Config, model: Model) -> None:
@@ -370,14 +471,29 @@ class _ResultCollector:
                 self.config.stash[PINNED].append(str(value))
 
 
+BASELINE_WRITTEN = pytest.StashKey[str]()
+
+
+def _finish_baseline(config: pytest.Config, results: list[CheckResult]) -> None:
+    """Write the baseline (``--update-baseline``): this run's findings, plus the entries of checks that did
+    not run here (a ``-k`` selection keeps what it did not select)."""
+    accepted = config.stash.get(BASELINE, None)
+    if accepted is None or not config.getoption("update_baseline"):
+        return
+    entries = accepted.rewrite(results)
+    config.stash[BASELINE_WRITTEN] = f"{accepted.path} ({len(entries)} accepted findings)"
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    if CATALOG in config.stash and not hasattr(config, "workerinput"):
+        _finish_baseline(config, config.stash[RESULTS])
     path = config.getoption("report_json")
     if path and CATALOG in config.stash and not hasattr(config, "workerinput"):
         from templatecheck.report import write_json_report
 
         results: list[CheckResult] = config.stash[RESULTS]
-        write_json_report(Path(path), results)
+        write_json_report(Path(path), results, settings(config))
     md = config.getoption("report_md")
     if md and CATALOG in config.stash and not hasattr(config, "workerinput"):
         from templatecheck.markdown import markdown_report
@@ -444,6 +560,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     sources = catalog.refs if catalog is not None else []
     for line in summary_lines(results, _reference_notes(config, results), sources):
         terminalreporter.write_line(line)
+    accepted = config.stash.get(BASELINE, None)
+    rewritten = config.stash.get(BASELINE_WRITTEN, None)
+    if rewritten:
+        terminalreporter.write_line(f"baseline written: {rewritten}")
+    elif accepted is not None:
+        stale = accepted.stale(results)
+        if stale:
+            terminalreporter.write_line(
+                f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
+                f"--update-baseline:{_accept_hint(config).split(':', 1)[1]}"
+            )
+            for entry in stale:
+                terminalreporter.write_line(f"  stale: {entry.model}:{entry.template} {entry.cause}")
     for option, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
         path = config.getoption(option)
         if path:

@@ -68,8 +68,9 @@ def tokens(ids: Sequence[int], pieces: Sequence[str], limit: int = 12) -> str:
 # ------------------------------------------------------------------------------------------------ JSON report
 
 
-def json_report(results: Iterable[CheckResult]) -> dict[str, Any]:
-    """Every result, grouped by model, in the documented schema (see README, "JSON report")."""
+def json_report(results: Iterable[CheckResult], settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every result, grouped by model, in the documented schema (see README, "JSON report"), with the
+    ``settings`` that change a verdict."""
     models: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results:
         entry = models.setdefault(
@@ -79,7 +80,7 @@ def json_report(results: Iterable[CheckResult]) -> dict[str, Any]:
         if result.template not in entry["templates"]:
             entry["templates"].append(result.template)
         entry["results"].append(result.to_json())
-    return {"version": REPORT_VERSION, "models": list(models.values())}
+    return {"version": REPORT_VERSION, "settings": dict(settings or {}), "models": list(models.values())}
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -97,8 +98,10 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_json_report(path: Path, results: Iterable[CheckResult]) -> None:
-    write_atomically(path, json.dumps(json_report(results), indent=2, ensure_ascii=False) + "\n")
+def write_json_report(
+    path: Path, results: Iterable[CheckResult], settings: Mapping[str, Any] | None = None
+) -> None:
+    write_atomically(path, json.dumps(json_report(results, settings), indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------- terminal summary
@@ -140,6 +143,7 @@ class Grid:
         return sorted(
             found,
             key=lambda rf: (
+                rf[1].accepted,
                 -rf[1].outcome.severity,
                 order[rf[0].check],
                 self.templates.index(rf[0].template),
@@ -185,6 +189,10 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0]
 
 
+def _short(line: str, width: int = 150) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def summary_lines(
     results: Iterable[CheckResult], notes: Mapping[str, str] | None = None, sources: Sequence[str] = ()
 ) -> list[str]:
@@ -212,10 +220,18 @@ def summary_lines(
         for template in grid.templates:
             lines.append(f"  {template}: {grid.tally(template)}")
             for result, finding in grid.findings(template):
-                lines.append(f"    {_MARK[finding.outcome]} {result.check}: {first_line(finding.message)}")
+                mark = "accepted" if finding.accepted else _MARK[finding.outcome]
+                lines.append(
+                    f"    {mark} {finding.cause or result.check}: {_short(first_line(finding.message))}"
+                )
             for result in grid.results:
                 for finding in result.findings:
-                    if result.template == template and finding.outcome is Outcome.PASSED and finding.message:
+                    if (
+                        result.template == template
+                        and finding.outcome is Outcome.PASSED
+                        and finding.message
+                        and not finding.cause  # a cause another check owns: that check shows it
+                    ):
                         # a note of a passed check, such as the generation layer's variant table, in full
                         first, *rest = finding.message.split("\n")
                         lines.append(f"    {_MARK[Outcome.PASSED]} {result.check}: {first}")

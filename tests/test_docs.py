@@ -35,3 +35,14 @@ def test_the_ci_workflow_runs_the_suite_and_uploads_the_report() -> None:
     upload = next(step for step in steps if str(step.get("uses", "")).startswith("actions/upload-artifact"))
     assert "report.md" in upload["with"]["path"] and upload["if"] == "always()"
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true
+
+
+def test_the_cause_table_is_the_registered_causes() -> None:
+    from templatecheck.causes import table
+    from templatecheck.cli import all_causes
+
+    generated = re.search(r"<!-- causes: .*? -->\n(.*?)<!-- /causes -->", CHECKS, flags=re.S)
+    assert generated is not None, "docs/checks.md has no generated cause table"
+    assert generated.group(1) == table(all_causes()), (
+        "docs/checks.md's cause table is out of date: replace it with `templatecheck checks --markdown`"
+    )

@@ -77,12 +77,12 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
             "*= templatecheck summary =*",
             f"hermes-3-tiny ({HERMES}) [[]reference: chatml (detected)[]]",
             "  default: 13 passed, 8 skipped, 1 warning",
-            "    WARNING control_token_injection: user text containing *",
+            "    WARNING control_token_injection.*: user text containing *",
             "  tool_use: 13 passed, 8 skipped, 1 warning",
             "*",
             f"double-bos ({DOUBLE_BOS}) [[]reference: chatml (detected)[]]",
             "  default: 12 passed, 8 skipped, 1 warning, 1 failed",
-            "    FAILED double_bos: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
+            "    FAILED double_bos.*: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
         ]
     )
 
@@ -159,7 +159,7 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate))
     outcomes = result.parseoutcomes()
     assert "failed" not in outcomes and outcomes["warnings"] >= 2
-    result.stdout.fnmatch_lines(["*TemplatecheckWarning: renders: the template refuses a system message*"])
+    result.stdout.fnmatch_lines(["*TemplatecheckWarning: renders.*: the template refuses a system message*"])
     strict = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "--strict-checks")
     assert strict.parseoutcomes()["failed"] == outcomes["warnings"]
     strict.stdout.fnmatch_lines(["FAILED *test_renders[[]hermes-3-tiny:no-system[]]*"])

@@ -56,8 +56,8 @@ def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str
 
 
 def test_the_validator_catches_what_the_schema_forbids() -> None:
-    assert violations({"version": 1, "models": []}, SCHEMA) == []
-    assert violations({"version": 2, "models": [], "extra": 0}, SCHEMA) == [
+    assert violations({"version": 1, "settings": {}, "models": []}, SCHEMA) == []
+    assert violations({"version": 2, "settings": {}, "models": [], "extra": 0}, SCHEMA) == [
         "$: unexpected 'extra'",
         "$.version: 2 not in [1]",
     ]
@@ -132,7 +132,7 @@ def test_the_markdown_report_has_capabilities_checks_and_findings(
     assert "| tokenizer | `double_bos` | ❌ failed | ❌ failed |" in double_bos
     findings = double_bos.split("### Findings\n", 1)[1]
     # most severe first, then in check order
-    assert findings.index("#### ❌ failed: `double_bos` (default)") < findings.index("#### ⚠️ warning:")
+    assert findings.index("#### ❌ failed: `double_bos.") < findings.index("#### ⚠️ warning:")
     assert (
         "```text\ntokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS" in findings
     )

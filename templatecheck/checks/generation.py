@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from templatecheck import conversation as conv
+from templatecheck.causes import defect, policy
 from templatecheck.checks import check
 from templatecheck.errors import TemplatecheckError
 from templatecheck.model import Subject
 from templatecheck.options import Options
 from templatecheck.render import RenderError
 from templatecheck.report import visible
-from templatecheck.result import Finding, Layer, Outcome, failed, skipped, warning
+from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.stats import ALPHA, McNemar
 
 if TYPE_CHECKING:
@@ -40,6 +41,20 @@ MIN_SHARE = 0.5
 #: From this share of replies with template markup, ``clean_start`` fails (any at all is a warning).
 MARKUP_SHARE = 0.25
 _SHOWN = 5
+
+_MEASURED = "measured on the weights: the shipped files make the model fail where it need not"
+RUNS_ON = defect("stops.runs_on", _MEASURED)
+MARKUP = defect("clean_start.markup", _MEASURED)
+SOME_MARKUP = policy(
+    "clean_start.some_markup",
+    "a few replies with markup is a weak signal: a client may show it, the format is not shown wrong",
+)
+LOW_ACCURACY = defect("probe_accuracy.low", _MEASURED)
+VARIANT_BETTER = defect(
+    "template_sensitivity.variant_better",
+    "a prompt variant the publisher can ship scores significantly better than the shipped template",
+)
+NO_CALLS = defect("tool_call.unparsed", _MEASURED)
 
 
 def require_torch() -> None:
@@ -118,7 +133,7 @@ def stops(subject: Subject) -> list[Finding]:
     else:
         lines.append(_versus(ev))
     lines += [f"  {r.probe.name}: {_show(r.raw)}" for r in runaway[:_SHOWN]]
-    return [failed("\n".join(lines))]
+    return [RUNS_ON("\n".join(lines))]
 
 
 @check(Layer.GENERATION)
@@ -153,7 +168,7 @@ def clean_start(subject: Subject) -> list[Finding]:
         *(f"  {r.probe.name}: {_show(raw)}" for r, (_, raw) in marked[:_SHOWN]),
     ]
     severe = len(marked) >= MARKUP_SHARE * n or leading > 0
-    return [failed("\n".join(lines)) if severe else warning("\n".join(lines))]
+    return [MARKUP("\n".join(lines)) if severe else SOME_MARKUP("\n".join(lines))]
 
 
 @check(Layer.GENERATION)
@@ -179,7 +194,7 @@ def probe_accuracy(subject: Subject) -> list[Finding]:
     ]
     if ev.unrendered:
         lines.append(f"  left out, the template cannot render them: {', '.join(ev.unrendered)}")
-    return [failed("\n".join(lines))]
+    return [LOW_ACCURACY("\n".join(lines))]
 
 
 @check(Layer.GENERATION)
@@ -218,7 +233,7 @@ def template_sensitivity(subject: Subject) -> list[Finding]:
         lines.append(
             "  also significantly better: " + ", ".join(f"{s.name} ({s.correct}/{n})" for s in winners[1:])
         )
-    return [failed("\n".join(lines) + "\n\n" + shown)]
+    return [VARIANT_BETTER("\n".join(lines) + "\n\n" + shown)]
 
 
 @check(Layer.GENERATION)
@@ -252,7 +267,7 @@ def tool_call(subject: Subject) -> list[Finding]:
         f"  the template writes a call as: {_show(fmt.example)}",
         *(f"  {r.probe.name}: {_show(r.raw)}" for r in [r for r in replies if r.call is None][:_SHOWN]),
     ]
-    return [failed("\n".join(lines))]
+    return [NO_CALLS("\n".join(lines))]
 
 
 # ---------------------------------------------------------------------------------------------------- table

@@ -5,10 +5,11 @@ from __future__ import annotations
 import jinja2.nodes
 
 from templatecheck import conversation as conv
+from templatecheck.causes import defect
 from templatecheck.checks import check
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, compile_template
-from templatecheck.result import Finding, Layer, failed
+from templatecheck.result import Finding, Layer
 
 #: Attributes of Python internals that a template can only want in order to escape the sandbox.
 _INTERNALS = frozenset({"mro", "func_globals", "f_globals", "f_locals", "gi_frame", "cr_frame", "tb_frame"})
@@ -42,6 +43,16 @@ def escape_attempts(source: str) -> list[tuple[int, str]]:
     return found
 
 
+ESCAPE = defect(
+    "sandbox.escape_attempt",
+    "a chat template has no use for Python internals: reaching for them is an attack on whoever renders it",
+)
+REFUSED = defect(
+    "sandbox.refused_operation",
+    "an operation the sandbox refuses fails every render that reaches it, in every engine that sandboxes",
+)
+
+
 @check(Layer.TEMPLATE, needs="parses")
 def sandbox(subject: Subject) -> list[Finding]:
     """The template reaches for nothing outside the chat format: no Python internals (``__class__``,
@@ -51,7 +62,7 @@ def sandbox(subject: Subject) -> list[Finding]:
     host; a template that makes them is reported as a security finding, whatever it renders.
     """
     findings = [
-        failed(
+        ESCAPE(
             f"security: the template reaches for {name!r} (line {line}), which a chat template has no use "
             "for: a sandbox escape attempt (the sandbox blocks it)"
         )
@@ -62,6 +73,6 @@ def sandbox(subject: Subject) -> list[Finding]:
             subject.render(conversation, add_generation_prompt=True)
         except RenderError as error:
             if error.kind == "security":
-                findings.append(failed(f"security: {error}"))
+                findings.append(REFUSED(f"security: {error}"))
                 break
     return findings
