@@ -41,24 +41,42 @@ def markdown_report(
         lines.append("No checks ran.")
     for grid in made:
         lines += _model_section(grid, capabilities or {}, (notes or {}).get(grid.source))
-    return "\n".join(lines).rstrip("\n") + "\n"
+    report = "\n".join(lines).rstrip("\n") + "\n"
+    return report.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate stays visible
+
+
+_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_MARKUP = re.compile(r"[\\`*\[\]|~<>&]")
+
+
+def text(value: str) -> str:
+    """A name from a model repository as inert Markdown: no HTML (so no ``<!--`` hiding what follows), no
+    links, emphasis, code spans or table cells of its own, one line."""
+    flat = " ".join(value.split())
+    return _MARKUP.sub(lambda m: _HTML.get(m.group(0), "\\" + m.group(0)), flat)
 
 
 def _model_section(grid: Grid, capabilities: CapabilityTables, note: str | None) -> list[str]:
-    lines = [f"## {grid.model}", "", f"`{grid.source}`" + (f" · {note}" if note else ""), ""]
-    lines += [f"- **{t}**: {grid.tally(t)}" for t in grid.templates] + [""]
+    source = f"`{grid.source}`" if "`" not in grid.source and grid.source.isprintable() else text(grid.source)
+    lines = [f"## {text(grid.model)}", "", source + (f" · {text(note)}" if note else ""), ""]
+    lines += [f"- **{text(t)}**: {grid.tally(t)}" for t in grid.templates] + [""]
     tables = {t: capabilities[(grid.source, t)] for t in grid.templates if (grid.source, t) in capabilities}
     if tables:
         names = [name for name, _ in next(iter(tables.values()))]
         shown = [t for t in grid.templates if t in tables]
-        lines += ["### Capabilities", "", _row("capability", *shown), _row(*["---"] * (len(shown) + 1))]
+        lines += [
+            "### Capabilities",
+            "",
+            _row("capability", *map(text, shown)),
+            _row(*["---"] * (len(shown) + 1)),
+        ]
         for i, name in enumerate(names):
             lines.append(_row(name, *("yes" if tables[t][i][1] else "no" for t in shown)))
         lines.append("")
     lines += [
         "### Checks",
         "",
-        _row("layer", "check", *grid.templates),
+        _row("layer", "check", *map(text, grid.templates)),
         _row(*["---"] * (len(grid.templates) + 2)),
     ]
     for layer, check, outcomes in grid.rows:
@@ -71,7 +89,7 @@ def _model_section(grid: Grid, capabilities: CapabilityTables, note: str | None)
         lines += ["None.", ""]
     for result, finding in findings:
         label = "accepted" if finding.accepted else _ICON[finding.outcome]
-        lines += [f"#### {label}: `{finding.cause or result.check}` ({result.template})", ""]
+        lines += [f"#### {label}: `{finding.cause or result.check}` ({text(result.template)})", ""]
         lines += [*_fenced(finding.text), ""]
     return lines
 

@@ -213,13 +213,21 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(str(error)) from None
     if config.getoption("update_pins") and config.getoption("pin_dir") is None:
         raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
-    from templatecheck.settings import parse_consumers, parse_template_vars
+    from templatecheck import settings as checked
 
     try:
+        checked.check_render_timeout(config.getoption("render_timeout"))
+        checked.check_examples(config.getoption("examples"))
+        for option in ("report_json", "report_md"):
+            checked.check_report_path("--" + option.replace("_", "-"), config.getoption(option))
+        if config.getoption("probe_file") and not config.getoption("generate"):
+            raise TemplatecheckError(
+                "--probe-file adds probes to the generation layer, which runs only with --generate: pass --generate"
+            )
         config.stash[OPTIONS] = _options(
             config,
-            parse_consumers(config.getoption("consumer")),
-            parse_template_vars(config.getoption("template_var")),
+            checked.parse_consumers(config.getoption("consumer")),
+            checked.parse_template_vars(config.getoption("template_var")),
         )
         config.stash[BASELINE] = _baseline(config)
     except TemplatecheckError as error:
@@ -296,6 +304,15 @@ class CheckRunner:
             result = check(subject)
         except TemplatecheckError as error:
             result = _error_result(self.model.ref.text, self.model.name, self.template, check, str(error))
+        except Exception as error:  # an error of ours: an `error` result in every report, never a lost item
+            import traceback
+
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            message = (
+                f"templatecheck error in check {check.name}: {type(error).__name__}: {error} "
+                f"({Path(where.filename).name}:{where.lineno}); please report it with this message"
+            )
+            result = _error_result(self.model.ref.text, self.model.name, self.template, check, message)
         config = self.request.config
         accepted = config.stash.get(BASELINE, None)
         if accepted is not None:
@@ -484,18 +501,29 @@ def _finish_baseline(config: pytest.Config, results: list[CheckResult]) -> None:
     config.stash[BASELINE_WRITTEN] = f"{accepted.path} ({len(entries)} accepted findings)"
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def _report_path(config: pytest.Config, option: str, interrupted: bool) -> Path | None:
+    """Where a report goes: the path given, or beside it (``NAME.interrupted.EXT``) for an interrupted run,
+    so a partial report never replaces the last complete one."""
+    name = config.getoption(option)
+    if not name or CATALOG not in config.stash or hasattr(config, "workerinput"):
+        return None
+    path = Path(name)
+    return path.with_name(f"{path.stem}.interrupted{path.suffix}") if interrupted else path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    if CATALOG in config.stash and not hasattr(config, "workerinput"):
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    if CATALOG in config.stash and not hasattr(config, "workerinput") and not interrupted:
         _finish_baseline(config, config.stash[RESULTS])
-    path = config.getoption("report_json")
-    if path and CATALOG in config.stash and not hasattr(config, "workerinput"):
+    path = _report_path(config, "report_json", interrupted)
+    if path is not None:
         from templatecheck.report import write_json_report
 
         results: list[CheckResult] = config.stash[RESULTS]
-        write_json_report(Path(path), results, settings(config))
-    md = config.getoption("report_md")
-    if md and CATALOG in config.stash and not hasattr(config, "workerinput"):
+        write_json_report(path, results, {**settings(config), "interrupted": interrupted})
+    md_path = _report_path(config, "report_md", interrupted)
+    if md_path is not None:
         from templatecheck.markdown import markdown_report
         from templatecheck.report import write_atomically
 
@@ -504,7 +532,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         text = markdown_report(
             results, _capabilities(config), _reference_notes(config, results), catalog.refs
         )
-        write_atomically(Path(md), text)
+        if interrupted:
+            text = "> **Interrupted run**: this report is partial.\n\n" + text
+        write_atomically(md_path, text)
 
 
 def _capabilities(config: pytest.Config) -> dict[tuple[str, str], list[tuple[str, bool]]]:

@@ -101,7 +101,15 @@ def write_atomically(path: Path, text: str) -> None:
 def write_json_report(
     path: Path, results: Iterable[CheckResult], settings: Mapping[str, Any] | None = None
 ) -> None:
-    write_atomically(path, json.dumps(json_report(results, settings), indent=2, ensure_ascii=False) + "\n")
+    """The JSON report at ``path``, atomically; text that is not valid Unicode (a lone surrogate a template
+    echoed) is written as a JSON escape, so any string serializes."""
+    data = json_report(results, settings)
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=2, ensure_ascii=True)
+    write_atomically(path, text + "\n")
 
 
 # ---------------------------------------------------------------------------------------- terminal summary

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from templatecheck.causes import CONSUMERS
@@ -47,4 +50,52 @@ def parse_template_vars(values: Iterable[str]) -> dict[str, Any]:
     return found
 
 
-__all__ = ["RESERVED", "parse_consumers", "parse_template_vars"]
+#: The longest one render may take: beyond it a run on a hostile template would take hours.
+MAX_RENDER_SECONDS = 600.0
+
+
+def check_render_timeout(seconds: float) -> float:
+    """``--render-timeout``: a finite number of seconds, above 0 and at most :data:`MAX_RENDER_SECONDS`."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_RENDER_SECONDS):
+        raise TemplatecheckError(
+            f"--render-timeout {seconds!r}: give the seconds one render may take, a number above 0 and at most "
+            f"{MAX_RENDER_SECONDS:g} (default 2)"
+        )
+    return seconds
+
+
+def check_examples(examples: int) -> int:
+    """``--examples``: at least one conversation per property check."""
+    if examples < 1:
+        raise TemplatecheckError(
+            f"--examples {examples}: give the number of hypothesis conversations per property check, 1 or more "
+            "(default 100)"
+        )
+    return examples
+
+
+def check_report_path(option: str, value: str | None) -> None:
+    """A report path whose folder exists and can be written, checked before the run rather than after it."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TemplatecheckError(f"{option} {value}: is a directory; name the file to write")
+    if not folder.is_dir():
+        raise TemplatecheckError(f"{option} {value}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise TemplatecheckError(
+            f"{option} {value}: the folder {folder} is not writable; choose another path"
+        )
+
+
+__all__ = [
+    "MAX_RENDER_SECONDS",
+    "RESERVED",
+    "check_examples",
+    "check_render_timeout",
+    "check_report_path",
+    "parse_consumers",
+    "parse_template_vars",
+]
