@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
     from templatecheck.baseline import Baseline
     from templatecheck.checks import Check
     from templatecheck.model import Model, Subject
+    from templatecheck.session import Session
 
 SUITE = Path(__file__).parent / "suite"
 _PROPERTY = "templatecheck"
@@ -34,44 +33,9 @@ class TemplatecheckWarning(UserWarning):
     """A check found something legal but risky (shown in pytest's warnings summary)."""
 
 
-@dataclass
-class Catalog:
-    """The models of this run, loaded once per process; a model that fails to load keeps its error."""
-
-    refs: list[str]
-    chat_template: str | None
-    render_timeout: float
-    loaded: dict[str, Model | TemplatecheckError] = field(default_factory=dict)
-
-    def get(self, ref: str) -> Model | TemplatecheckError:
-        if ref not in self.loaded:
-            from templatecheck.model import load_model
-            from templatecheck.render import Limits
-
-            try:
-                self.loaded[ref] = load_model(
-                    ref, chat_template=self.chat_template, limits=Limits(seconds=self.render_timeout)
-                )
-            except TemplatecheckError as error:
-                self.loaded[ref] = error
-        return self.loaded[ref]
-
-    def targets(self) -> Iterator[tuple[tuple[str, str | None], str]]:
-        """(model, template) pairs with their test ids; a model that fails to load gives one failing pair."""
-        from templatecheck.model import short_name
-
-        for ref in self.refs:
-            model = self.get(ref)
-            if isinstance(model, TemplatecheckError):
-                yield (ref, None), f"{short_name(ref)}:load-error"
-            else:
-                for template in model.templates:
-                    yield (ref, template), f"{model.name}:{template}"
-
-
-CATALOG = pytest.StashKey[Catalog]()
+CATALOG: pytest.StashKey[Session] = pytest.StashKey()
 OPTIONS = pytest.StashKey[Options]()
-BASELINE = pytest.StashKey["Baseline | None"]()
+BASELINE: pytest.StashKey[Baseline | None] = pytest.StashKey()
 RESULTS = pytest.StashKey[list[CheckResult]]()
 PINNED = pytest.StashKey[list[str]]()
 
@@ -214,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("update_pins") and config.getoption("pin_dir") is None:
         raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
     from templatecheck import settings as checked
+    from templatecheck.session import read_baseline
 
     try:
         checked.check_render_timeout(config.getoption("render_timeout"))
@@ -229,14 +194,25 @@ def pytest_configure(config: pytest.Config) -> None:
             checked.parse_consumers(config.getoption("consumer")),
             checked.parse_template_vars(config.getoption("template_var")),
         )
-        config.stash[BASELINE] = _baseline(config)
+        config.stash[BASELINE] = read_baseline(
+            config.getoption("baseline"), config.getoption("update_baseline")
+        )
     except TemplatecheckError as error:
         raise pytest.UsageError(str(error)) from None
-    refs: list[str] = [*(config.getoption("model") or []), *_models_from(config.getoption("models_from"))]
+    from templatecheck.session import Session, models_from
+
+    try:
+        refs: list[str] = [*(config.getoption("model") or []), *models_from(config.getoption("models_from"))]
+    except TemplatecheckError as error:
+        raise pytest.UsageError(str(error)) from None
     if not refs:
         return
-    config.stash[CATALOG] = Catalog(
-        refs, config.getoption("chat_template"), config.getoption("render_timeout")
+    config.stash[CATALOG] = Session(
+        refs,
+        options_from(config),
+        config.getoption("chat_template"),
+        config.getoption("render_timeout"),
+        config.stash[BASELINE],
     )
     if config.getoption("generate"):
         from templatecheck.checks.generation import prepare
@@ -247,30 +223,6 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(error)) from None
     # `--model` runs the conformance suite and nothing else, whatever paths were given.
     config.args[:] = [str(SUITE)]
-
-
-def _models_from(directories: list[str]) -> list[str]:
-    """The model directories directly under each of ``directories``, sorted by name."""
-    found = []
-    for name in directories:
-        directory = Path(name).expanduser()
-        if not directory.is_dir():
-            raise pytest.UsageError(
-                f"--models-from {name!r}: no such directory; pass a folder of model directories"
-            )
-        models = [
-            str(sub)
-            for sub in sorted(directory.iterdir())
-            if sub.is_dir()
-            and any((sub / f).is_file() for f in ("tokenizer_config.json", "chat_template.jinja"))
-        ]
-        if not models:
-            raise pytest.UsageError(
-                f"--models-from {name!r}: no subdirectory holds a tokenizer_config.json or chat_template.jinja; "
-                "pass the folder that contains the model directories"
-            )
-        found += models
-    return found
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -295,28 +247,13 @@ class CheckRunner:
         self.template = template
 
     def run(self, check: Check) -> CheckResult:
-        from templatecheck.model import Subject
-
-        subject = Subject(self.model, self.model.templates[self.template], options_from(self.request.config))
-        try:
-            if check.layer is Layer.GENERATION and subject.options.generate:
-                _fetch_weights(self.request.config, self.model)
-            result = check(subject)
-        except TemplatecheckError as error:
-            result = _error_result(self.model.ref.text, self.model.name, self.template, check, str(error))
-        except Exception as error:  # an error of ours: an `error` result in every report, never a lost item
-            import traceback
-
-            where = traceback.extract_tb(error.__traceback__)[-1]
-            message = (
-                f"templatecheck error in check {check.name}: {type(error).__name__}: {error} "
-                f"({Path(where.filename).name}:{where.lineno}); please report it with this message"
-            )
-            result = _error_result(self.model.ref.text, self.model.name, self.template, check, message)
         config = self.request.config
-        accepted = config.stash.get(BASELINE, None)
-        if accepted is not None:
-            result = accepted.accept(result)
+        if check.layer is Layer.GENERATION and options_from(config).generate:
+            try:
+                _fetch_weights(config, self.model)
+            except TemplatecheckError as error:
+                pytest.fail(str(error), pytrace=False)
+        result = config.stash[CATALOG].run(check, self.model, self.template)
         _record(self.request, result)
         strict = config.getoption("strict_checks")
         if config.getoption("update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
@@ -334,6 +271,16 @@ class CheckRunner:
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
+
+
+def _settings(config: pytest.Config) -> dict[str, Any]:
+    from templatecheck.session import settings
+
+    return settings(
+        options_from(config),
+        strict=bool(config.getoption("strict_checks")),
+        baseline=config.getoption("baseline"),
+    )
 
 
 def options_from(config: pytest.Config) -> Options:
@@ -354,47 +301,13 @@ def _options(config: pytest.Config, consumers: tuple[str, ...], template_vars: d
     )
 
 
-def _baseline(config: pytest.Config) -> Baseline | None:
-    """The ``--baseline`` file, read once; ``None`` without the option."""
-    name = config.getoption("baseline")
-    if name is None:
-        if config.getoption("update_baseline"):
-            raise TemplatecheckError(
-                "--update-baseline writes the file of --baseline FILE: pass --baseline too"
-            )
-        return None
-    from templatecheck import baseline
-
-    path = Path(name).expanduser()
-    if path.parent and not path.parent.is_dir():
-        raise TemplatecheckError(
-            f"--baseline {name}: the folder {path.parent} does not exist; create it first"
-        )
-    return baseline.read(path)
-
-
-def settings(config: pytest.Config) -> dict[str, Any]:
-    """The options that change a verdict, as the reports record them."""
-    options = options_from(config)
-    return {
-        "examples": options.examples,
-        "reference": options.reference,
-        "consumers": list(options.consumers),
-        "template_vars": options.template_vars,
-        "strict_checks": bool(config.getoption("strict_checks")),
-        "baseline": config.getoption("baseline"),
-        "generate": options.generate,
-    }
-
-
 def _accept_hint(config: pytest.Config) -> str:
     """The command that accepts the run's findings, for a run with ``--baseline``."""
     if config.getoption("baseline") is None:
         return ""
-    import shlex
+    from templatecheck.session import accept_command
 
-    words = [w for m in config.getoption("model") for w in ("--model", m)]
-    command = shlex.join(["pytest", *words, "--baseline", config.getoption("baseline"), "--update-baseline"])
+    command = accept_command(config.getoption("model"), config.getoption("baseline"))
     return f"\n  not in the baseline; to accept it: {command}"
 
 
@@ -407,14 +320,6 @@ def _fetch_weights(config: pytest.Config, model: Model) -> None:
         weights_directory(model)
 
 
-def _error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
-    from templatecheck.result import Finding
-
-    return CheckResult(
-        name, source, template, check.name, check.layer, Outcome.ERROR, (Finding(Outcome.ERROR, message),)
-    )
-
-
 def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
     request.node.user_properties.append((_PROPERTY, json.dumps(result.to_json())))
 
@@ -424,13 +329,14 @@ def tc(request: pytest.FixtureRequest) -> CheckRunner:
     """The (model, template) under test, as a runner of checks."""
     from templatecheck.checks import REGISTRY
     from templatecheck.model import short_name
+    from templatecheck.session import error_result
 
     ref, template = request.param
     model = request.config.stash[CATALOG].get(ref)
     if isinstance(model, TemplatecheckError):
         name = request.function.__name__.removeprefix("test_")
         check = REGISTRY.get(name) or _pins_check(request)
-        _record(request, _error_result(ref, short_name(ref), "", check, str(model)))
+        _record(request, error_result(ref, short_name(ref), "", check, str(model)))
         pytest.fail(str(model), pytrace=False)
     assert template is not None
     return CheckRunner(request, model, template)
@@ -521,7 +427,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from templatecheck.report import write_json_report
 
         results: list[CheckResult] = config.stash[RESULTS]
-        write_json_report(path, results, {**settings(config), "interrupted": interrupted})
+        write_json_report(path, results, {**_settings(config), "interrupted": interrupted})
     md_path = _report_path(config, "report_md", interrupted)
     if md_path is not None:
         from templatecheck.markdown import markdown_report
@@ -530,47 +436,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         results = config.stash[RESULTS]
         catalog = config.stash[CATALOG]
         text = markdown_report(
-            results, _capabilities(config), _reference_notes(config, results), catalog.refs
+            results, catalog.capabilities(), catalog.reference_notes(results), catalog.refs
         )
         if interrupted:
             text = "> **Interrupted run**: this report is partial.\n\n" + text
         write_atomically(md_path, text)
-
-
-def _capabilities(config: pytest.Config) -> dict[tuple[str, str], list[tuple[str, bool]]]:
-    """``(source, template) -> capabilities table`` for every loaded model, probed here (in the controller
-    under xdist: probing is deterministic, so workers need not ship it)."""
-    from templatecheck.capabilities import survey
-    from templatecheck.model import Subject
-
-    catalog = config.stash[CATALOG]
-    tables = {}
-    for ref in catalog.refs:
-        model = catalog.get(ref)
-        if isinstance(model, TemplatecheckError):
-            continue
-        for name, template in model.templates.items():
-            try:
-                tables[(ref, name)] = survey(Subject(model, template, options_from(config))).table()
-            except TemplatecheckError:
-                continue
-    return tables
-
-
-def _reference_notes(config: pytest.Config, results: list[CheckResult]) -> dict[str, str]:
-    """``source -> "reference: FAMILY (how)"`` for the models whose reference check ran."""
-    catalog = config.stash.get(CATALOG, None)
-    sources = {r.source for r in results if r.check == "reference"}
-    if catalog is None or not sources:
-        return {}
-    from templatecheck.formats.detect import choose
-
-    notes = {}
-    for source in sources:
-        model = catalog.get(source)
-        if not isinstance(model, TemplatecheckError):
-            notes[source] = "reference: " + choose(model, options_from(config)).short()
-    return notes
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -588,7 +458,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "templatecheck summary")
     catalog = config.stash.get(CATALOG, None)
     sources = catalog.refs if catalog is not None else []
-    for line in summary_lines(results, _reference_notes(config, results), sources):
+    notes = catalog.reference_notes(results) if catalog is not None else {}
+    for line in summary_lines(results, notes, sources):
         terminalreporter.write_line(line)
     accepted = config.stash.get(BASELINE, None)
     rewritten = config.stash.get(BASELINE_WRITTEN, None)

@@ -75,18 +75,21 @@ def check_examples(examples: int) -> int:
 
 
 def check_report_path(option: str, value: str | None) -> None:
-    """A report path whose folder exists and can be written, checked before the run rather than after it."""
+    """A report path that can be written (missing folders are created), checked before the run, not after it."""
     if value is None:
         return
     path = Path(value).expanduser()
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise TemplatecheckError(f"{option} {value}: is a directory; name the file to write")
-    if not folder.is_dir():
-        raise TemplatecheckError(f"{option} {value}: the folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # missing folders are created when the report is written
+    if not existing.is_dir():
+        raise TemplatecheckError(f"{option} {value}: {existing} is not a folder; choose another path")
+    if not os.access(existing, os.W_OK):
         raise TemplatecheckError(
-            f"{option} {value}: the folder {folder} is not writable; choose another path"
+            f"{option} {value}: the folder {existing} is not writable; choose another path"
         )
 
 

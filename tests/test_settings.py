@@ -31,8 +31,8 @@ def _import_transformers_first() -> None:
         (["--examples", "0"], "--examples 0: give the number*"),
         (["--probe-file", "p.jsonl"], "--probe-file adds probes to the generation layer*pass --generate"),
         (
-            ["--report-json", "no/such/r.json"],
-            "--report-json no/such/r.json: the folder no/such does not exist*",
+            ["--report-json", "conftest.py/r.json"],
+            "--report-json conftest.py/r.json: conftest.py is not a folder*",
         ),
         (["--report-md", "."], "--report-md .: is a directory; name the file to write"),
         (["--consumer", "vllm"], "--consumer 'vllm': not a consumer path; choose from apply_chat_template*"),
@@ -42,6 +42,7 @@ def _import_transformers_first() -> None:
 def test_a_bad_option_is_one_usage_error_before_the_run(
     pytester: pytest.Pytester, args: list[str], message: str
 ) -> None:
+    pytester.makeconftest("")
     result = pytester.runpytest("--model", HERMES, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])

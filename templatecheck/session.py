@@ -1,0 +1,188 @@
+"""One run of the suite as a library object: the settings, the models, and checks run to results.
+
+A :class:`Session` owns the complete :class:`~templatecheck.options.Options` of a run, the models it tests
+(each loaded once per process; a model that fails to load keeps its error), the baseline of accepted
+findings, and the facts the reports need (capabilities, reference choices, the settings that change a
+verdict). The pytest plugin, the CLI and other tools drive it; it never imports pytest.
+"""
+
+from __future__ import annotations
+
+import shlex
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from templatecheck.errors import TemplatecheckError
+from templatecheck.options import Options
+from templatecheck.result import CheckResult, Finding, Outcome
+
+if TYPE_CHECKING:
+    from templatecheck.baseline import Baseline
+    from templatecheck.checks import Check
+    from templatecheck.model import Model
+
+#: The files that mark a folder as a model directory for ``--models-from``.
+MODEL_MARKERS = ("tokenizer_config.json", "chat_template.jinja")
+
+
+@dataclass
+class Session:
+    """The models of one run and how checks run on them."""
+
+    refs: list[str]
+    options: Options = field(default_factory=Options)
+    chat_template: str | None = None
+    render_timeout: float = 2.0
+    baseline: Baseline | None = None
+    loaded: dict[str, Model | TemplatecheckError] = field(default_factory=dict)
+
+    def get(self, ref: str) -> Model | TemplatecheckError:
+        """The model ``ref`` names, loaded on first use, or the error that stopped it loading."""
+        if ref not in self.loaded:
+            from templatecheck.model import load_model
+            from templatecheck.render import Limits
+
+            try:
+                self.loaded[ref] = load_model(
+                    ref, chat_template=self.chat_template, limits=Limits(seconds=self.render_timeout)
+                )
+            except TemplatecheckError as error:
+                self.loaded[ref] = error
+        return self.loaded[ref]
+
+    def models(self) -> Iterator[tuple[str, Model]]:
+        """``(ref, model)`` for every model that loads."""
+        for ref in self.refs:
+            model = self.get(ref)
+            if not isinstance(model, TemplatecheckError):
+                yield ref, model
+
+    def targets(self) -> Iterator[tuple[tuple[str, str | None], str]]:
+        """(model, template) pairs with their test ids; a model that fails to load gives one failing pair."""
+        from templatecheck.model import short_name
+
+        for ref in self.refs:
+            model = self.get(ref)
+            if isinstance(model, TemplatecheckError):
+                yield (ref, None), f"{short_name(ref)}:load-error"
+            else:
+                for template in model.templates:
+                    yield (ref, template), f"{model.name}:{template}"
+
+    def run(self, check: Check, model: Model, template: str) -> CheckResult:
+        """``check`` on one template, to a result: errors of the model's files and of ours included, the
+        baseline applied."""
+        from templatecheck.model import Subject
+
+        subject = Subject(model, model.templates[template], self.options)
+        try:
+            result = check(subject)
+        except TemplatecheckError as error:
+            result = error_result(model.ref.text, model.name, template, check, str(error))
+        except Exception as error:  # an error of ours: an `error` result in every report, never a lost item
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            message = (
+                f"templatecheck error in check {check.name}: {type(error).__name__}: {error} "
+                f"({Path(where.filename).name}:{where.lineno}); please report it with this message"
+            )
+            result = error_result(model.ref.text, model.name, template, check, message)
+        return self.baseline.accept(result) if self.baseline is not None else result
+
+    def capabilities(self) -> dict[tuple[str, str], list[tuple[str, bool]]]:
+        """``(source, template) -> capabilities table`` for every loaded model (probing is deterministic, so
+        the controller of an xdist run computes it itself)."""
+        from templatecheck.capabilities import survey
+        from templatecheck.model import Subject
+
+        tables = {}
+        for ref, model in self.models():
+            for name, template in model.templates.items():
+                try:
+                    tables[(ref, name)] = survey(Subject(model, template, self.options)).table()
+                except TemplatecheckError:
+                    continue
+        return tables
+
+    def reference_notes(self, results: list[CheckResult]) -> dict[str, str]:
+        """``source -> "reference: FAMILY (how)"`` for the models whose reference check ran."""
+        from templatecheck.formats.detect import choose
+
+        sources = {r.source for r in results if r.check == "reference"}
+        notes = {}
+        for ref, model in self.models():
+            if ref in sources:
+                notes[ref] = "reference: " + choose(model, self.options).short()
+        return notes
+
+
+def error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
+    """The result of a check that could not run: one ``error`` finding."""
+    return CheckResult(
+        name, source, template, check.name, check.layer, Outcome.ERROR, (Finding(Outcome.ERROR, message),)
+    )
+
+
+def models_from(directories: list[str]) -> list[str]:
+    """The model directories directly under each of ``directories``, sorted by name."""
+    found = []
+    for name in directories:
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise TemplatecheckError(
+                f"--models-from {name!r}: no such directory; pass a folder of model directories"
+            )
+        models = [
+            str(sub)
+            for sub in sorted(directory.iterdir())
+            if sub.is_dir() and not sub.is_symlink() and any((sub / f).is_file() for f in MODEL_MARKERS)
+        ]
+        if not models:
+            raise TemplatecheckError(
+                f"--models-from {name!r}: no subdirectory holds a tokenizer_config.json or chat_template.jinja; "
+                "pass the folder that contains the model directories"
+            )
+        found += models
+    return found
+
+
+def read_baseline(name: str | None, update: bool) -> Baseline | None:
+    """The ``--baseline`` file, read once; ``None`` without the option."""
+    if name is None:
+        if update:
+            raise TemplatecheckError(
+                "--update-baseline writes the file of --baseline FILE: pass --baseline too"
+            )
+        return None
+    from templatecheck import baseline
+
+    path = Path(name).expanduser()
+    if not path.parent.is_dir():
+        raise TemplatecheckError(
+            f"--baseline {name}: the folder {path.parent} does not exist; create it first"
+        )
+    return baseline.read(path)
+
+
+def accept_command(models: list[str], baseline: str) -> str:
+    """The command that accepts a run's findings into ``baseline``."""
+    words = [w for m in models for w in ("--model", m)]
+    return shlex.join(["pytest", *words, "--baseline", baseline, "--update-baseline"])
+
+
+def settings(options: Options, *, strict: bool, baseline: str | None) -> dict[str, Any]:
+    """The options that change a verdict, as the reports record them."""
+    return {
+        "examples": options.examples,
+        "reference": options.reference,
+        "consumers": list(options.consumers),
+        "template_vars": options.template_vars,
+        "strict_checks": strict,
+        "baseline": baseline,
+        "generate": options.generate,
+    }
+
+
+__all__ = ["Session", "accept_command", "error_result", "models_from", "read_baseline", "settings"]
