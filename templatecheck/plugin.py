@@ -427,7 +427,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from templatecheck.report import write_json_report
 
         results: list[CheckResult] = config.stash[RESULTS]
-        write_json_report(path, results, {**_settings(config), "interrupted": interrupted})
+        from templatecheck.session import provenance
+
+        write_json_report(
+            path,
+            results,
+            {**_settings(config), "interrupted": interrupted},
+            provenance(config.stash.get(CATALOG, None)),
+        )
     md_path = _report_path(config, "report_md", interrupted)
     if md_path is not None:
         from templatecheck.markdown import markdown_report

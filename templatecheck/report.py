@@ -68,9 +68,13 @@ def tokens(ids: Sequence[int], pieces: Sequence[str], limit: int = 12) -> str:
 # ------------------------------------------------------------------------------------------------ JSON report
 
 
-def json_report(results: Iterable[CheckResult], settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def json_report(
+    results: Iterable[CheckResult],
+    settings: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every result, grouped by model, in the documented schema (see README, "JSON report"), with the
-    ``settings`` that change a verdict."""
+    ``settings`` that change a verdict and the ``provenance`` (versions, template hashes)."""
     models: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results:
         entry = models.setdefault(
@@ -80,7 +84,12 @@ def json_report(results: Iterable[CheckResult], settings: Mapping[str, Any] | No
         if result.template not in entry["templates"]:
             entry["templates"].append(result.template)
         entry["results"].append(result.to_json())
-    return {"version": REPORT_VERSION, "settings": dict(settings or {}), "models": list(models.values())}
+    return {
+        "version": REPORT_VERSION,
+        "settings": dict(settings or {}),
+        "provenance": dict(provenance or {}),
+        "models": list(models.values()),
+    }
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -99,11 +108,14 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def write_json_report(
-    path: Path, results: Iterable[CheckResult], settings: Mapping[str, Any] | None = None
+    path: Path,
+    results: Iterable[CheckResult],
+    settings: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> None:
     """The JSON report at ``path``, atomically; text that is not valid Unicode (a lone surrogate a template
     echoed) is written as a JSON escape, so any string serializes."""
-    data = json_report(results, settings)
+    data = json_report(results, settings, provenance)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     try:
         text.encode("utf-8")

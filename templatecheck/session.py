@@ -172,6 +172,33 @@ def accept_command(models: list[str], baseline: str) -> str:
     return shlex.join(["pytest", *words, "--baseline", baseline, "--update-baseline"])
 
 
+def provenance(session: Session | None) -> dict[str, Any]:
+    """What a report's verdicts depend on besides the options: the versions of templatecheck and of the
+    libraries that render and tokenize, and per model its directory's revision (for a Hub model) and each
+    template's sha256, as evaluation harnesses record them."""
+    import hashlib
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for package in ("templatecheck", "transformers", "tokenizers", "jinja2", "huggingface-hub"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    models: dict[str, Any] = {}
+    for ref, model in session.models() if session is not None else ():
+        revision = model.directory.name if model.ref.repo_id is not None else None
+        models[ref] = {
+            "revision": model.ref.revision,
+            "resolved_revision": revision,
+            "templates": {
+                name: hashlib.sha256(t.source.encode("utf-8", "surrogatepass")).hexdigest()
+                for name, t in model.templates.items()
+            },
+        }
+    return {"versions": versions, "models": models}
+
+
 def settings(options: Options, *, strict: bool, baseline: str | None) -> dict[str, Any]:
     """The options that change a verdict, as the reports record them."""
     return {
@@ -185,4 +212,12 @@ def settings(options: Options, *, strict: bool, baseline: str | None) -> dict[st
     }
 
 
-__all__ = ["Session", "accept_command", "error_result", "models_from", "read_baseline", "settings"]
+__all__ = [
+    "Session",
+    "accept_command",
+    "error_result",
+    "models_from",
+    "provenance",
+    "read_baseline",
+    "settings",
+]

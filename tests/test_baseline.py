@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -134,8 +135,12 @@ def test_template_vars_reach_every_render_and_the_report(pytester: pytest.Pytest
         "--model", HERMES, "--chat-template", str(candidate), "-k", "renders",
         "--template-var", "date_string=1 Jan", "--report-json", str(report),
     ).assert_outcomes(passed=1)  # fmt: skip
-    settings = json.loads(report.read_text())["settings"]
+    data = json.loads(report.read_text())
+    settings = data["settings"]
     assert settings["template_vars"] == {"date_string": "1 Jan"} and settings["consumers"] == []
+    provenance = data["provenance"]
+    assert provenance["versions"]["templatecheck"] and provenance["versions"]["transformers"]
+    assert provenance["models"][HERMES]["templates"] == {"dated": hashlib.sha256(dated.encode()).hexdigest()}
 
 
 # ------------------------------------------------------------------------------------------- consumer paths

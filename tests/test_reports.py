@@ -56,8 +56,8 @@ def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str
 
 
 def test_the_validator_catches_what_the_schema_forbids() -> None:
-    assert violations({"version": 1, "settings": {}, "models": []}, SCHEMA) == []
-    assert violations({"version": 2, "settings": {}, "models": [], "extra": 0}, SCHEMA) == [
+    assert violations({"version": 1, "settings": {}, "provenance": {}, "models": []}, SCHEMA) == []
+    assert violations({"version": 2, "settings": {}, "provenance": {}, "models": [], "extra": 0}, SCHEMA) == [
         "$: unexpected 'extra'",
         "$.version: 2 not in [1]",
     ]
