@@ -24,7 +24,10 @@ USAGE = 2
 _HELP = """\
 usage: templatecheck MODEL [MODEL ...] [pytest and templatecheck options]
        templatecheck render MODEL --messages FILE [--chat-template NAME] [--add-generation-prompt] [--tokens]
+       templatecheck check MODEL [--chat-template NAME_OR_FILE] [--examples N] [--consumer NAME]
+                           [--template-var NAME=VALUE] [--reference FAMILY] [--json]
        templatecheck checks [--markdown]
+       templatecheck --version
 
 Run the chat-template conformance suite on model directories or Hub ids (the same as
 `pytest --model MODEL ...`; every pytest and templatecheck option applies, e.g. --report-md report.md, -n 2),
@@ -41,7 +44,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         return render_command(args[1:])
     if args[0] == "checks":
         return checks_command(args[1:])
+    if args[0] == "check":
+        return check_command(args[1:])
+    if args[0] == "--version":
+        from templatecheck import __version__
+
+        print(f"templatecheck {__version__}")
+        return 0
     return suite_command(args)
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="templatecheck check",
+        description="Run the static checks (template, tokenizer and reference layers) on one model without "
+        "pytest; print each finding once, or the JSON report with --json. Exit 1 when a check fails.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
+    parser.add_argument("--chat-template", metavar="NAME_OR_FILE")
+    parser.add_argument("--examples", type=int, default=100, metavar="N")
+    parser.add_argument("--consumer", action="append", default=[], metavar="NAME")
+    parser.add_argument("--template-var", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--reference", metavar="FAMILY")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    return parser
+
+
+def check_command(args: Sequence[str]) -> int:
+    """``templatecheck check MODEL``: the static checks through a :class:`~templatecheck.session.Session`."""
+    from templatecheck import settings as checked
+    from templatecheck.checks import REGISTRY
+    from templatecheck.options import Options
+    from templatecheck.report import json_report, summary_lines
+    from templatecheck.result import Layer, Outcome
+    from templatecheck.session import Session, provenance, settings
+
+    parsed = _check_parser().parse_args(list(args))
+    try:
+        options = Options(
+            examples=checked.check_examples(parsed.examples),
+            reference=parsed.reference,
+            consumers=checked.parse_consumers(parsed.consumer),
+            template_vars=checked.parse_template_vars(parsed.template_var),
+        )
+        session = Session([parsed.model], options, parsed.chat_template)
+        model = session.get(parsed.model)
+        if isinstance(model, TemplatecheckError):
+            raise model
+        static = [c for c in REGISTRY.values() if c.layer is not Layer.GENERATION]
+        results = [session.run(c, model, name) for name in model.templates for c in static]
+    except TemplatecheckError as error:
+        print(f"templatecheck: error: {error}", file=sys.stderr)
+        return USAGE
+    if parsed.json:
+        recorded = settings(options, strict=False, baseline=None)
+        print(json.dumps(json_report(results, recorded, provenance(session)), indent=2, ensure_ascii=True))
+    else:
+        print("\n".join(summary_lines(results, session.reference_notes(results), [parsed.model])))
+    return 1 if any(r.outcome in (Outcome.FAILED, Outcome.ERROR) for r in results) else 0
 
 
 def all_causes() -> list[Any]:

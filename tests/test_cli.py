@@ -183,3 +183,47 @@ def test_bad_input_from_the_console_script_has_no_traceback(tmp_path: Path) -> N
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("templatecheck: error: model './no-such-model'")
     assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------------ check, checks, --version
+
+
+def test_check_runs_the_static_checks_without_pytest(run_cli: Callable[..., Ran]) -> None:
+    clean = run_cli("check", HERMES, "--examples", "10")
+    assert clean.returncode == 0, clean.stdout
+    assert clean.stdout.startswith(f"hermes-3-tiny ({HERMES})")
+    assert "  default: " in clean.stdout and "\n  generation " not in clean.stdout
+    broken = run_cli("check", DOUBLE_BOS, "--examples", "10", "--json")
+    assert broken.returncode == 1
+    report = json.loads(broken.stdout)
+    assert report["provenance"]["versions"]["templatecheck"]
+    causes = {
+        f["cause"] for r in report["models"][0]["results"] for f in r["findings"] if f["outcome"] == "failed"
+    }
+    assert any(c.startswith("double_bos.") for c in causes)
+
+
+def test_check_reports_bad_input_once(run_cli: Callable[..., Ran], tmp_path: Path) -> None:
+    missing = run_cli("check", str(tmp_path / "nope"))
+    assert missing.returncode == cli.USAGE
+    assert missing.stderr.startswith("templatecheck: error: model ") and "no such directory" in missing.stderr
+    bad = run_cli("check", HERMES, "--examples", "0")
+    assert bad.returncode == cli.USAGE and "--examples 0:" in bad.stderr
+
+
+def test_checks_lists_every_check_and_its_causes(run_cli: Callable[..., Ran]) -> None:
+    from templatecheck.checks import REGISTRY
+
+    listed = run_cli("checks")
+    assert listed.returncode == 0
+    for name in REGISTRY:
+        assert f"\n{name} (" in "\n" + listed.stdout
+    assert "  renders.syntax  failed" in listed.stdout
+    table = run_cli("checks", "--markdown")
+    assert table.stdout.startswith("| cause | severity | why |\n")
+
+
+def test_version(run_cli: Callable[..., Ran]) -> None:
+    from templatecheck import __version__
+
+    assert run_cli("--version").stdout == f"templatecheck {__version__}\n"
