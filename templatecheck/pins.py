@@ -99,10 +99,36 @@ def take(subject: Subject, probe: Probe) -> Pin:
     return Pin(text, tuple(int(i) for i in ids))
 
 
+_SAFE = re.compile(r"[A-Za-z0-9_.@+-]")
+_MAX_NAME = 80
+
+
+def folder_name(name: str) -> str:
+    """``name`` as one folder name: letters, digits and ``_.@+-`` kept, every other character percent-encoded
+    (so distinct names never collide), never ``.``, ``..`` or empty, and at most :data:`_MAX_NAME` characters
+    (a longer one ends with a hash of the whole name)."""
+    encoded = "".join(c if _SAFE.fullmatch(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+    if not encoded.strip("."):
+        encoded = encoded.replace(".", "%2E") or "%00"
+    if len(encoded) > _MAX_NAME:
+        import hashlib
+
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        encoded = f"{encoded[: _MAX_NAME - 17]}~{digest}"
+    return encoded
+
+
+def model_key(subject: Subject) -> str:
+    """The model's full identity for pins: the Hub id (``org/name``), else the directory's own name."""
+    ref = subject.model.ref
+    if ref.repo_id is not None:
+        return ref.repo_id
+    return subject.model.directory.resolve().name or subject.model.name
+
+
 def directory(root: Path, subject: Subject) -> Path:
-    """``root/<model>/<template>``, with names safe as folder names."""
-    safe = [re.sub(r"[^\w.@+-]", "_", name) for name in (subject.model.name, subject.template.name)]
-    return root.joinpath(*safe)
+    """``root/<model>/<template>``, each name one safe folder name (see :func:`folder_name`)."""
+    return root / folder_name(model_key(subject)) / folder_name(subject.template.name)
 
 
 def _read(path: Path) -> str | None:

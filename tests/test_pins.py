@@ -209,3 +209,32 @@ def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
     rewritten.assert_outcomes(passed=1)
     rewritten.stdout.fnmatch_lines(["*= templatecheck pins: * files written or removed =*"])
     pytester.runpytest(*args).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("default", "default"),
+        ("tool_use", "tool_use"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("", "%00"),
+        ("x/y", "x%2Fy"),
+        ("x y", "x%20y"),
+        ("x_y", "x_y"),
+        ("org/Model@v1", "org%2FModel@v1"),
+    ],
+)
+def test_names_become_one_safe_folder_each(name: str, folder: str) -> None:
+    from templatecheck.pins import folder_name
+
+    assert folder_name(name) == folder
+
+
+def test_long_and_colliding_names_stay_apart() -> None:
+    from templatecheck.pins import folder_name
+
+    names = ["x/y", "x_y", "x y", "x%2Fy", "a" * 500, "a" * 501]
+    folders = [folder_name(n) for n in names]
+    assert len(set(folders)) == len(names)
+    assert all(len(f) <= 80 and "/" not in f and f not in (".", "..") for f in folders)
