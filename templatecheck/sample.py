@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -189,7 +189,7 @@ def counterexamples(
         small = minimize(conversation, key_of)
         final = judge(small) or problem
         findings.append(
-            Finding(final.finding.outcome, f"{final.finding.message}\nconversation:\n{describe(small)}")
+            replace(final.finding, message=f"{final.finding.message}\nconversation:\n{describe(small)}")
         )
         if len(seen) >= limit:
             break

@@ -16,7 +16,7 @@ from templatecheck import cli
 from tests.conftest import FIXTURES
 
 HERMES = str(FIXTURES / "hermes-3-tiny")
-DOUBLE_BOS = str(FIXTURES / "broken" / "double-bos")
+NO_BOS = str(FIXTURES / "broken" / "no-bos")
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def test_suite_runs_with_pytest_options_and_returns_pytests_exit_code(tmp_path: 
     passing = templatecheck(HERMES, "-k", "double_bos", "-p", "no:cacheprovider", cwd=tmp_path)
     assert passing.returncode == 0, passing.stdout + passing.stderr
     assert "2 passed" in passing.stdout and "templatecheck summary" in passing.stdout
-    failing = templatecheck(DOUBLE_BOS, "-k", "double_bos", "-p", "no:cacheprovider", cwd=tmp_path)
+    failing = templatecheck(NO_BOS, "-k", "double_bos", "-p", "no:cacheprovider", cwd=tmp_path)
     assert failing.returncode == 1
-    assert "2 failed" in failing.stdout and "2 BOS tokens" in failing.stdout
+    assert "2 failed" in failing.stdout and "give no BOS" in failing.stdout
 
 
 def test_no_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +193,7 @@ def test_check_runs_the_static_checks_without_pytest(run_cli: Callable[..., Ran]
     assert clean.returncode == 0, clean.stdout
     assert clean.stdout.startswith(f"hermes-3-tiny ({HERMES})")
     assert "  default: " in clean.stdout and "\n  generation " not in clean.stdout
-    broken = run_cli("check", DOUBLE_BOS, "--examples", "10", "--json")
+    broken = run_cli("check", NO_BOS, "--examples", "10", "--json")
     assert broken.returncode == 1
     report = json.loads(broken.stdout)
     assert report["provenance"]["versions"]["templatecheck"]

@@ -11,7 +11,7 @@ from templatecheck.checks import REGISTRY
 from tests.conftest import FIXTURES, fixture_model
 
 HERMES = str(FIXTURES / "hermes-3-tiny")
-DOUBLE_BOS = str(FIXTURES / "broken" / "double-bos")
+NO_BOS = str(FIXTURES / "broken" / "no-bos")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,14 +48,15 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", DOUBLE_BOS)
+    result = project.runpytest("--model", NO_BOS)
     result.assert_outcomes(passed=26, failed=2, skipped=18, warnings=2)
     result.stdout.fnmatch_lines(
         [
-            "*_ test_double_bos[[]double-bos:default[]] _*",
-            "tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS tokens: *",
-            "  tokens: [[]1024 '<|begin_of_text|>'[]] [[]1024 '<|begin_of_text|>'[]]*",
-            "  fix: drop {{ bos_token }} from the template*",
+            "*_ test_double_bos[[]no-bos:default[]] _*",
+            "apply_chat_template(tokenize=True) and servers (the rendering encoded without special tokens) give no "
+            "BOS: *",
+            "  tokens: [[]1026 '<|im_start|>'[]]*",
+            "  fix: write {{ bos_token }} at the start of the template*",
         ]
     )
     # a clean message, not a traceback into templatecheck
@@ -63,7 +64,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", DOUBLE_BOS)
+    result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", NO_BOS)
     result.assert_outcomes(passed=54, failed=2, skipped=37, errors=22, warnings=4)
     result.stdout.fnmatch_lines(
         ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
@@ -71,7 +72,7 @@ def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> No
 
 
 def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", HERMES, "--model", DOUBLE_BOS)
+    result = project.runpytest("--model", HERMES, "--model", NO_BOS)
     result.stdout.fnmatch_lines(
         [
             "*= templatecheck summary =*",
@@ -80,21 +81,19 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
             "    WARNING control_token_injection.*: user text containing *",
             "  tool_use: 13 passed, 8 skipped, 1 warning",
             "*",
-            f"double-bos ({DOUBLE_BOS}) [[]reference: chatml (detected)[]]",
+            f"no-bos ({NO_BOS}) [[]reference: chatml (detected)[]]",
             "  default: 12 passed, 8 skipped, 1 warning, 1 failed",
-            "    FAILED double_bos.*: tokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS*",
+            "    FAILED double_bos.missing: apply_chat_template(tokenize=True) and servers * give no BOS*",
         ]
     )
 
 
 def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) -> None:
     report = tmp_path / "out" / "report.json"
-    project.runpytest(
-        "--model", HERMES, "--model", DOUBLE_BOS, "--model", "./nope", "--report-json", str(report)
-    )
+    project.runpytest("--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--report-json", str(report))
     data = json.loads(report.read_text())
     assert data["version"] == 1
-    assert [m["model"] for m in data["models"]] == ["hermes-3-tiny", "double-bos", "nope"]
+    assert [m["model"] for m in data["models"]] == ["hermes-3-tiny", "no-bos", "nope"]
     hermes = data["models"][0]
     assert hermes["templates"] == ["default", "tool_use"]
     assert len(hermes["results"]) == 2 * len(REGISTRY)
@@ -121,7 +120,7 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
         ("double_bos", "default"),
         ("double_bos", "tool_use"),
     ]
-    assert "2 BOS tokens" in failed[0]["message"]
+    assert "give no BOS" in failed[0]["message"]
     errors = data["models"][2]["results"]
     assert {r["outcome"] for r in errors} == {"error"} and len(errors) == len(REGISTRY)
     assert "no such directory" in errors[0]["message"]
@@ -136,10 +135,11 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    result = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "-v")
-    # the candidate forgets {{ bos_token }}, and this tokenizer adds none: the BOS check catches it
+    result = project.runpytest("--model", NO_BOS, "--chat-template", str(candidate), "-v")
+    # the candidate forgets {{ bos_token }}, which this tokenizer adds only with special tokens: the BOS check
+    # catches it
     assert result.parseoutcomes()["failed"] == 1
-    result.stdout.fnmatch_lines(["*test_double_bos[[]hermes-3-tiny:candidate[]] FAILED*"])
+    result.stdout.fnmatch_lines(["*test_double_bos[[]no-bos:candidate[]] FAILED*"])
 
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
@@ -167,21 +167,21 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
 
 def test_k_x_lf_and_junitxml_work_as_usual(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "-k", "double_bos").assert_outcomes(passed=2)
-    stopped = project.runpytest("--model", DOUBLE_BOS, "-x").parseoutcomes()
+    stopped = project.runpytest("--model", NO_BOS, "-x").parseoutcomes()
     assert stopped["failed"] == 1 and stopped["passed"] < 26
-    project.runpytest("--model", DOUBLE_BOS)
-    project.runpytest("--model", DOUBLE_BOS, "--lf").assert_outcomes(failed=2)
+    project.runpytest("--model", NO_BOS)
+    project.runpytest("--model", NO_BOS, "--lf").assert_outcomes(failed=2)
     xml = project.path / "junit.xml"
-    project.runpytest("--model", DOUBLE_BOS, f"--junitxml={xml}")
+    project.runpytest("--model", NO_BOS, f"--junitxml={xml}")
     text = xml.read_text()
-    assert 'name="test_double_bos[double-bos:default]"' in text
-    assert "2 BOS tokens" in text
+    assert 'name="test_double_bos[no-bos:default]"' in text
+    assert "give no BOS" in text
 
 
 def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     serial, parallel = tmp_path / "serial.json", tmp_path / "parallel.json"
-    args = ["--model", HERMES, "--model", DOUBLE_BOS, "-p", "no:cacheprovider", "--examples", "20"]
+    args = ["--model", HERMES, "--model", NO_BOS, "-p", "no:cacheprovider", "--examples", "20"]
     project.runpytest_subprocess(
         *args, "--report-json", str(serial), "--report-md", str(serial.with_suffix(".md"))
     ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=4)

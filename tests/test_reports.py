@@ -17,7 +17,7 @@ from templatecheck.result import CheckResult, Finding, Layer, Outcome
 from tests.conftest import FIXTURES, ROOT, fixture_model, subject, subject_with_template
 
 HERMES = str(FIXTURES / "hermes-3-tiny")
-DOUBLE_BOS = str(FIXTURES / "broken" / "double-bos")
+NO_BOS = str(FIXTURES / "broken" / "no-bos")
 SCHEMA = json.loads((ROOT / "docs" / "report-schema.json").read_text())
 
 
@@ -93,7 +93,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], s
     import sys
 
     out = tmp_path_factory.mktemp("reports")
-    args = ["--model", HERMES, "--model", DOUBLE_BOS, "--model", "./nope", "--examples", "10"]
+    args = ["--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--examples", "10"]
     args += ["--report-json", str(out / "r.json"), "--report-md", str(out / "r.md"), "-p", "no:cacheprovider"]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", *args], cwd=out, capture_output=True, text=True, check=False
@@ -120,21 +120,22 @@ def test_the_markdown_report_has_capabilities_checks_and_findings(
     assert md.startswith("# templatecheck report\n\n## hermes-3-tiny\n")
     assert [line for line in md.splitlines() if line.startswith("## ")] == [
         "## hermes-3-tiny",
-        "## double-bos",
+        "## no-bos",
         "## nope",
     ]
-    hermes, double_bos, nope = md.split("\n## ")[1:]
+    hermes, no_bos, nope = md.split("\n## ")[1:]
     assert f"`{HERMES}` · reference: chatml (detected)" in hermes
     assert "| capability | default | tool_use |" in hermes
     assert "| tools | no | yes |" in hermes and "| system role | yes | yes |" in hermes
     assert "| layer | check | default | tool_use |" in hermes
     assert "| tokenizer | `double_bos` | ✅ passed | ✅ passed |" in hermes
-    assert "| tokenizer | `double_bos` | ❌ failed | ❌ failed |" in double_bos
-    findings = double_bos.split("### Findings\n", 1)[1]
+    assert "| tokenizer | `double_bos` | ❌ failed | ❌ failed |" in no_bos
+    findings = no_bos.split("### Findings\n", 1)[1]
     # most severe first, then in check order
     assert findings.index("#### ❌ failed: `double_bos.") < findings.index("#### ⚠️ warning:")
     assert (
-        "```text\ntokenizer(prompt), the default harnesses use on a rendered prompt gives 2 BOS" in findings
+        "```text\napply_chat_template(tokenize=True) and servers (the rendering encoded without special tokens) give no BOS"
+        in findings
     )
     assert "### Capabilities" not in nope and "no such directory" in nope
     assert "Markdown report: " in stdout
@@ -143,7 +144,7 @@ def test_the_markdown_report_has_capabilities_checks_and_findings(
 def test_the_terminal_summary_has_a_table_per_model(reports: tuple[dict[str, Any], str, str]) -> None:
     _, _, stdout = reports
     lines = stdout.splitlines()
-    start = lines.index(f"double-bos ({DOUBLE_BOS}) [reference: chatml (detected)]")
+    start = lines.index(f"no-bos ({NO_BOS}) [reference: chatml (detected)]")
     assert lines[start + 1].split() == ["layer", "check", "default", "tool_use"]
     rows = {line.split()[1]: line.split() for line in lines[start + 2 : start + 2 + len(REGISTRY)]}
     assert set(rows) == set(REGISTRY)

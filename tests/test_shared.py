@@ -58,14 +58,13 @@ def test_real_findings_on_real_models(pytester: pytest.Pytester, tmp_path: Path)
         m["model"]: {(r["template"], r["check"]): r for r in m["results"]}
         for m in json.loads(report.read_text())["models"]
     }
-    # Llama 3.1 and Hermes 3 templates write <|begin_of_text|> and their tokenizers add it too.
+    # Llama 3.1, Hermes 3 and Mistral templates write BOS and their tokenizers add it too, only to text
+    # encoded with special tokens: a hazard of that harness path, not a defect of the model.
     for model in ("llama-3.1-8b-instruct", "hermes-3-llama-3.1-8b", "mistral-7b-instruct-v0.3"):
         result = data[model][("default", "double_bos")]
-        assert result["outcome"] == "failed"
-        assert (
-            "gives 2 BOS tokens: the template writes bos_token and the tokenizer adds another"
-            in result["message"]
-        )
+        assert result["outcome"] == "warning"
+        assert [f["cause"] for f in result["findings"]] == ["double_bos.text_with_special_tokens"]
+        assert "tokenizer(prompt) gives 2 BOS tokens" in result["message"]
     # Mistral's format has no assistant header: an empty generation prompt is right.
     assert data["mistral-7b-instruct-v0.3"][("default", "generation_prompt")]["outcome"] == "passed"
     assert data["hermes-3-llama-3.1-8b"][("default", "generation_prompt")]["outcome"] == "passed"
