@@ -171,7 +171,7 @@ def test_a_cause_another_check_owns_is_a_note_not_a_second_failure() -> None:
     result = _check([_OWNED("content dropped\nevidence")])(subject_with_template("hermes-3-tiny", CLEAN))
     assert result.outcome is Outcome.PASSED
     (finding,) = result.findings
-    assert finding.message == "also observed other.owned (reported by `other`): content dropped"
+    assert finding.message == "also observed other.owned (reported by `other`): content dropped\nevidence"
 
 
 def test_a_template_that_does_not_parse_skips_every_other_check() -> None:

@@ -19,6 +19,7 @@ from templatecheck.checks.generation import (
     template_sensitivity,
     tool_call,
 )
+from templatecheck.checks.tokenizer import end_of_turn
 from templatecheck.errors import TemplatecheckError
 from templatecheck.model import Subject
 from templatecheck.options import Options
@@ -140,11 +141,18 @@ def test_a_template_that_ignores_add_generation_prompt_fails_on_markup() -> None
 @needs_torch
 def test_an_eos_without_im_end_fails_stops_with_the_fix() -> None:
     name = "broken/tiny-eos-without-im-end"
+    # the root cause is the stop set, which end_of_turn owns: stops adds the measured cost as its note
+    owner = run(end_of_turn, name)
+    assert owner.outcome is Outcome.FAILED and owner.findings[0].cause == "end_of_turn.not_stop_token"
     result = run(stops, name)
-    assert result.outcome is Outcome.FAILED
-    assert result.message.startswith(
-        "0/24 replies ended with a stop token ('<|end_of_text|>' 1025, from generation_config.json eos_token_id)"
+    assert result.outcome is Outcome.PASSED
+    (note,) = result.findings
+    assert note.cause == "end_of_turn.not_stop_token"
+    assert note.message.startswith(
+        "also observed end_of_turn.not_stop_token (reported by `end_of_turn`): 0/24 replies ended with a stop "
+        "token ('<|end_of_text|>' 1025, from generation_config.json eos_token_id)"
     )
+    result = note
     assert "The model ends its turns with '<|im_end|>' (1027)" in result.message
     assert score(result.message, "replies are correct; with the shipped stop set") >= 16
     assert re.search(r"with the shipped stop set, 0/24", result.message)

@@ -57,11 +57,11 @@ class Check:
             finding = replace(finding, cause=f"{self.name}.unclassified")
         owner = finding.cause.split(".", 1)[0]
         if owner != self.name:
-            first = finding.message.strip().split("\n", 1)[0]
             return Finding(
                 Outcome.PASSED,
-                f"also observed {finding.cause} (reported by `{owner}`): {first}",
+                f"also observed {finding.cause} (reported by `{owner}`): {finding.message.strip()}",
                 finding.cause,
+                finding.fix,
             )
         rule = CAUSES.get(finding.cause)
         if rule is not None and rule.hazard_of is not None and rule.hazard_of in subject.options.consumers:

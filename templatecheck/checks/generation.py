@@ -133,7 +133,18 @@ def stops(subject: Subject) -> list[Finding]:
     else:
         lines.append(_versus(ev))
     lines += [f"  {r.probe.name}: {_show(r.raw)}" for r in runaway[:_SHOWN]]
-    return [RUNS_ON("\n".join(lines))]
+    return [_runs_on(subject, ender, "\n".join(lines))]
+
+
+def _runs_on(subject: Subject, ender: tuple[int, int] | None, message: str) -> Finding:
+    """``stops``' finding: the ``end_of_turn`` cause when the token the model ends its turns with is one the
+    template itself writes to close a turn (that check owns the root cause; this one adds the measured
+    cost as a note), else a finding of its own."""
+    from templatecheck.checks.tokenizer import NOT_STOP_TOKEN, closings
+
+    if ender is not None and ender[0] in {c.token for c in closings(subject)}:
+        return NOT_STOP_TOKEN(message)
+    return RUNS_ON(message)
 
 
 @check(Layer.GENERATION)
