@@ -1,19 +1,45 @@
-"""The tools check, both ways, on fixtures named after real tool bugs."""
+"""The tools check, both ways, on fixtures named after real tool bugs: each cause with a template that triggers
+it (message asserted), and the correct Hermes tool template that triggers none."""
 
 from __future__ import annotations
 
+import pytest
+
 from templatecheck.capabilities import probe
 from templatecheck.checks.tools import tools
-from templatecheck.result import Outcome
+from templatecheck.result import CheckResult, Outcome
 from tests.conftest import subject, subject_with_template
+
+BASE = subject("hermes-3-tiny", "tool_use").template.source
+ARGUMENTS = (
+    "{%- if fn.arguments is string %}{{ fn.arguments }}{% else %}{{ fn.arguments | tojson }}{% endif %}"
+)
+RESULT = "{%- if message.content is mapping %}{{ message.content | tojson }}{% else %}{{ message.content }}{% endif %}"
+DEFINITION = "{{ tool | tojson }}"
+
+
+def variant(old: str, new: str) -> CheckResult:
+    """The tools check on the Hermes tool template with ``old`` replaced by ``new``."""
+    assert old in BASE, old
+    return tools(subject_with_template("hermes-3-tiny", BASE.replace(old, new), name="tool_use"))
+
+
+def only(result: CheckResult, cause: str, outcome: Outcome = Outcome.FAILED) -> str:
+    """The message of the one finding of ``cause``, after checking it is there with ``outcome``."""
+    found = [f for f in result.findings if f.cause == cause]
+    assert len(found) == 1, [(f.cause, f.message[:120]) for f in result.findings]
+    assert found[0].outcome is outcome
+    return found[0].message
 
 
 def test_correct_tool_template_passes_and_its_capabilities_are_learnt() -> None:
     target = subject("hermes-3-tiny", "tool_use")
-    assert tools(target).outcome is Outcome.PASSED
+    result = tools(target)
+    assert result.outcome is Outcome.PASSED, result.message
     caps = probe(target)
     assert (caps.tools, caps.tool_calls, caps.parallel_tool_calls, caps.tool_role) == (True, True, True, True)
     assert (caps.object_arguments, caps.string_arguments) == (True, True)
+    assert caps.repr_only == frozenset()
     assert probe(subject("hermes-3-tiny")).tools is False
 
 
@@ -23,41 +49,175 @@ def test_template_without_tools_is_skipped() -> None:
     assert result.message == "the template renders neither tool definitions nor tool calls"
 
 
+# ---------------------------------------------------------------------------------------------- definitions
+
+
+def test_tool_definitions_printed_as_a_python_repr() -> None:
+    """``tools|string`` (Hammer 2.1): the probe tells a repr from no tools, and the check fails it."""
+    source = BASE.replace(
+        "{%- for tool in tools %}" + DEFINITION, "{{ tools | string }}{%- for tool in [] %}"
+    )
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    assert probe(target).tools is False and probe(target).repr_only == frozenset({"tools"})
+    message = only(tools(target), "tools.definitions_repr")
+    assert message.startswith("the tool definitions are printed as a Python repr (tools|string), not as JSON")
+
+
+def test_tool_definitions_that_lose_parameters() -> None:
+    message = only(variant(DEFINITION, "{{ tool.function.name }}"), "tools.definitions_dropped")
+    assert message == "tool definitions lose cityzq7, unitszq7 on the way into the prompt"
+
+
+def test_tool_json_broken_by_a_quote_in_a_description() -> None:
+    result = tools(subject("broken/tool-json-quotes", "tool_use"))
+    message = only(result, "tools.json_unescaped")
+    assert message.startswith(
+        "the tool definitions the template writes as JSON do not parse when a description has a quote"
+    )
+    assert '"description": "Find a "city" by name' in message
+    assert "tools.json_invalid" not in [f.cause for f in result.findings]
+
+
+def test_tool_json_that_never_parses() -> None:
+    """A raw newline inside a JSON string (Hermes 3's tool_use template): broken with or without a quote."""
+    hand_built = '{"name": "{{ tool.function.name }}", "description": "{{ tool.function.name }}\nmore"}'
+    result = variant(DEFINITION, hand_built + "{{ tool.function.parameters | tojson }}")
+    message = only(result, "tools.json_invalid")
+    assert message.startswith(
+        "the tool definitions the template writes as JSON never parse, even for a description without quotes"
+    )
+
+
+def test_tool_json_html_escaped_by_safe() -> None:
+    """Mistral v0.3: '...' + x|tojson|safe makes Jinja escape the plain strings it is joined to."""
+    call = '{{- \'<tool_call>\\n{"name": "\' + fn.name + \'", "arguments": \' }}'
+    assert call in BASE
+    source = BASE.replace(
+        call,
+        "{{- '<tool_call>\\n' + '{\"name\": \"' + fn.name + '\", \"arguments\": ' + fn.arguments|tojson|safe }}",
+    ).replace(ARGUMENTS, "")
+    result = tools(subject_with_template("hermes-3-tiny", source, name="tool_use"))
+    message = only(result, "tools.html_escaped")
+    assert message.startswith(
+        "a tool call with dict arguments renders HTML-escaped ('&#34;' where the JSON has a quote): a string joined "
+        "to a | safe value ('...' + x|tojson|safe) is escaped by Jinja"
+    )
+    assert "&#34;name&#34;: &#34;lookup_zq7&#34;" in message
+    definitions = variant(DEFINITION, "{{ 'tool: ' + tool|tojson|safe + ' \"end\"' }}")
+    assert only(definitions, "tools.html_escaped").startswith("the tool definitions renders HTML-escaped")
+
+
+# ------------------------------------------------------------------------------------------------ tool calls
+
+
+def test_a_call_whose_arguments_are_a_constant() -> None:
+    """The probe still sees the call (by its name), so the lost arguments are caught."""
+    target = subject_with_template("hermes-3-tiny", BASE.replace(ARGUMENTS, "{}"), name="tool_use")
+    assert probe(target).tool_calls is True
+    message = only(tools(target), "tools.call_arguments_lost")
+    assert message.startswith(
+        "a tool call loses its arguments: the argument keys or values are not in the prompt (a constant, or "
+        "nothing, in their place) (dict arguments)"
+    )
+
+
+def test_a_call_whose_name_is_lost() -> None:
+    message = only(
+        variant('\'<tool_call>\\n{"name": "\' + fn.name', "'<tool_call>\\n{\"name\": \"' + 'function'"),
+        "tools.call_name_lost",
+    )
+    assert message.startswith("a tool call loses the called function's name: it is not in the prompt")
+
+
+def test_a_call_that_crashes_on_dict_arguments() -> None:
+    message = only(variant(ARGUMENTS, "{{ fn.arguments + '' }}"), "tools.crash")
+    assert message.startswith(
+        "a tool call with dict arguments does not render: template raised TypeError: unsupported operand"
+    )
+
+
+def test_string_arguments_encoded_twice_is_a_warning() -> None:
+    """transformers documents dict arguments; a template that takes only dicts warns about the wire form."""
+    result = variant(ARGUMENTS, "{{- fn.arguments | tojson }}")
+    assert result.outcome is Outcome.WARNING
+    message = only(result, "tools.string_arguments_unsupported", Outcome.WARNING)
+    assert message.startswith(
+        "a tool call with arguments as a JSON string (the OpenAI wire form) renders differently from dict arguments"
+    )
+    assert '{\\"cityzq7\\": \\"Pariszq7arg\\"' in message  # the double encoding is visible in the diff
+
+
 def test_tool_calls_dropped_when_content_is_present() -> None:
     result = tools(subject("broken/drops-tool-calls-with-content", "tool_use"))
     assert result.outcome is Outcome.FAILED
-    assert result.message == "the tool call is dropped when the assistant message also has content"
+    message = only(result, "tools.call_dropped_with_content")
+    assert message == "the tool call is dropped when the assistant message also has content"
+
+
+def test_content_dropped_when_tool_calls_are_present() -> None:
+    message = only(
+        variant("{% if message.content %}{{ message.content + '\\n' }}{% endif %}", ""),
+        "tools.content_dropped_with_calls",
+    )
+    assert message == "the assistant's content is dropped when the message also has tool calls"
+
+
+def test_a_clear_refusal_of_content_next_to_calls_is_a_warning() -> None:
+    result = variant(
+        "{{- '<|im_start|>assistant\\n' }}{% if message.content %}",
+        "{{- '<|im_start|>assistant\\n' }}{% if message.content %}"
+        "{{ raise_exception('Assistant message cannot have both content and tool calls.') }}",
+    )
+    assert result.outcome is Outcome.WARNING
+    assert only(result, "tools.refused", Outcome.WARNING) == (
+        "a tool call next to content does not render: template refused: Assistant message cannot have both "
+        "content and tool calls."
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tool results
 
 
 def test_dict_tool_result_rendered_as_python_repr() -> None:
     result = tools(subject("broken/tool-result-repr", "tool_use"))
     assert result.outcome is Outcome.FAILED
-    assert result.message.startswith(
+    assert only(result, "tools.result_repr").startswith(
         "a dict tool result is rendered as a Python repr (\"{'temperature': 21, 'unit': 'zq7unit'}\")"
     )
 
 
-def test_tool_json_broken_by_a_quote_in_a_description() -> None:
-    result = tools(subject("broken/tool-json-quotes", "tool_use"))
-    assert result.outcome is Outcome.FAILED
-    assert (
-        "the tool definitions the template writes as JSON do not parse (a quote in the description"
-        in result.message
+def test_string_tool_result_encoded_again() -> None:
+    """Llama 3.1 writes every result through | tojson (a string is iterable): "sunny" reaches the model."""
+    message = only(variant(RESULT, "{{ message.content | tojson }}"), "tools.result_reencoded")
+    assert message.startswith(
+        "a string tool result is JSON-encoded a second time: 'sunny zq7result' renders as '\"sunny zq7result\"'"
     )
-    assert '"description": "Find a "city" by name' in result.message
 
 
-def test_string_arguments_encoded_twice() -> None:
-    source = subject("hermes-3-tiny", "tool_use").template.source.replace(
-        "{%- if fn.arguments is string %}{{ fn.arguments }}{% else %}{{ fn.arguments | tojson }}{% endif %}",
-        "{{- fn.arguments | tojson }}",
+def test_a_string_result_inside_a_json_object_is_not_encoded_again() -> None:
+    """Mistral writes {"content": "<result>", "call_id": ...}: the result is a JSON value, as it should be."""
+    result = variant(RESULT, "{{ {'content': message.content | string, 'call_id': 'x'} | tojson }}")
+    assert "tools.result_reencoded" not in [f.cause for f in result.findings]
+
+
+def test_tool_results_dropped() -> None:
+    """The probe sees no tool role, but the template renders calls: dropping their results is a defect."""
+    target = subject_with_template("hermes-3-tiny", BASE.replace(RESULT, ""), name="tool_use")
+    assert probe(target).tool_role is False and probe(target).tool_calls is True
+    message = only(tools(target), "tools.result_dropped")
+    assert message == "a string tool result is dropped from the prompt"
+
+
+def test_a_dict_result_that_crashes_is_a_warning() -> None:
+    result = variant(RESULT, "{{ message.content + '' }}")
+    assert result.outcome is Outcome.WARNING
+    assert only(result, "tools.dict_result_raises", Outcome.WARNING).startswith(
+        "a dict tool result does not render: template raised TypeError"
     )
-    assert source != subject("hermes-3-tiny", "tool_use").template.source
-    result = tools(subject_with_template("hermes-3-tiny", source, name="tool_use"))
-    assert result.outcome is Outcome.FAILED
-    assert result.message.startswith(
-        "a tool call renders differently with arguments as a dict and as a JSON string"
-    )
-    assert (
-        '{\\"cityzq7\\": \\"Pariszq7arg\\"}' in result.message
-    )  # the double encoding is visible in the diff
+
+
+@pytest.mark.parametrize("name", ["default", "tool_use"])
+def test_no_finding_of_the_tools_check_is_unclassified(name: str) -> None:
+    for fixture in ("hermes-3-tiny", "broken/tool-result-repr", "broken/tool-json-quotes"):
+        result = tools(subject(fixture, name))
+        assert all(not f.cause.endswith(".unclassified") for f in result.findings)

@@ -30,7 +30,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=28, skipped=18, warnings=2)  # test_pins skips without --pin-dir
+    result.assert_outcomes(passed=28, skipped=18, warnings=4)  # test_pins skips without --pin-dir
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -128,11 +128,12 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(
-        passed=14, skipped=9, warnings=1
+        passed=14, skipped=9, warnings=2
     )
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
-        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content if m.content is string else "
+        "raise_exception('Only string content') }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     result = project.runpytest("--model", NO_BOS, "--chat-template", str(candidate), "-v")
@@ -153,8 +154,8 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
     candidate.write_text(
         "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}"
         "{{ raise_exception('System role not supported') }}{% endif %}"
-        "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        "<|im_start|>{{ m.role }}\n{{ m.content if m.content is string else raise_exception('Only string content') }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     result = project.runpytest("--model", HERMES, "--chat-template", str(candidate))
     outcomes = result.parseoutcomes()
@@ -184,7 +185,7 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
     args = ["--model", HERMES, "--model", NO_BOS, "-p", "no:cacheprovider", "--examples", "20"]
     project.runpytest_subprocess(
         *args, "--report-json", str(serial), "--report-md", str(serial.with_suffix(".md"))
-    ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=4)
+    ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=8)
     run = project.runpytest_subprocess(
         *args, "-n", "2", "--report-json", str(parallel), "--report-md", str(parallel.with_suffix(".md"))
     )

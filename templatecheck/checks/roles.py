@@ -4,48 +4,113 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from templatecheck import conversation as conv
+from templatecheck.capabilities import probe
+from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks import check
-from templatecheck.checks.template import fidelity_problem, tag
+from templatecheck.checks.template import (
+    CRASH,
+    DROPPED,
+    SYSTEM_DROPPED,
+    SYSTEM_MOVED,
+    blank,
+    fidelity_findings,
+    tag,
+)
 from templatecheck.model import Subject
 from templatecheck.render import Renderer, RenderError, template_variables
-from templatecheck.result import Finding, Layer, failed, skipped, warning
+from templatecheck.result import Finding, Layer, skipped
 
 _U, _A, _S = conv.user, conv.assistant, conv.system
 
-#: The role orders every template must either render faithfully or refuse with a clear error.
-ROLE_MATRIX: dict[str, conv.Conversation] = {
-    "no system": [_U("question one"), _A("answer one"), _U("question two")],
-    "system first": [_S("be brief"), _U("question one"), _A("answer one"), _U("question two")],
-    "system mid-conversation": [_U("question one"), _A("answer one"), _S("be brief"), _U("question two")],
-    "consecutive users": [_U("question one"), _U("question two")],
-    "consecutive assistants": [_U("question one"), _A("answer one"), _A("answer two"), _U("question three")],
-    "assistant first": [_A("hello there"), _U("question one")],
-    "tool first": [{"role": "tool", "content": "result one"}, _U("question one")],
-    "empty content": [_U("question one"), _A(""), _U("question two")],
-}
+
+@dataclass(frozen=True)
+class Order:
+    """One role order of the matrix: its conversation, and the causes of a drop and of a crash on it."""
+
+    name: str
+    conversation: conv.Conversation
+    dropped: Cause | None = None
+    crashed: Cause | None = None
+    #: Only for templates that render a system message (one without drops it everywhere: content_fidelity).
+    needs_system: bool = False
+
+
+def _unusual(key: str, name: str, conversation: conv.Conversation, *, needs_system: bool = False) -> Order:
+    dropped = defect(
+        f"role_policy.{key}_dropped",
+        f"a valid conversation ({name}) whose message is silently dropped or altered: the caller believes the "
+        "model saw it",
+    )
+    crashed = policy(
+        f"role_policy.{key}_crash",
+        f"an order the template does not support ({name}) is refused either way: the client gets an error, never "
+        "a wrong prompt; raise_exception would say why",
+    )
+    return Order(name, conversation, dropped, crashed, needs_system)
+
+
+#: The role orders every template must either render faithfully or refuse with a clear error: all valid in
+#: the chat API (a tool message only ever answers a tool call, so no order starts with one). The plain
+#: orders' causes are those of `content_fidelity` and `renders`.
+ROLE_MATRIX: tuple[Order, ...] = (
+    Order("no system", [_U("question one"), _A("answer one"), _U("question two")]),
+    Order("system first", [_S("be brief"), _U("question one"), _A("answer one"), _U("question two")]),
+    _unusual(
+        "system_mid",
+        "system mid-conversation",
+        [_U("question one"), _A("answer one"), _S("be brief"), _U("question two")],
+        needs_system=True,
+    ),
+    _unusual("consecutive_users", "consecutive users", [_U("question one"), _U("question two")]),
+    _unusual(
+        "consecutive_assistants",
+        "consecutive assistants",
+        [_U("question one"), _A("answer one"), _A("answer two"), _U("question three")],
+    ),
+    _unusual("assistant_first", "assistant first", [_A("hello there"), _U("question one")]),
+    _unusual("empty_content", "empty content", [_U("question one"), _A(""), _U("question two")]),
+)
 
 
 def role_matrix(subject: Subject) -> list[tuple[str, str, str]]:
     """(ordering, verdict, detail) for each row of :data:`ROLE_MATRIX`; verdicts: renders, refuses, crashes,
     drops."""
-    rows = []
-    for name, conversation in ROLE_MATRIX.items():
-        tagged = tag(conversation)
+    return [(order.name, verdict, detail) for order, verdict, detail, _ in _judged(subject)]
+
+
+def _judged(subject: Subject) -> list[tuple[Order, str, str, list[Finding]]]:
+    rows: list[tuple[Order, str, str, list[Finding]]] = []
+    for order in ROLE_MATRIX:
+        tagged = tag(order.conversation)
         try:
             rendered = subject.render(tagged, add_generation_prompt=True)
         except RenderError as error:
             verdict = "refuses" if error.kind == "refused" else "crashes"
-            rows.append((name, verdict, str(error)))
+            rows.append((order, verdict, str(error), []))
             continue
-        problem = fidelity_problem(rendered, tagged)
-        if problem is None or problem.key == "system moved":
-            rows.append((name, "renders", "" if problem is None else problem.finding.message))
-        else:
-            rows.append((name, "drops", problem.finding.message))
+        problems = [f for f in fidelity_findings(rendered, tagged) if f.cause != SYSTEM_MOVED.key]
+        problems = problems or _empty_dropped(subject, tagged, rendered)
+        detail = problems[0].message if problems else ""
+        rows.append((order, "drops" if problems else "renders", detail, problems))
     return rows
+
+
+def _empty_dropped(subject: Subject, conversation: conv.Conversation, rendered: str) -> list[Finding]:
+    """A message with empty content that leaves no trace: the rendering is the one without that message."""
+    for i, message in enumerate(conversation):
+        if message.get("content") != "":
+            continue
+        try:
+            without = subject.render([*conversation[:i], *conversation[i + 1 :]], add_generation_prompt=True)
+        except RenderError:
+            continue
+        if without == rendered:
+            return [DROPPED(f"the {message.get('role')} message {i} with empty content is silently dropped")]
+    return []
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
@@ -55,32 +120,70 @@ def _table(rows: list[tuple[str, str, str]]) -> str:
 
 @check(Layer.TEMPLATE)
 def role_policy(subject: Subject) -> list[Finding]:
-    """Each unusual role order (no system, system mid-conversation, consecutive users or assistants, assistant
-    or tool first, empty content) either renders faithfully or raises a clear error.
+    """Each valid role order (no system, system first or mid-conversation, consecutive users or assistants,
+    assistant first, empty content) either renders faithfully or raises a clear error.
 
     Catches templates that silently drop or mangle a message they do not expect: the caller believes the
     model saw it. A template error that is not a deliberate ``raise_exception`` (a ``TypeError`` deep inside
-    the template) is a warning: clients get no usable message.
+    the template) is a warning: the order is refused either way, only the message is unclear. Each order is
+    its own cause; a drop of the plain orders is `content_fidelity`'s, and a system message dropped in the
+    middle by a template that shows none is the same root cause.
     """
-    rows = role_matrix(subject)
-    table = "role policy:\n" + _table(rows)
+    skip = blank(subject)
+    if skip is not None:
+        return skip
+    judged = _judged(subject)
+    table = "role policy:\n" + _table([(o.name, v, d) for o, v, d, _ in judged])
+    shows_system = probe(subject).system
     findings = []
-    dropped = [r for r in rows if r[1] == "drops"]
-    crashed = [r for r in rows if r[1] == "crashes"]
-    if dropped:
-        names = ", ".join(r[0] for r in dropped)
-        findings.append(failed(f"the template silently drops or alters messages ({names})\n{table}"))
-    if crashed:
-        names = ", ".join(r[0] for r in crashed)
-        findings.append(
-            warning(
-                f"the template crashes instead of refusing clearly with raise_exception ({names})\n{table}"
+    for order, verdict, detail, problems in judged:
+        if verdict == "drops":
+            if order.dropped is None:  # a plain order: content_fidelity's causes
+                findings += problems
+            elif order.needs_system and not shows_system:  # no system message shows anywhere
+                findings.append(SYSTEM_DROPPED(f"{detail} ({order.name})"))
+            else:
+                findings.append(
+                    order.dropped(
+                        f"the template silently drops or alters messages ({order.name}): {detail}\n{table}"
+                    )
+                )
+        elif verdict == "crashes":
+            if order.crashed is None:
+                findings.append(
+                    CRASH(f"the template crashes on a plain conversation ({order.name}): {detail}")
+                )
+                continue
+            findings.append(
+                order.crashed(
+                    f"the template crashes instead of refusing clearly with raise_exception ({order.name}): "
+                    f"{detail}\n{table}"
+                )
             )
-        )
     return findings
 
 
 # ------------------------------------------------------------------------------ default system prompt, clock
+
+INJECTED = policy(
+    "default_system_prompt.injected",
+    "a default system prompt is the publisher's deliberate choice; evaluations and clients that send none "
+    "still get it, so the model card should say so",
+)
+NONDETERMINISTIC = defect(
+    "clock.nondeterministic",
+    "a rendering that differs between identical calls cannot be reproduced by an evaluation or a cache",
+)
+DATE_INJECTED = policy(
+    "clock.date_injected",
+    "writing today's date into the prompt is a deliberate policy; the prompt changes every day unless the "
+    "harness pins the date",
+)
+DATE_FIXED = policy(
+    "clock.date_fixed",
+    "a date written from a template variable's default is deliberate; the prompt claims that date until the "
+    "harness passes its own",
+)
 
 
 def _words(text: str) -> str:
@@ -110,65 +213,107 @@ def default_system_prompt(subject: Subject) -> list[Finding]:
     if len(words) < 12:
         return []
     return [
-        warning(f"without a system message the template injects a default system prompt: {extra.strip()!r}")
+        INJECTED(
+            f"without a system message the template injects a default system prompt: {extra.strip()!r}",
+            fix="keep it if the model was trained with it and say so on the model card; otherwise remove it",
+        )
     ]
 
 
 @check(Layer.TEMPLATE)
 def clock(subject: Subject) -> list[Finding]:
     """Rendering is deterministic with the clock pinned, and depends on the date only through
-    ``strftime_now``; a template that writes today's date is reported.
+    ``strftime_now`` or a documented variable; a template that writes a date is reported.
 
     Catches templates that render differently from run to run (the ``random`` filter), which no evaluation
-    can reproduce, and reports date injection (a warning: the prompt changes every day unless the harness pins
-    the clock or passes the documented date variable).
+    can reproduce, and reports a date in the prompt (a warning): today's date from ``strftime_now`` (the
+    prompt changes every day), or a fixed default of a date variable such as ``date_string``; both are
+    pinned with ``--template-var date_string=...``.
     """
     conversation = conv.SYSTEM_USER
     try:
         first = subject.render(conversation, add_generation_prompt=True)
+    except RenderError:
+        conversation = conv.USER_ONLY
+    try:
+        first = subject.render(conversation, add_generation_prompt=True)
         again = [subject.render(conversation, add_generation_prompt=True) for _ in range(3)]
-    except RenderError as error:
-        if error.kind == "refused":
-            conversation = conv.USER_ONLY
-            try:
-                first = subject.render(conversation, add_generation_prompt=True)
-                again = [subject.render(conversation, add_generation_prompt=True) for _ in range(3)]
-            except RenderError:
-                return [skipped("no plain conversation renders (see `renders`)")]
-        else:
-            return [skipped("no plain conversation renders (see `renders`)")]
+    except RenderError:
+        return [skipped("no plain conversation renders (see `renders`)")]
     if any(r != first for r in again):
         return [
-            failed(
+            NONDETERMINISTIC(
                 "the rendering differs between identical renders (e.g. the random filter): not reproducible"
             )
         ]
+    variables = sorted(v for v in template_variables(subject.template.source) if "date" in v.lower())
+    pinned = [v for v in variables if v in subject.options.template_vars]
+    dated = _clock_date(subject, conversation, first, variables, pinned)
+    return dated or _fixed_dates(subject, conversation, first, [v for v in variables if v not in pinned])
+
+
+def _pin_hint(variables: list[str]) -> str:
+    if not variables:
+        return ""
+    flags = " ".join(f"--template-var {v}=..." for v in variables)
+    return f"; pin it with {flags} (apply_chat_template(..., {variables[0]}=...))"
+
+
+def _clock_date(
+    subject: Subject, conversation: conv.Conversation, first: str, variables: list[str], pinned: list[str]
+) -> list[Finding]:
     base = subject.model.renderer
     other = Renderer(base.special_tokens, base.limits, clock=lambda: datetime(2031, 11, 3, 17, 45))
     try:
         later = other.render(
-            subject.template.source, conversation, add_generation_prompt=True, tools=_tools_kwarg(subject)
+            subject.template.source,
+            conversation,
+            add_generation_prompt=True,
+            tools=subject.client_tools(conversation),
+            **subject.options.template_vars,
         ).text
     except RenderError:
         return []
     if later == first:
         return []
-    variables = sorted(v for v in template_variables(subject.template.source) if "date" in v.lower())
-    documented = f"; the harness can pin it through the variable {', '.join(variables)}" if variables else ""
-    start = _common_prefix(first, later)
-    end = _common_prefix(first[::-1], later[::-1])
-    shown = first[start : max(start, len(first) - end)]
+    shown = _changed(first, later)
     return [
-        warning(
+        DATE_INJECTED(
             f"the template writes the current date from strftime_now ({shown!r} under the pinned clock): the "
-            f"prompt changes every day{documented}"
+            f"prompt changes every day{_pin_hint([v for v in variables if v not in pinned])}"
         )
     ]
 
 
+def _fixed_dates(
+    subject: Subject, conversation: conv.Conversation, first: str, variables: list[str]
+) -> list[Finding]:
+    """A date written from a variable's default (Llama 3.1's ``date_string = "26 Jul 2024"``)."""
+    for variable in variables:
+        try:
+            given = subject.render(conversation, add_generation_prompt=True, **{variable: "zq7 date"})
+        except RenderError:
+            continue
+        if "zq7 date" not in given or given == first:
+            continue
+        shown = _changed(first, given)
+        if not re.search(r"\d", shown):
+            continue
+        return [
+            DATE_FIXED(
+                f"the template writes a fixed date, {shown!r}, from the default of the variable {variable}: "
+                f"the prompt claims that date{_pin_hint([variable])}"
+            )
+        ]
+    return []
+
+
+def _changed(a: str, b: str) -> str:
+    """The part of ``a`` that differs from ``b``."""
+    start = _common_prefix(a, b)
+    end = _common_prefix(a[::-1], b[::-1])
+    return a[start : max(start, len(a) - end)]
+
+
 def _common_prefix(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
-def _tools_kwarg(subject: Subject) -> list[dict[str, object]] | None:
-    return [conv.WEATHER_TOOL] if subject.template.name == "tool_use" else None

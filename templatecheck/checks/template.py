@@ -1,29 +1,100 @@
-"""Template layer: what the Jinja template renders, over the plain conversations and hypothesis samples."""
+"""Template layer: what the Jinja template renders, over the plain conversations and hypothesis samples.
+
+Every finding names its root cause (see :mod:`templatecheck.causes`); a check reports each distinct cause it
+sees once, with the smallest conversation that shows it (:func:`by_cause`).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
-from templatecheck.causes import defect
+from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks import check
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, template_variables
+from templatecheck.render import RenderError, compile_template
 from templatecheck.report import diff, quote
-from templatecheck.result import Finding, Layer, failed, skipped, warning
-from templatecheck.sample import Problem, counterexamples, sample
+from templatecheck.result import Finding, Layer, Outcome, skipped
+from templatecheck.sample import minimize, sample
+
+Judge = Callable[[conv.Conversation], list[Finding]]
 
 SYNTAX = defect(
     "renders.syntax",
     "a template that does not parse renders nothing: every request through it fails",
 )
+CRASH = defect(
+    "renders.crash",
+    "a valid conversation that makes the template raise an error of its own (not raise_exception) fails every "
+    "request of that shape, with a message that does not say why",
+)
+EMPTY = defect("renders.empty", "a template that renders nothing gives the model no prompt at all")
+SYSTEM_REFUSED = policy(
+    "renders.system_refused",
+    "refusing the system role with raise_exception is a documented policy of some formats (Gemma): the client "
+    "gets a clear error and can merge the system prompt into the first user turn",
+)
+PLAIN_REFUSED = defect(
+    "renders.plain_refused",
+    "a template that refuses a plain conversation (a user message, or system + user + assistant, not because of "
+    "the system role) cannot be used through the documented chat path at all",
+)
+REFUSED = policy(
+    "renders.refused",
+    "raise_exception on a conversation shape the format does not support is a deliberate, clear error, "
+    "never a wrong prompt",
+)
 
 
-def _refused_system(error: RenderError, conversation: conv.Conversation) -> bool:
-    return error.kind == "refused" and any(m["role"] == "system" for m in conversation)
+# ------------------------------------------------------------------------------------ one finding per cause
+
+
+def distinct(findings: Iterable[Finding]) -> list[Finding]:
+    """The first finding of each cause (findings without a cause, notes and skips, are all kept)."""
+    seen: set[str] = set()
+    kept = []
+    for finding in findings:
+        if finding.cause and finding.cause in seen:
+            continue
+        seen.add(finding.cause)
+        kept.append(finding)
+    return kept
+
+
+def by_cause(
+    conversations: Iterable[conv.Conversation], judge: Judge, *, owner: str, reported: Iterable[str] = ()
+) -> list[Finding]:
+    """One finding per cause that ``judge`` reports on any of ``conversations``, each shown with the smallest
+    conversation found that has that cause; causes in ``reported`` are left out.
+
+    Every distinct cause is kept, however many there are, so a second root cause is never hidden behind a
+    first. Causes another check owns become notes of ``owner`` (see :mod:`templatecheck.checks`): they are not
+    shrunk.
+    """
+    first: dict[str, tuple[conv.Conversation, Finding]] = {}
+    skip = set(reported)
+    for conversation in conversations:
+        for finding in judge(conversation):
+            if finding.cause and finding.cause not in skip:
+                first.setdefault(finding.cause, (conversation, finding))
+    found = []
+    for cause, (conversation, finding) in first.items():
+        small = conversation
+        if cause.split(".", 1)[0] == owner:
+
+            def key(candidate: conv.Conversation, cause: str = cause) -> str | None:
+                return cause if any(f.cause == cause for f in judge(candidate)) else None
+
+            small = minimize(conversation, key)
+            finding = next((f for f in judge(small) if f.cause == cause), finding)
+        found.append(replace(finding, message=f"{finding.message}\nconversation:\n{conv.describe(small)}"))
+    return found
 
 
 def _samples(subject: Subject, *, end_with_user: bool = True, share: int = 1) -> list[conv.Conversation]:
@@ -32,109 +103,259 @@ def _samples(subject: Subject, *, end_with_user: bool = True, share: int = 1) ->
     return sample(probe(subject).support, end_with_user=end_with_user, count=count)
 
 
+def blank(subject: Subject) -> list[Finding] | None:
+    """A skip when every plain conversation renders to nothing (``renders`` reports it once), else ``None``."""
+    key = ("renders blank", subject.template.name, subject.template.source)
+    if key not in subject.model.cache:
+        texts = []
+        for conversation in (conv.USER_ONLY, conv.SYSTEM_USER_ASSISTANT):
+            for add_generation_prompt in (False, True):
+                try:
+                    texts.append(subject.render(conversation, add_generation_prompt=add_generation_prompt))
+                except RenderError:
+                    continue
+        subject.model.cache[key] = bool(texts) and not any(t.strip() for t in texts)
+    if subject.model.cache[key]:
+        return [skipped("the template renders nothing for a plain conversation (see `renders`)")]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- renders
+
+
+def _refused_system(subject: Subject, error: RenderError, conversation: conv.Conversation) -> bool:
+    """The template refuses ``conversation`` because of its system message: it renders without it."""
+    rest = [m for m in conversation if m["role"] != "system"]
+    if error.kind != "refused" or len(rest) == len(conversation):
+        return False
+    try:
+        subject.render(rest)
+    except RenderError:
+        return False
+    return True
+
+
 @check(Layer.TEMPLATE, needs="nothing")
 def renders(subject: Subject) -> list[Finding]:
     """Every valid conversation renders: the plain ones (user only; system + user + assistant), with and
     without the generation prompt, and a hypothesis sample of the conversations the template supports.
 
-    Catches templates that crash on ordinary input (a missing variable, a type error, content that is a list
-    of parts, an empty message). A deliberate ``raise_exception`` on the system role is a legal policy and
-    only a warning.
+    Catches templates that do not parse, that crash on ordinary input (a missing variable, a type error, an
+    empty message) or that render nothing. A deliberate ``raise_exception`` (on the system role, or on a shape
+    the format does not support) is a legal policy and only a warning.
     """
     from templatecheck.gates import parse_error
 
     unparsed = parse_error(subject)
     if unparsed is not None:
         return [SYNTAX(f"the template does not parse or compile: {unparsed}")]
-    findings = []
+    failures: dict[str, list[tuple[str, RenderError, conv.Conversation]]] = {}
+    texts = []
     for name in ("user only", "system + user + assistant"):
         conversation = conv.PLAIN[name]
         for add_generation_prompt in (False, True):
             try:
-                subject.render(conversation, add_generation_prompt=add_generation_prompt)
+                texts.append(subject.render(conversation, add_generation_prompt=add_generation_prompt))
             except RenderError as error:
-                where = f"{name}, add_generation_prompt={add_generation_prompt}"
-                if _refused_system(error, conversation):
-                    findings.append(warning(f"the template refuses a system message ({where}): {error}"))
+                if _refused_system(subject, error, conversation):
+                    rule = SYSTEM_REFUSED
                 else:
-                    findings.append(
-                        failed(
-                            f"the template does not render ({where}): {error}\n{conv.describe(conversation)}"
-                        )
-                    )
-    if findings:
-        return findings
+                    rule = PLAIN_REFUSED if error.kind == "refused" else CRASH
+                where = f"{name}, add_generation_prompt={add_generation_prompt}"
+                failures.setdefault(rule.key, []).append((where, error, conversation))
+    findings = [_plain_failure(key, cases) for key, cases in failures.items()]
+    if texts and not any(t.strip() for t in texts):
+        findings.append(EMPTY("the template renders nothing for the plain conversations: an empty prompt"))
+    if {CRASH.key, PLAIN_REFUSED.key} & set(failures) or any(f.cause == EMPTY.key for f in findings):
+        return findings  # the sample would only repeat it
 
-    def judge(conversation: conv.Conversation) -> Problem | None:
+    def judge(conversation: conv.Conversation) -> list[Finding]:
         try:
             subject.render(conversation, add_generation_prompt=True)
         except RenderError as error:
-            if error.kind == "refused":
-                return Problem(str(error), warning(f"the template refuses a valid conversation: {error}"))
-            return Problem(
-                str(error).split("\n")[0], failed(f"a valid conversation does not render: {error}")
-            )
-        return None
+            rule = _render_cause(error)
+            if rule is REFUSED:
+                return [REFUSED(f"the template refuses a valid conversation: {error}")]
+            return [CRASH(f"a valid conversation does not render: {error}")]
+        return []
 
-    return counterexamples(_samples(subject), judge)
+    return findings + by_cause(
+        _samples(subject), judge, owner="renders", reported=[f.cause for f in findings]
+    )
+
+
+def _render_cause(error: RenderError) -> Cause:
+    return REFUSED if error.kind == "refused" else CRASH
+
+
+def _plain_failure(key: str, cases: list[tuple[str, RenderError, conv.Conversation]]) -> Finding:
+    where, error, conversation = cases[0]
+    also = "".join(f"\n  also: {w}" for w, _, _ in cases[1:])
+    if key == SYSTEM_REFUSED.key:
+        return SYSTEM_REFUSED(f"the template refuses a system message ({where}): {error}{also}")
+    rule = CRASH if key == CRASH.key else PLAIN_REFUSED
+    return rule(f"the template does not render ({where}): {error}{also}\n{conv.describe(conversation)}")
+
+
+# ------------------------------------------------------------------------------------------ generation prompt
+
+ALWAYS_ADDED = defect(
+    "generation_prompt.always_added",
+    "a rendering without add_generation_prompt (a training example, a stored conversation, a prefix cache) "
+    "ends with an open assistant turn; only add_generation_prompt=True should open one",
+)
+IGNORED = defect(
+    "generation_prompt.ignored",
+    "without the assistant header the model continues the user's turn instead of replying",
+)
+REWRITES = defect(
+    "generation_prompt.rewrites",
+    "the prompt then differs from the conversation the client sent before the point where the model starts",
+)
+HEADER_MISMATCH = defect(
+    "generation_prompt.header_mismatch",
+    "the model is prompted with a header that differs from the one before replies in rendered history",
+)
+HEADER_INCOMPLETE = policy(
+    "generation_prompt.header_incomplete",
+    "leaving the end of the header (a space, a newline, an empty thinking block) to the model is a choice some "
+    "formats make deliberately; it works when the model was trained that way",
+)
+FORCED_PREFIX = policy(
+    "generation_prompt.forced_prefix",
+    "a forced opener after the header (a thinking block) is a deliberate choice of reasoning formats; history "
+    "and prompt then differ by design",
+)
+CONTINUE_FAILS = defect(
+    "generation_prompt.continue_fails",
+    "continue_final_message is transformers' documented way to prefill the start of a reply",
+)
+CONTINUE_CLOSED = defect(
+    "generation_prompt.continue_closed",
+    "a prefilled reply that is closed (or changed) cannot be continued by the model",
+)
 
 
 @check(Layer.TEMPLATE)
 def generation_prompt(subject: Subject) -> list[Finding]:
     """``add_generation_prompt=True`` appends to the ``False`` rendering exactly the header that precedes an
-    assistant reply in a rendered conversation; ``continue_final_message`` leaves the last reply open.
+    assistant reply in a rendered conversation, and the ``False`` rendering does not already end with it;
+    ``continue_final_message`` leaves the last reply open.
 
     Catches templates that ignore ``add_generation_prompt`` (the model then continues the user's turn), that
-    rewrite the conversation when it is set, whose prompt header differs from the one written before stored
-    replies (the model is prompted in a form it never saw in training), or that cannot continue a prefilled
-    reply. A format without an assistant header (Mistral, Llama 2: the reply follows ``[/INST]``) passes with
-    an empty prompt. A prompt that adds a forced prefix after the header (a thinking opener) or lacks
-    whitespace the header has is a warning.
+    write the assistant header whatever it says (the original Llama 3 template), that rewrite the conversation
+    when it is set, whose prompt header differs from the one written before stored replies, or that cannot
+    continue a prefilled reply. A format without an assistant header (Mistral, Llama 2: the reply follows
+    ``[/INST]``) passes with an empty prompt. A prompt that adds a forced prefix after the header (a thinking
+    opener) or leaves part of the header to the model is a warning.
     """
-    findings: list[Finding] = []
+    skip = blank(subject)
+    if skip is not None:
+        return skip
+    added = always_added(subject)
+    findings = [] if added is None else [added.finding]
     tried = 0
     for name in ("user only", "system + user"):
         conversation = conv.PLAIN[name]
         try:
-            finding = _generation_prompt_of(subject, conversation)
+            found = _generation_prompt_of(subject, conversation)
         except RenderError:
             continue  # reported by `renders`
         tried += 1
-        if finding is not None:
-            shown = f"conversation ({name}):\n{conv.describe(conversation)}"
-            findings.append(type(finding)(finding.outcome, f"{finding.message}\n{shown}"))
+        shown = f"conversation ({name}):\n{conv.describe(conversation)}"
+        findings += [replace(f, message=f"{f.message}\n{shown}") for f in found]
     if not tried:
         return [skipped("no plain conversation renders (see `renders`)")]
-    if findings:
-        return findings
+    findings = distinct(findings)
 
-    def judge_prompt(conversation: conv.Conversation) -> Problem | None:
+    def judge_prompt(conversation: conv.Conversation) -> list[Finding]:
         try:
-            finding = _generation_prompt_of(subject, conversation)
+            return _generation_prompt_of(subject, conversation)
         except RenderError:
-            return None
-        return Problem(finding.message.split("\n")[0], finding) if finding else None
+            return []
 
-    findings = counterexamples(_samples(subject, share=2), judge_prompt, limit=1)
-    return findings + counterexamples(
-        _samples(subject, end_with_user=False, share=4), _continue_problem(subject)
+    findings += by_cause(
+        _samples(subject, share=2),
+        judge_prompt,
+        owner="generation_prompt",
+        reported=[f.cause for f in findings],
+    )
+    return findings + by_cause(
+        _samples(subject, end_with_user=False, share=4),
+        _continue_judge(subject),
+        owner="generation_prompt",
+        reported=[f.cause for f in findings],
     )
 
 
-def _generation_prompt_of(subject: Subject, conversation: conv.Conversation) -> Finding | None:
+def _generation_prompt_of(subject: Subject, conversation: conv.Conversation) -> list[Finding]:
+    """The causes by which the generation prompt of ``conversation`` is wrong (none when it is right)."""
     replied = [*conversation, conv.assistant(conv.ASSISTANT_TEXT)]
     without = subject.render(conversation, add_generation_prompt=False)
     with_prompt = subject.render(conversation, add_generation_prompt=True)
     full = subject.render(replied, add_generation_prompt=False)
-    reads = "add_generation_prompt" in template_variables(subject.template.source)
-    return _judge_generation_prompt(without, with_prompt, full, reads_flag=reads)
+    if with_prompt == without and always_added(subject) is not None:
+        return []  # the flag is ignored and the header always written: `always_added` says so
+    found: list[Finding] = []
+    eos = _final_eos(subject, without, with_prompt, full)
+    if eos:
+        if with_prompt == without:
+            with_prompt = with_prompt[: len(with_prompt) - len(eos)]
+        without = without[: len(without) - len(eos)]
+        found.append(
+            FINAL_EOS(
+                f"the rendering without add_generation_prompt ends with {eos!r}, which the generation prompt "
+                "replaces: the end-of-sequence token closes only the final turn"
+            )
+        )
+    verdict = _judge_generation_prompt(
+        without, with_prompt, full, _reasoning_template(subject.template.source)
+    )
+    if verdict is not None and verdict.cause in (REWRITES.key, HEADER_MISMATCH.key):
+        verdict = _system_placement(subject, conversation, full) or verdict
+    return found + ([verdict] if verdict is not None else [])
 
 
-def _judge_generation_prompt(
-    without: str, with_prompt: str, full: str, *, reads_flag: bool
-) -> Finding | None:
+def _final_eos(subject: Subject, without: str, with_prompt: str, full: str) -> str:
+    """The end-of-sequence text ending ``without`` that a reply or the generation prompt replaces, or ``""``:
+    the convention of closing only the final turn with EOS (``prefix_stability.final_eos``)."""
+    eos = subject.model.renderer.special_tokens.get("eos_token", "")
+    stripped = without.rstrip()
+    if not eos or not stripped.endswith(eos) or full.startswith(without):
+        return ""
+    kept = stripped[: len(stripped) - len(eos)]
+    if not full.startswith(kept):
+        return ""
+    if with_prompt == without or (with_prompt.startswith(kept) and not with_prompt.startswith(without)):
+        return without[len(kept) :]
+    return ""
+
+
+def _system_placement(subject: Subject, conversation: conv.Conversation, full: str) -> Finding | None:
+    """When the mismatch goes away without the system message, the cause is where the system prompt goes."""
+    system = [m for m in conversation if m.get("role") == "system"]
+    rest = [m for m in conversation if m.get("role") != "system"]
+    if not system or not rest:
+        return None
+    try:
+        alone = _generation_prompt_of(subject, rest)
+    except RenderError:
+        return None
+    if any(f.cause in (REWRITES.key, HEADER_MISMATCH.key) for f in alone):
+        return None
+    text = system[0].get("content")
+    if isinstance(text, str) and text.strip() and text.strip() not in full:
+        return SYSTEM_DROPPED(
+            "the system message is dropped once an assistant reply follows the last user turn"
+        )
+    return SYSTEM_MOVED(
+        "the system message is placed differently once an assistant reply follows the last user turn"
+    )
+
+
+def _judge_generation_prompt(without: str, with_prompt: str, full: str, reasoning: bool) -> Finding | None:
     if not with_prompt.startswith(without):
-        return failed(
+        return REWRITES(
             "add_generation_prompt=True changes the conversation instead of appending a header\n"
             + diff(without, with_prompt, labels=("add_generation_prompt=False", "True"))
         )
@@ -143,7 +364,7 @@ def _judge_generation_prompt(
     if at < 0:  # the reply is not where it should be: compare the prompt with the rendered turn directly
         if full.startswith(with_prompt) and header.strip():
             return None
-        return failed(
+        return HEADER_MISMATCH(
             "a rendered assistant turn does not start with the generation prompt "
             f"{header!r}: the model is prompted differently from how its replies are written\n"
             + diff(with_prompt, full[: len(with_prompt) + 40], labels=("prompt", "rendered reply"))
@@ -151,70 +372,199 @@ def _judge_generation_prompt(
     turn = full[len(without) : at]
     if header == turn or (not header and not turn.strip()):
         return None
-    if not header.strip() and reads_flag:
-        return warning(
-            f"add_generation_prompt=True adds {'nothing' if not header else repr(header)} here, but replies are "
-            f"written after {turn!r}: the model must generate it itself"
-        )
     if not header.strip():
-        return failed(
+        return IGNORED(
             f"add_generation_prompt=True adds {'no' if not header else f'only {header!r} as'} assistant header, "
             f"but replies are written after {turn!r}: the model is asked to continue the user's turn\n"
-            f"  rendering with add_generation_prompt=True:\n{quote(with_prompt)}\n"
-            "  fix: end the template with {% if add_generation_prompt %}{{ "
+            f"  rendering with add_generation_prompt=True:\n{quote(with_prompt)}",
+            fix="end the template with {% if add_generation_prompt %}{{ "
             + json.dumps(turn)
-            + " }}{% endif %}"
+            + " }}{% endif %}",
         )
     if turn.startswith(header):
-        return warning(
+        return HEADER_INCOMPLETE(
             f"the generation prompt {header!r} lacks {turn[len(header) :]!r}, which precedes replies in rendered "
             f"turns ({turn!r}): the model must generate it itself (whitespace, or a block such as an empty "
             "thinking block)"
         )
     if header.startswith(turn):
-        return warning(
+        return FORCED_PREFIX(
             f"the generation prompt adds {header[len(turn) :]!r} after the turn header {turn!r}, which rendered "
             "replies do not have (a forced prefix such as a thinking opener): history and prompt differ"
         )
-    return failed(
+    if reasoning and _squeeze(header) == _squeeze(turn):
+        return FORCED_PREFIX(
+            f"the generation prompt {header!r} opens the thinking block differently from rendered replies "
+            f"({turn!r}, the form history keeps once reasoning is dropped): history and prompt differ by design"
+        )
+    return HEADER_MISMATCH(
         f"a rendered assistant turn does not start with the generation-prompt header {header!r} but with "
         f"{turn!r}: the model is prompted differently from how its replies are written\n"
         + diff(without + header, without + turn, labels=("prompt + header", "rendered reply"))
     )
 
 
-def _continue_problem(subject: Subject) -> Any:
-    def judge(conversation: conv.Conversation) -> Problem | None:
+class AlwaysAdded:
+    """The assistant header a template writes without ``add_generation_prompt``: ``tail`` ends every
+    rendering, also one that ends with an assistant reply (``None`` when it follows user turns only)."""
+
+    def __init__(self, tail: str | None, finding: Finding) -> None:
+        self.tail = tail
+        self.finding = finding
+
+
+#: One piece of rendered markup: a special-token-like tag, a bracket tag, a word, a run of whitespace.
+_PIECE = re.compile(r"<\|[^<>|]*\|>|<[/!]?[A-Za-z_][^<>\s]*>|\[/?[A-Z_]+\]|[^\W_]+|\s+|.", re.S)
+
+
+def snap(text: str, at: int) -> int:
+    """``at`` moved back to the start of the markup piece it falls in (``<|start_header_id|>``, a word)."""
+    for match in _PIECE.finditer(text, max(0, at - 200)):
+        if match.start() <= at < match.end():
+            return match.start()
+        if match.start() > at:
+            break
+    return at
+
+
+def _tail_break(head: str, full: str) -> tuple[str, str]:
+    """Where ``head`` stops being a prefix of ``full``: the rest of ``head`` and of ``full`` from the first
+    differing markup piece on."""
+    same = next(
+        (i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), min(len(head), len(full))
+    )
+    at = snap(head, same)
+    return head[at:], full[at:]
+
+
+def always_added(subject: Subject) -> AlwaysAdded | None:
+    """The assistant header the template writes after every conversation, with or without the flag.
+
+    It is the tail that a rendering ending with an assistant reply has and the longer conversation does not,
+    that also ends the rendering of a lone user turn, and that belongs to the text before a reply. A format
+    whose reply directly follows the user turn (Mistral's ``[/INST]``) writes it after user turns only.
+    """
+    key = ("always added", subject.template.name, subject.template.source)
+    if key not in subject.model.cache:
+        subject.model.cache[key] = _find_always_added(subject)
+    found = subject.model.cache[key]
+    return found if isinstance(found, AlwaysAdded) else None
+
+
+def _find_always_added(subject: Subject) -> AlwaysAdded | None:
+    replied = [*conv.USER_ONLY, conv.assistant(conv.ASSISTANT_TEXT)]
+    try:
+        alone = subject.render(conv.USER_ONLY)
+        prompted = subject.render(conv.USER_ONLY, add_generation_prompt=True)
+        reply = subject.render(replied)
+        longer = subject.render([*replied, conv.user("And of Italy?")])
+    except RenderError:
+        return None
+    user_end = reply.find(conv.USER_TEXT) + len(conv.USER_TEXT)
+    reply_at = reply.find(conv.ASSISTANT_TEXT, user_end)
+    if reply_at < 0 or alone.rfind(conv.USER_TEXT) < 0:
+        return None
+    before_reply = reply[user_end:reply_at]
+    after_user = alone[alone.rfind(conv.USER_TEXT) + len(conv.USER_TEXT) :]
+    tail = _tail_after_reply(subject, alone, reply, longer, before_reply)
+    if tail is not None:
+        ends = after_user if reply.endswith(after_user) else tail
+        where = (
+            f"writes {ends!r} at the end of every conversation, after the last user message and after a final "
+            "assistant reply"
+        )
+    elif (
+        prompted == alone and after_user.startswith(before_reply) and after_user[len(before_reply) :].strip()
+    ):
+        where = f"writes {after_user!r} after the last user message (the header before replies, and more)"
+    else:
+        return None
+    return AlwaysAdded(
+        tail,
+        ALWAYS_ADDED(
+            "the rendering without add_generation_prompt already ends with the assistant header: the template "
+            f"{where}, whatever add_generation_prompt says\n"
+            f"  rendering of {conv.USER_TEXT!r} with add_generation_prompt=False:\n{quote(alone)}",
+            fix="write the assistant header only inside {% if add_generation_prompt %}...{% endif %}",
+        ),
+    )
+
+
+def _tail_after_reply(subject: Subject, alone: str, reply: str, longer: str, before_reply: str) -> str | None:
+    """The header that ends a rendering whose last message is an assistant reply, and that a later turn
+    replaces: it also ends the rendering of a lone user turn, and belongs to the text before a reply."""
+    if longer.startswith(reply):
+        return None
+    tail, _ = _tail_break(reply, longer)
+    first = next((m.group(0) for m in _PIECE.finditer(tail) if m.group(0).strip()), "")
+    eos = subject.model.renderer.special_tokens.get("eos_token", "")
+    if not first or not alone.endswith(tail) or first not in before_reply:
+        return None
+    if eos and tail.strip() == eos:
+        return None  # an end-of-sequence token after every rendering, not a header: `final_eos`'s convention
+    return tail
+
+
+def _continue_judge(subject: Subject) -> Judge:
+    def judge(conversation: conv.Conversation) -> list[Finding]:
         last = conversation[-1]
         if (
             last.get("role") != "assistant"
             or not isinstance(last.get("content"), str)
             or not last["content"].strip()
         ):
-            return None
+            return []
         try:
             full = subject.render(conversation)
         except RenderError:
-            return None
+            return []
         try:
             opened = subject.render(conversation, continue_final_message=True)
         except RenderError as error:
-            return Problem("raises", failed(f"continue_final_message=True fails: {error}"))
+            return [CONTINUE_FAILS(f"continue_final_message=True fails: {error}")]
         if not full.startswith(opened) or not opened.rstrip().endswith(last["content"].strip()):
-            return Problem(
-                "not open",
-                failed(
+            return [
+                CONTINUE_CLOSED(
                     "continue_final_message=True does not leave the last reply open: the prefilled reply is not "
                     "a prefix of the closed turn\n"
                     + diff(full[: len(opened)], opened, labels=("closed turn", "continued"))
-                ),
-            )
-        return None
+                )
+            ]
+        return []
 
     return judge
 
 
 # ------------------------------------------------------------------------------------------ prefix stability
+
+HISTORY_CHANGED = defect(
+    "prefix_stability.history_changed",
+    "KV-cache reuse, multi-turn evaluation and training masks assume that earlier turns render the same once "
+    "later turns follow",
+)
+SYSTEM_MOVED = policy(
+    "prefix_stability.system_moved",
+    "some formats place the system prompt by the last user turn by design (Mistral v0.3): the model sees the "
+    "prompt it was trained on, but prefix caches must re-render",
+)
+TOOLS_MOVED = policy(
+    "prefix_stability.tools_moved",
+    "some formats place the tool definitions by the last user turn by design (Mistral's [AVAILABLE_TOOLS])",
+)
+REASONING_DROPPED = policy(
+    "prefix_stability.reasoning_dropped",
+    "reasoning formats drop the thinking of earlier turns by design, as their models were trained",
+)
+FINAL_EOS = policy(
+    "prefix_stability.final_eos",
+    "writing the end-of-sequence token only after the last message marks where a training example ends; a "
+    "prefix cache must drop it before appending turns",
+)
+FINAL_CLOSER = policy(
+    "prefix_stability.final_closer",
+    "a format may close the final reply with its own token (gpt-oss: <|return|> for the last reply, <|end|> "
+    "in history); harnesses replace it when the conversation grows",
+)
 
 
 def _assistant_ends(conversation: conv.Conversation) -> list[int]:
@@ -226,19 +576,64 @@ def _assistant_ends(conversation: conv.Conversation) -> list[int]:
     ]
 
 
-def _prefix_break(
+def _prefix_breaks(
     subject: Subject, conversation: conv.Conversation, **kwargs: Any
-) -> tuple[int, str, str] | None:
-    """The first assistant boundary where the rendering of the first turns is not a prefix of the whole.
+) -> list[tuple[int, str, str]]:
+    """``(end, head, full)`` for each assistant boundary ``end`` where the rendering of the first ``end``
+    messages (``head``) is not a prefix of the rendering of all of them (``full``).
 
     Every rendering gets the tools of the whole conversation, as a client sends the same tools each turn.
     """
     kwargs.setdefault("tools", subject.client_tools(conversation))
     full = subject.render(conversation, **kwargs)
+    breaks = []
     for end in _assistant_ends(conversation):
         head = subject.render(conversation[:end], **kwargs)
         if not full.startswith(head):
-            return end, head, full
+            breaks.append((end, head, full))
+    return breaks
+
+
+_MARKUP = re.compile(r"\s*(<\|[^<>|]*\|>|<[/!]?[A-Za-z_][^<>\s]*>|\[/?[A-Z_]+\])\s*")
+_REASONING_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>\s*", re.DOTALL)
+_REASONING_TAG = re.compile(r"</?(think|thinking|reasoning)>")
+
+
+def _squeeze(text: str) -> str:
+    """``text`` without reasoning blocks, reasoning tags and whitespace, to tell a reasoning rewrite from
+    other changes."""
+    return re.sub(r"\s+", "", _REASONING_TAG.sub("", _REASONING_BLOCK.sub("", text)))
+
+
+def _reasoning_template(source: str) -> bool:
+    return any(word in source for word in ("reasoning_content", "<think>", "</think>", "thinking"))
+
+
+def _convention(subject: Subject, head: str, full: str) -> Finding | None:
+    """The deliberate convention that explains a break at the end of ``head``, if one does."""
+    added = always_added(subject)
+    tail = added.tail if added is not None else None
+    if added is not None and tail and head.endswith(tail) and full.startswith(head[: len(head) - len(tail)]):
+        return added.finding
+    ending, instead = _tail_break(head, full)
+    eos = subject.model.renderer.special_tokens.get("eos_token", "")
+    if eos and ending.strip() == eos:
+        return FINAL_EOS(
+            f"history rewrite by convention: the template writes the end-of-sequence token {eos!r} only after "
+            "the final message; once later turns follow it is gone"
+        )
+    theirs = _MARKUP.match(instead)
+    if _MARKUP.fullmatch(ending) and theirs and theirs.group(1) != ending.strip():
+        return FINAL_CLOSER(
+            f"history rewrite by convention: the final reply is closed with {ending.strip()!r}, the same reply "
+            f"in history with {theirs.group(1)!r}"
+        )
+    if _reasoning_template(subject.template.source) and _squeeze(full).startswith(_squeeze(head)):
+        return REASONING_DROPPED(
+            "history rewrite: the reasoning block of an earlier assistant turn is dropped or changed once "
+            "later turns follow (deliberate in reasoning templates; prefix caches and training masks must "
+            "account for it)"
+        )
     return None
 
 
@@ -247,65 +642,83 @@ def prefix_stability(subject: Subject) -> list[Finding]:
     """At every assistant boundary, the rendering of the first turns is a prefix of the rendering of all turns.
 
     Catches templates whose rendering of history changes as the conversation grows: KV-cache reuse,
-    multi-turn evaluations and training masks all assume it does not. A deliberate rewrite (the system prompt
-    moved into the last user turn, reasoning of earlier turns dropped) is a warning that names it.
+    multi-turn evaluations and training masks all assume it does not. A deliberate convention of the format
+    is a warning that names it: the end-of-sequence token after the final turn only, a final reply closed
+    with its own token (gpt-oss), reasoning of earlier turns dropped, the system prompt or the tool
+    definitions placed by the last user turn. An assistant header written after every conversation is
+    ``generation_prompt``'s finding.
     """
+    skip = blank(subject)
+    if skip is not None:
+        return skip
     findings = _reasoning_rewrite(subject)
 
-    def judge(conversation: conv.Conversation) -> Problem | None:
+    def judge(conversation: conv.Conversation) -> list[Finding]:
         try:
-            broken = _prefix_break(subject, conversation)
+            breaks = _prefix_breaks(subject, conversation)
         except RenderError:
-            return None
-        if broken is None:
-            return None
-        end, head, full = broken
-        if _REASONING_BLOCK.search(head) and _squeeze(full).startswith(_squeeze(head)):
-            return Problem(
-                "reasoning",
-                warning(
-                    "history rewrite: the reasoning block of an earlier assistant turn is dropped or changed once "
-                    "later turns follow (deliberate in reasoning templates; prefix caches and training masks "
-                    "must account for it)"
-                ),
+            return []
+        found, pending = [], []
+        for end, head, full in breaks:
+            known = _convention(subject, head, full)
+            if known is not None:
+                found.append(known)
+            else:
+                pending.append((end, head, full))
+        if pending:
+            found.append(_unexplained(subject, conversation, *pending[0]))
+        return distinct(found)
+
+    return findings + by_cause(
+        [*_MULTI_TURN, *_samples(subject, end_with_user=False, share=2)],
+        judge,
+        owner="prefix_stability",
+        reported=[f.cause for f in findings],
+    )
+
+
+#: Plain multi-turn conversations judged before the sample, so that every template gets them.
+_MULTI_TURN: list[conv.Conversation] = [
+    [
+        conv.system(conv.SYSTEM_TEXT),
+        conv.user(conv.USER_TEXT),
+        conv.assistant(conv.ASSISTANT_TEXT),
+        conv.user("And of Italy?"),
+        conv.assistant("Rome."),
+    ],
+    [conv.user(conv.USER_TEXT), conv.assistant(conv.ASSISTANT_TEXT), conv.user("And of Italy?")],
+]
+
+
+def _unexplained(
+    subject: Subject, conversation: conv.Conversation, end: int, head: str, full: str
+) -> Finding:
+    """A break no convention explains: the system prompt or the tools moving, or a defect."""
+    for cause, variant, kwargs in (
+        (SYSTEM_MOVED, [m for m in conversation if m.get("role") != "system"], {}),
+        (TOOLS_MOVED, conversation, {"tools": None}),
+    ):
+        if variant == conversation and not kwargs:
+            continue
+        try:
+            left = [
+                end
+                for end, head, full in _prefix_breaks(subject, variant, **kwargs)
+                if _convention(subject, head, full) is None
+            ]
+        except RenderError:
+            continue
+        if not left:
+            what = "system message" if cause is SYSTEM_MOVED else "tool definitions"
+            return cause(
+                f"history rewrite: where the template places the {what} changes as the conversation grows "
+                "(e.g. by the last user turn), so the rendering of earlier turns changes with each new turn"
             )
-        for what, variant, kwargs in (
-            ("system message", [m for m in conversation if m.get("role") != "system"], {}),
-            ("tool definitions", conversation, {"tools": None}),
-        ):
-            if variant == conversation and not kwargs:
-                continue
-            try:
-                moved = _prefix_break(subject, variant, **kwargs) is None
-            except RenderError:
-                moved = False
-            if moved:
-                return Problem(
-                    what,
-                    warning(
-                        f"history rewrite: where the template places the {what} changes as the conversation "
-                        "grows (e.g. into the last user turn), so the rendering of earlier turns changes with "
-                        "each new turn"
-                    ),
-                )
-        return Problem(
-            "prefix",
-            failed(
-                f"the rendering of the first {end} messages is not a prefix of the whole conversation's: "
-                "earlier turns render differently once later turns follow\n"
-                + diff(head, full[: len(head) + 40], labels=(f"first {end} messages", "whole conversation"))
-            ),
-        )
-
-    return findings + counterexamples(_samples(subject, end_with_user=False, share=2), judge)
-
-
-_REASONING_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>\s*", re.DOTALL)
-
-
-def _squeeze(text: str) -> str:
-    """``text`` without reasoning blocks and whitespace, to tell a reasoning rewrite from other changes."""
-    return re.sub(r"\s+", "", _REASONING_BLOCK.sub("", text))
+    return HISTORY_CHANGED(
+        f"the rendering of the first {end} messages is not a prefix of the whole conversation's: earlier turns "
+        "render differently once later turns follow\n"
+        + diff(head, full[: len(head) + 40], labels=(f"first {end} messages", "whole conversation"))
+    )
 
 
 def _reasoning_rewrite(subject: Subject) -> list[Finding]:
@@ -323,7 +736,7 @@ def _reasoning_rewrite(subject: Subject) -> list[Finding]:
         return []
     if "r1zq" in head and "r1zq" not in full:
         return [
-            warning(
+            REASONING_DROPPED(
                 "history rewrite: the reasoning of an assistant turn is dropped once a later user turn follows "
                 "(deliberate in reasoning templates; prefix caches and training masks must account for it)"
             )
@@ -332,6 +745,43 @@ def _reasoning_rewrite(subject: Subject) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------------------ content fidelity
+
+SYSTEM_DROPPED = defect(
+    "content_fidelity.system_dropped",
+    "the caller believes the model saw its system prompt; a template that cannot take one should refuse it",
+)
+DROPPED = defect("content_fidelity.dropped", "a message the caller sent never reaches the model")
+TRIMMED = defect(
+    "content_fidelity.trimmed",
+    "whitespace at the edges of a message (indented code, a leading newline) is part of the text the caller sent",
+)
+TRIMMED_AS_FORMAT = policy(
+    "content_fidelity.trimmed_as_format",
+    "the model's own format strips message text (Llama 3, Gemma): the template matches training, and only the "
+    "user's edge whitespace is lost",
+)
+ALTERED = defect("content_fidelity.altered", "the model reads text the caller did not send")
+REPEATED = defect("content_fidelity.repeated", "a message rendered twice is a different conversation")
+REORDERED = defect("content_fidelity.reordered", "turns out of order are a different conversation")
+LIST_REPR = defect(
+    "content_fidelity.list_content_repr",
+    "clients send OpenAI-style list content ([{'type': 'text', ...}]) and apply_chat_template passes it to the "
+    "template unchanged: a Python repr of it silently reaches the model",
+)
+LIST_DROPPED = defect(
+    "content_fidelity.list_content_dropped",
+    "clients send OpenAI-style list content and apply_chat_template passes it unchanged: its text silently "
+    "never reaches the model",
+)
+LIST_RAISES = policy(
+    "content_fidelity.list_content_raises",
+    "a template that accepts only string content and raises on list content gives the client an error, never "
+    "a wrong prompt (vLLM flattens text parts for such a 'string' template); raise_exception makes it clear",
+)
+
+#: Causes that tool messages and tool-calling turns map to: the `tools` check owns them.
+CONTENT_DROPPED_WITH_CALLS = "tools.content_dropped_with_calls"
+RESULT_DROPPED = "tools.result_dropped"
 
 
 def tag(conversation: conv.Conversation) -> conv.Conversation:
@@ -366,8 +816,43 @@ def texts(message: conv.Message) -> list[str]:
     return []
 
 
-def fidelity_problem(rendered: str, conversation: conv.Conversation) -> Problem | None:
-    """How ``rendered`` fails to show every text of the tagged ``conversation`` verbatim, once, in order."""
+def _foreign(cause: str, message: str) -> Finding:
+    """A finding of a cause another check owns (it becomes a note of the check that observes it)."""
+    return Finding(Outcome.FAILED, message, cause)
+
+
+def _message_finding(rendered: str, i: int, message: conv.Message, text: str) -> Finding | None:
+    """How ``rendered`` fails to show ``text`` of message ``i`` verbatim, once (order is checked apart)."""
+    role = message.get("role")
+    marker = f"⟪{i}⟫"
+    if rendered.find(text) >= 0 or rendered.find(json.dumps(text, ensure_ascii=False)[1:-1]) >= 0:
+        if rendered.count(text) > 1:
+            return REPEATED(f"the {role} message {i} is rendered more than once")
+        return None
+    if marker not in rendered:
+        if message.get("tool_calls"):
+            return _foreign(
+                CONTENT_DROPPED_WITH_CALLS,
+                f"the content of assistant message {i} is dropped because it has tool calls",
+            )
+        if role == "tool":
+            return _foreign(RESULT_DROPPED, f"the tool message {i} is dropped")
+        rule = SYSTEM_DROPPED if role == "system" else DROPPED
+        return rule(f"the {role} message {i} is silently dropped")
+    if text.strip() and text.strip() in rendered:
+        return TRIMMED(
+            f"the {role} message {i} is trimmed: {text!r} renders as {text.strip()!r} "
+            "(leading/trailing whitespace removed)"
+        )
+    start = rendered.find(marker)
+    shown = rendered[max(0, start - 5) : start + len(text) + 5]
+    return ALTERED(f"the {role} message {i} is altered: {text!r} renders as …{shown!r}…")
+
+
+def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Finding]:
+    """Every way ``rendered`` fails to show each text of the tagged ``conversation`` verbatim, once, in order:
+    one finding per cause, in the order of the messages."""
+    found: list[Finding] = []
     position = 0
     first_turn_at: int | None = None
     system_at: list[tuple[int, int]] = []
@@ -375,95 +860,83 @@ def fidelity_problem(rendered: str, conversation: conv.Conversation) -> Problem 
         role = message.get("role")
         content = message.get("content")
         if isinstance(content, (list, dict)) and repr(content) in rendered:
-            return Problem(
-                f"repr {role}",
-                failed(f"the {role} message {i} content is rendered as a Python repr; use its text"),
+            found.append(
+                LIST_REPR(f"the {role} message {i} content is rendered as a Python repr; use its text")
             )
+            continue
         for text in texts(message):
-            marker = f"⟪{i}⟫"
-            found = rendered.find(text)
-            if found < 0:  # a template may write messages as JSON strings
-                found = rendered.find(json.dumps(text, ensure_ascii=False)[1:-1])
             if not text:
                 continue
-            if found < 0:
-                if marker not in rendered:
-                    if message.get("tool_calls"):
-                        return Problem(
-                            "dropped content with calls",
-                            failed(
-                                f"the content of assistant message {i} is dropped because it has tool calls"
-                            ),
-                        )
-                    return Problem(f"dropped {role}", failed(f"the {role} message {i} is silently dropped"))
-                if text.strip() and text.strip() in rendered:
-                    return Problem(
-                        f"trimmed {role}",
-                        failed(
-                            f"the {role} message {i} is trimmed: {text!r} renders as {text.strip()!r} "
-                            "(leading/trailing whitespace removed)"
-                        ),
-                    )
-                start = rendered.find(marker)
-                shown = rendered[max(0, start - 5) : start + len(text) + 5]
-                return Problem(
-                    f"altered {role}",
-                    failed(f"the {role} message {i} is altered: {text!r} renders as …{shown!r}…"),
-                )
-            if rendered.count(text) > 1:
-                return Problem(
-                    f"repeated {role}", failed(f"the {role} message {i} is rendered more than once")
-                )
-            if role == "system":  # a format may place it elsewhere (Mistral: in the last user turn)
-                system_at.append((i, found))
+            problem = _message_finding(rendered, i, message, text)
+            if problem is not None:
+                found.append(problem)
                 continue
-            if found < position:
-                return Problem(
-                    f"reordered {role}", failed(f"the {role} message {i} is rendered out of order")
+            at = rendered.find(text)
+            if at < 0:
+                continue  # written as a JSON string: its place is not compared
+            if role == "system":  # a format may place it elsewhere (Mistral: in the last user turn)
+                system_at.append((i, at))
+                continue
+            if at < position:
+                found.append(REORDERED(f"the {role} message {i} is rendered out of order"))
+            first_turn_at = at if first_turn_at is None else first_turn_at
+            position = max(position, at + len(text))
+    for i, at in system_at:
+        if first_turn_at is not None and at > first_turn_at:
+            found.append(
+                _foreign(
+                    SYSTEM_MOVED.key, f"the system message {i} is rendered after later messages, not first"
                 )
-            first_turn_at = found if first_turn_at is None else first_turn_at
-            position = found + len(text)
-    for i, found in system_at:
-        if first_turn_at is not None and found > first_turn_at:
-            return Problem(
-                "system moved", warning(f"the system message {i} is rendered after later messages, not first")
             )
-    return None
+    return distinct(found)
 
 
 @check(Layer.TEMPLATE)
 def content_fidelity(subject: Subject) -> list[Finding]:
-    """Every message's text appears in the rendering verbatim, once, in order.
+    """Every message's text appears in the rendering verbatim, once, in order; list content
+    (``[{"type": "text", "text": ...}]``) is rendered as its text or refused.
 
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
     alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is only a warning
     when the model's reference format strips text itself (Llama, Gemma): the template then matches training.
+    A template that raises on list content is a warning naming the content format it expects.
     """
-
+    skip = blank(subject)
+    if skip is not None:
+        return skip
     stripping = _stripping_format(subject)
 
-    def judge(conversation: conv.Conversation) -> Problem | None:
+    def judge(conversation: conv.Conversation) -> list[Finding]:
         tagged = tag(conversation)
         try:
             rendered = subject.render(tagged)
         except RenderError:
-            return None
-        problem = fidelity_problem(rendered, tagged)
-        if problem is not None and stripping and problem.key.startswith("trimmed"):
-            return Problem(
-                problem.key,
-                warning(
-                    f"{problem.finding.message}, as the {stripping} format does: the model never saw edge "
-                    "whitespace in training, but the user's is lost"
-                ),
-            )
-        return problem
+            return []
+        found = fidelity_findings(rendered, tagged)
+        if stripping:
+            found = [_as_format(f, stripping) for f in found]
+        return distinct(found)
 
     plain = [
         conv.SYSTEM_USER_ASSISTANT,
         [conv.system(" padded \n"), conv.user("\n question  "), conv.assistant("ok ")],
     ]
-    return counterexamples([*plain, *_samples(subject, end_with_user=False, share=2)], judge)
+    findings = _list_content(subject)
+    return findings + by_cause(
+        [*plain, *_samples(subject, end_with_user=False, share=2)],
+        judge,
+        owner="content_fidelity",
+        reported=[f.cause for f in findings],
+    )
+
+
+def _as_format(finding: Finding, stripping: str) -> Finding:
+    if finding.cause != TRIMMED.key:
+        return finding
+    return TRIMMED_AS_FORMAT(
+        f"{finding.message}, as the {stripping} format does: the model never saw edge whitespace in training, "
+        "but the user's is lost"
+    )
 
 
 def _stripping_format(subject: Subject) -> str | None:
@@ -477,7 +950,89 @@ def _stripping_format(subject: Subject) -> str | None:
     return chosen.name if chosen is not None and chosen.strips_text else None
 
 
+@lru_cache(maxsize=256)
+def content_format(source: str) -> str:
+    """``"openai"`` when the template loops over a message's ``content`` (it reads list parts), else
+    ``"string"``: the content format vLLM's chat-template detection reports, and the one it sends."""
+    import jinja2.nodes
+
+    try:
+        tree = compile_template(source).environment.parse(source)
+    except RenderError:
+        return "string"
+
+    def reads_content(node: jinja2.nodes.Node) -> bool:
+        while isinstance(node, (jinja2.nodes.Filter, jinja2.nodes.Test)) and node.node is not None:
+            node = node.node
+        if isinstance(node, jinja2.nodes.Getattr):
+            return node.attr == "content"
+        if isinstance(node, jinja2.nodes.Getitem):
+            return isinstance(node.arg, jinja2.nodes.Const) and node.arg.value == "content"
+        return isinstance(node, jinja2.nodes.Name) and node.name in aliases
+
+    aliases: set[str] = set()
+    for assign in tree.find_all(jinja2.nodes.Assign):
+        if isinstance(assign.target, jinja2.nodes.Name) and reads_content(assign.node):
+            aliases.add(assign.target.name)
+    loops = tree.find_all(jinja2.nodes.For)
+    return "openai" if any(reads_content(loop.iter) for loop in loops) else "string"
+
+
+def _list_content(subject: Subject) -> list[Finding]:
+    """How the template takes a user message whose content is a list of text parts."""
+    text = "listzq7 part text"
+    parts = [{"type": "text", "text": text}]
+    expects = (
+        f"the template expects {content_format(subject.template.source)!r} content (the format vLLM's "
+        "chat-template detection reads)"
+    )
+    try:
+        rendered = subject.render([conv.user(parts)], add_generation_prompt=True)
+    except RenderError as error:
+        how = "refuses it clearly" if error.kind == "refused" else "crashes"
+        return [
+            LIST_RAISES(
+                f"list content ({parts!r}) is not accepted: the template {how}: {error}; {expects}",
+                fix="render the text parts ({% for p in m.content %}{{ p.text }}{% endfor %}) when content is "
+                "not a string, or refuse it with raise_exception('...')",
+            )
+        ]
+    if repr(parts) in rendered or ("{'type'" in rendered and text in rendered):
+        return [
+            LIST_REPR(
+                f"list content ({parts!r}) is rendered as a Python repr, not as its text: {expects}\n"
+                f"  rendering:\n{quote(rendered)}",
+                fix="render the text parts when content is not a string: {% if m.content is string %}"
+                "{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}",
+            )
+        ]
+    if text not in rendered:
+        return [
+            LIST_DROPPED(
+                f"list content ({parts!r}) is silently dropped: its text is not in the prompt; {expects}"
+            )
+        ]
+    return []
+
+
 # -------------------------------------------------------------------------------------------- assistant mask
+
+MASK_MISSES_REPLY = defect(
+    "assistant_mask.reply_outside",
+    "a reply outside every {% generation %} span is never trained on",
+)
+MASK_MISSES_END = defect(
+    "assistant_mask.end_of_turn_outside",
+    "a model trained with a mask that leaves out the end-of-turn token never learns to stop",
+)
+MASK_HAS_HEADER = defect(
+    "assistant_mask.header_inside",
+    "a model trained on its own header learns to write it",
+)
+MASK_HAS_OTHER = defect(
+    "assistant_mask.other_text_inside",
+    "a model trained on user or system text learns to write it",
+)
 
 
 @check(Layer.TEMPLATE)
@@ -512,14 +1067,16 @@ def assistant_mask(subject: Subject) -> list[Finding]:
         at = text.find(reply)
         covering = [(a, b) for a, b in spans if a <= at and at + len(reply) <= b]
         if not covering:
-            findings.append(failed(f"the reply {reply!r} is not inside any {{% generation %}} span"))
+            findings.append(
+                MASK_MISSES_REPLY(f"the reply {reply!r} is not inside any {{% generation %}} span")
+            )
             continue
         a, b = covering[0]
         after = text[at + len(reply) :]
         eot = next((t for t in sorted(control, key=len, reverse=True) if after.lstrip().startswith(t)), None)
         if eot is not None and not text[a:b].rstrip().endswith(eot):
             findings.append(
-                failed(
+                MASK_MISSES_END(
                     f"the span of reply {reply!r} leaves out the end-of-turn token {eot!r}: a model trained with "
                     f"this mask never learns to stop\n  span: {text[a:b]!r}"
                 )
@@ -527,13 +1084,17 @@ def assistant_mask(subject: Subject) -> list[Finding]:
         before = text[a:at]
         if before.strip():
             findings.append(
-                failed(f"the span of reply {reply!r} includes {before!r} before the reply (a header)")
+                MASK_HAS_HEADER(
+                    f"the span of reply {reply!r} includes {before!r} before the reply (a header)"
+                )
             )
     for a, b in spans:
         leaked = [o for o in others if o in text[a:b]]
         if leaked:
-            findings.append(failed(f"a {{% generation %}} span includes non-assistant text {leaked[0]!r}"))
-    return findings
+            findings.append(
+                MASK_HAS_OTHER(f"a {{% generation %}} span includes non-assistant text {leaked[0]!r}")
+            )
+    return distinct(findings)
 
 
 def _control_strings(subject: Subject) -> list[str]:

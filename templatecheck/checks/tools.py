@@ -6,30 +6,107 @@ import json
 from typing import Any
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import probe
+from templatecheck.capabilities import CALL_IDS, probe
+from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks import check
+from templatecheck.checks.template import blank, distinct
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
-from templatecheck.report import diff
-from templatecheck.result import Finding, Layer, failed, skipped
+from templatecheck.report import diff, quote
+from templatecheck.result import Finding, Layer, skipped
 
-TOOL = {
+CRASH = defect(
+    "tools.crash",
+    "a tool conversation in the documented form (dict arguments, string results) that makes the template "
+    "raise an error of its own fails every such request",
+)
+REFUSED = policy(
+    "tools.refused",
+    "raise_exception on a tool-conversation shape the format does not support (content next to tool calls, "
+    "ids of another form) is a deliberate, clear error",
+)
+DEFINITIONS_DROPPED = defect(
+    "tools.definitions_dropped", "the model cannot call a tool whose name or parameters it never sees"
+)
+DEFINITIONS_REPR = defect(
+    "tools.definitions_repr",
+    "tool definitions printed as a Python repr (tools|string) are single-quoted pseudo-JSON the model was "
+    "not shown in training and that clients cannot predict",
+)
+JSON_UNESCAPED = defect(
+    "tools.json_unescaped",
+    "tool JSON built by hand breaks on a quote in a description: the model reads broken JSON",
+)
+JSON_INVALID = defect(
+    "tools.json_invalid",
+    "tool JSON that never parses (a raw newline inside a string) is not the JSON the format promises",
+)
+HTML_ESCAPED = defect(
+    "tools.html_escaped",
+    "'...' + x|tojson|safe makes Jinja escape the other strings: the model reads &#34; where JSON has quotes",
+)
+CALL_NAME_LOST = defect(
+    "tools.call_name_lost", "history without the called function's name does not say which tool was called"
+)
+CALL_ARGUMENTS_LOST = defect(
+    "tools.call_arguments_lost",
+    "history without the call's argument keys or values (a constant in their place) does not say what was "
+    "asked of the tool",
+)
+STRING_ARGUMENTS = policy(
+    "tools.string_arguments_unsupported",
+    "transformers documents tool-call arguments as a dict (vLLM parses JSON strings into dicts before "
+    "rendering); a template that takes only dicts follows that contract, but clients passing the OpenAI wire "
+    "form unchanged get a wrong prompt or an error",
+)
+CALL_DROPPED_WITH_CONTENT = defect(
+    "tools.call_dropped_with_content",
+    "an assistant message with both text and tool calls is common; dropping its calls rewrites history",
+)
+CONTENT_DROPPED_WITH_CALLS = defect(
+    "tools.content_dropped_with_calls",
+    "an assistant message with both text and tool calls is common; dropping its text rewrites history",
+)
+DICT_RESULT_RAISES = policy(
+    "tools.dict_result_raises",
+    "tool results are strings in the OpenAI and transformers forms; a template that raises on a dict result "
+    "gives the client an error, never a wrong prompt",
+)
+RESULT_DROPPED = defect("tools.result_dropped", "the model never sees what the tool returned")
+RESULT_REPR = defect(
+    "tools.result_repr",
+    "a dict tool result printed as a Python repr is single-quoted pseudo-JSON; | tojson renders it as JSON",
+)
+RESULT_REENCODED = defect(
+    "tools.result_reencoded",
+    "tool results are strings (the OpenAI and transformers form); encoding one as JSON again wraps it in "
+    "quotes and escapes, which the model reads as a different result",
+)
+
+TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "lookup_zq7",
         "description": 'Find a "city" by name, e.g. "Paris" (quotes on purpose).',
         "parameters": {
             "type": "object",
-            "properties": {"cityzq7": {"type": "string", "description": "The city's name."}},
+            "properties": {
+                "cityzq7": {"type": "string", "description": "The city's name."},
+                "unitszq7": {"type": "string", "description": "The units."},
+            },
             "required": ["cityzq7"],
         },
     },
 }
+#: The same tool without quotes in its description: JSON built by hand should parse for it.
+PLAIN_TOOL = {**TOOL, "function": {**TOOL["function"], "description": "Find a city by name."}}
+ARGUMENTS = {"cityzq7": "Pariszq7arg", "unitszq7": "celsiuszq7"}
 _ASK = conv.user("Where is Paris?")
+_ESCAPES = ("&#34;", "&#39;", "&quot;", "&lt;", "&gt;", "&amp;")
 
 
 def _call(arguments: Any) -> dict[str, Any]:
-    return {"id": "call_1", "type": "function", "function": {"name": "lookup_zq7", "arguments": arguments}}
+    return {"id": CALL_IDS[0], "type": "function", "function": {"name": "lookup_zq7", "arguments": arguments}}
 
 
 def _with_call(arguments: Any, content: str = "") -> conv.Conversation:
@@ -58,105 +135,246 @@ def _json_objects_around(text: str, needle: str) -> list[Any]:
     return found
 
 
-def _render(subject: Subject, messages: conv.Conversation, problems: list[Finding], what: str) -> str | None:
-    try:
-        return subject.render(messages, tools=[TOOL])
-    except RenderError as error:
-        if error.kind != "refused":  # a deliberate raise_exception is a clear error for the client
-            problems.append(failed(f"{what} does not render: {error}"))
-        return None
+class _Renders:
+    """Renders tool conversations with the tool defined, collecting the errors as findings."""
+
+    def __init__(self, subject: Subject) -> None:
+        self.subject = subject
+        self.findings: list[Finding] = []
+
+    def __call__(
+        self, messages: conv.Conversation, what: str, *, tool: dict[str, Any] = TOOL, crash: Cause = CRASH
+    ) -> str | None:
+        try:
+            return self.subject.render(messages, tools=[tool])
+        except RenderError as error:
+            rule = REFUSED if error.kind == "refused" else crash
+            self.findings.append(rule(f"{what} does not render: {error}"))
+            return None
 
 
 @check(Layer.TEMPLATE)
 def tools(subject: Subject) -> list[Finding]:
-    """Tool definitions, tool calls (name and arguments, as a dict and as a JSON string) and tool results
-    reach the prompt; JSON the template builds parses; both argument forms render alike or one errors clearly.
+    """Tool definitions, tool calls (name, argument keys and values, as a dict and as a JSON string) and tool
+    results (a string, a JSON string and a dict) reach the prompt as the client sent them; JSON the template
+    builds parses and is not HTML-escaped.
 
-    Catches tool definitions or calls that are dropped (often when the assistant message also has content),
-    hand-built JSON broken by a quote in a description, arguments double-encoded when passed as a string,
-    and a dict tool result printed as a Python repr.
+    Catches tool definitions dropped or printed as a Python repr (``tools|string``), hand-built JSON broken by
+    a quote or never valid, ``&#34;`` from ``"..." + x|tojson|safe``, calls whose name or arguments are lost,
+    a call or the assistant's text dropped when a message has both, string arguments or results encoded a
+    second time, and a dict tool result printed as a Python repr.
     """
+    skip = blank(subject)
+    if skip is not None:
+        return skip
     caps = probe(subject)
-    if not (caps.tools or caps.tool_calls):
+    if not (caps.tools or caps.tool_calls or "tools" in caps.repr_only):
         return [skipped("the template renders neither tool definitions nor tool calls")]
+    render = _Renders(subject)
     findings: list[Finding] = []
-    if caps.tools:
-        prompt = _render(subject, [_ASK], findings, "a conversation with tools")
-        if prompt is not None:
-            missing = [s for s in ("lookup_zq7", "cityzq7") if s not in prompt]
-            if missing:
-                findings.append(
-                    failed(f"tool definitions lose {', '.join(missing)} on the way into the prompt")
-                )
-            if '"lookup_zq7"' in prompt and not _json_objects_around(prompt, '"lookup_zq7"'):
-                at = prompt.find('"lookup_zq7"')
-                findings.append(
-                    failed(
-                        "the tool definitions the template writes as JSON do not parse (a quote in the "
-                        "description breaks hand-built JSON; use | tojson)\n"
-                        f"  near: {prompt[max(0, at - 40) : at + 120]!r}"
-                    )
-                )
+    if caps.tools or "tools" in caps.repr_only:
+        findings += _definitions(render)
     if caps.tool_calls:
-        findings += _tool_calls(subject, caps.object_arguments, caps.string_arguments)
-    if caps.tool_role:
-        findings += _tool_results(subject, "object" if caps.object_arguments else "string")
-    return findings
+        findings += _tool_calls(render, caps.object_arguments)
+    if caps.tool_calls:  # a template that renders calls but drops their results is what is checked here
+        findings += _tool_results(render, caps.object_arguments)
+    return distinct([*render.findings, *findings])
 
 
-def _tool_calls(subject: Subject, object_ok: bool, string_ok: bool) -> list[Finding]:
-    findings: list[Finding] = []
-    arguments = {"cityzq7": "Pariszq7arg"}
-    as_object = _render(subject, _with_call(arguments), findings, "a tool call with dict arguments")
-    as_string = _render(
-        subject, _with_call(json.dumps(arguments)), findings, "a tool call with string arguments"
+def _escaped(rendered: str) -> str | None:
+    return next((e for e in _ESCAPES if e in rendered), None)
+
+
+def _html_escaped(rendered: str, what: str) -> Finding:
+    escape = _escaped(rendered) or ""
+    at = rendered.find(escape)
+    return HTML_ESCAPED(
+        f"{what} renders HTML-escaped ({escape!r} where the JSON has a quote): a string joined to a | safe value "
+        "('...' + x|tojson|safe) is escaped by Jinja\n"
+        f"  near: {rendered[max(0, at - 40) : at + 80]!r}",
+        fix="drop | safe (| tojson already returns text), or build the string with ~ instead of +",
     )
-    if as_object is not None and as_string is not None and as_object != as_string:
-        findings.append(
-            failed(
-                "a tool call renders differently with arguments as a dict and as a JSON string (clients send "
-                "either; e.g. a string passed through | tojson is encoded twice)\n"
-                + diff(as_object, as_string, labels=("dict arguments", "string arguments"))
-            )
-        )
-    for form, rendered in (("dict", as_object), ("string", as_string)):
-        if rendered is not None and "Pariszq7arg" not in rendered:
-            findings.append(
-                failed(
-                    f"a tool call with {form} arguments is dropped: its argument value is not in the prompt"
-                )
-            )
-    chosen = arguments if object_ok else json.dumps(arguments)
-    both = _render(
-        subject, _with_call(chosen, content="Let me look zq7content up."), findings, "a call with content"
-    )
-    if both is not None:
-        if "Pariszq7arg" not in both:
-            findings.append(failed("the tool call is dropped when the assistant message also has content"))
-        if "zq7content" not in both:
-            findings.append(failed("the assistant's content is dropped when the message also has tool calls"))
-    return findings
 
 
-def _tool_results(subject: Subject, form: str) -> list[Finding]:
-    findings: list[Finding] = []
-    arguments: Any = {"cityzq7": "Paris"} if form == "object" else json.dumps({"cityzq7": "Paris"})
-    result = {"temperature": 21, "unit": "zq7unit"}
-    for content in ("sunny zq7result", result):
-        messages = [
-            *_with_call(arguments),
-            {"role": "tool", "tool_call_id": "call_1", "name": "lookup_zq7", "content": content},
+def _definitions(render: _Renders) -> list[Finding]:
+    prompt = render([_ASK], "a conversation with tools")
+    if prompt is None:
+        return []
+    if "{'type': 'function'" in prompt or "{'name': 'lookup_zq7'" in prompt:
+        return [
+            DEFINITIONS_REPR(
+                "the tool definitions are printed as a Python repr (tools|string), not as JSON\n"
+                f"  near: {prompt[max(0, prompt.find('lookup_zq7') - 60) : prompt.find('lookup_zq7') + 60]!r}",
+                fix="render each tool with | tojson",
+            )
         ]
-        rendered = _render(subject, messages, findings, "a tool result")
+    missing = [s for s in ("lookup_zq7", "cityzq7", "unitszq7") if s not in prompt]
+    found = []
+    if missing:
+        found.append(
+            DEFINITIONS_DROPPED(f"tool definitions lose {', '.join(missing)} on the way into the prompt")
+        )
+    if _escaped(prompt):
+        return [*found, _html_escaped(prompt, "the tool definitions")]
+    broken = _broken_json(render, prompt)
+    return found if broken is None else [*found, broken]
+
+
+def _broken_json(render: _Renders, prompt: str) -> Finding | None:
+    """Tool JSON the template writes that does not parse: broken by the quote in the description, or always."""
+    if '"lookup_zq7"' not in prompt or _json_objects_around(prompt, '"lookup_zq7"'):
+        return None
+    at = prompt.find('"lookup_zq7"')
+    near = f"  near: {prompt[max(0, at - 40) : at + 120]!r}"
+    plain = render([_ASK], "a conversation with a plain tool", tool=PLAIN_TOOL)
+    if plain is not None and _json_objects_around(plain, '"lookup_zq7"'):
+        return JSON_UNESCAPED(
+            "the tool definitions the template writes as JSON do not parse when a description has a quote "
+            f"(hand-built JSON)\n{near}",
+            fix="write each tool with | tojson",
+        )
+    return JSON_INVALID(
+        "the tool definitions the template writes as JSON never parse, even for a description without quotes "
+        f"(e.g. a raw newline inside a JSON string)\n{near}",
+        fix="write each tool with | tojson",
+    )
+
+
+def _lost(rendered: str, base: str, arguments: dict[str, Any]) -> list[Cause]:
+    """The parts of the call missing from ``rendered`` (``base`` is the rendering without the call). A format
+    that names the call by its id (Kimi: ``functions.NAME:0``) keeps the id instead of the name."""
+    lost = []
+    if rendered.count("lookup_zq7") <= base.count("lookup_zq7") and CALL_IDS[0] not in rendered:
+        lost.append(CALL_NAME_LOST)
+    values = [v for v in arguments.values() if v not in rendered]
+    keys = [k for k in arguments if rendered.count(k) <= base.count(k)]
+    if values or keys:
+        lost.append(CALL_ARGUMENTS_LOST)
+    return lost
+
+
+_LOST_MESSAGES = {
+    CALL_NAME_LOST.key: "a tool call loses the called function's name: it is not in the prompt",
+    CALL_ARGUMENTS_LOST.key: "a tool call loses its arguments: the argument keys or values are not in the prompt "
+    "(a constant, or nothing, in their place)",
+}
+
+
+def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
+    findings: list[Finding] = []
+    base = render([_ASK], "a conversation with tools") or ""
+    as_object = render(_with_call(ARGUMENTS), "a tool call with dict arguments")
+    as_string = render(
+        _with_call(json.dumps(ARGUMENTS)), "a tool call with string arguments", crash=STRING_ARGUMENTS
+    )
+    for form, rendered in (("dict", as_object), ("string", as_string)):
         if rendered is None:
             continue
-        if isinstance(content, str) and "zq7result" not in rendered:
-            findings.append(failed("the tool result is dropped from the prompt"))
-        if isinstance(content, dict) and repr(content) in rendered:
+        if _escaped(rendered) and not _escaped(base):
+            findings.append(_html_escaped(rendered, f"a tool call with {form} arguments"))
+            continue
+        lost = _lost(rendered, base, ARGUMENTS)
+        if lost and (form == "dict" or as_object is None):
+            shown = quote(rendered[max(0, len(base) - 40) :])
+            findings += [
+                rule(f"{_LOST_MESSAGES[rule.key]} ({form} arguments)\n  rendering:\n{shown}") for rule in lost
+            ]
+        elif (
+            form == "string"
+            and rendered != as_object
+            and (lost or _encoded_twice(rendered, json.dumps(ARGUMENTS)))
+        ):
+            findings.append(_string_arguments(as_object, rendered))
+    chosen = ARGUMENTS if object_ok else json.dumps(ARGUMENTS)
+    both = render(_with_call(chosen, content="Let me look zq7content up."), "a tool call next to content")
+    if both is not None:
+        if "Pariszq7arg" not in both:
             findings.append(
-                failed(
-                    f"a dict tool result is rendered as a Python repr ({repr(content)!r}): the model sees "
-                    "single-quoted pseudo-JSON; render it with | tojson"
+                CALL_DROPPED_WITH_CONTENT(
+                    "the tool call is dropped when the assistant message also has content"
                 )
             )
+        if "zq7content" not in both:
+            findings.append(
+                CONTENT_DROPPED_WITH_CALLS(
+                    "the assistant's content is dropped when the message also has tool calls",
+                    fix="render message.content (when not empty) before the tool calls",
+                )
+            )
+    return findings
+
+
+def _string_arguments(as_object: str | None, as_string: str) -> Finding:
+    shown = (
+        diff(as_object, as_string, labels=("dict arguments", "string arguments"))
+        if as_object is not None
+        else f"  rendering:\n{quote(as_string)}"
+    )
+    return STRING_ARGUMENTS(
+        "a tool call with arguments as a JSON string (the OpenAI wire form) renders differently from dict "
+        "arguments: the string is encoded a second time, or lost\n" + shown,
+        fix="template: accept both ({% if args is string %}{{ args }}{% else %}{{ args | tojson }}{% endif %}); "
+        "harness: pass arguments as a dict, as vLLM does",
+    )
+
+
+def _encoded_twice(rendered: str, text: str) -> bool:
+    """``text`` appears only JSON-encoded a second time (quoted and escaped)."""
+    encoded = json.dumps(text, ensure_ascii=False)
+    return encoded in rendered and text not in rendered.replace(encoded, "")
+
+
+def _reencoded(rendered: str, text: str) -> bool:
+    """``text`` appears only JSON-encoded a second time (quoted, escaped), not inside a JSON object that
+    holds it as a value."""
+    if not _encoded_twice(rendered, text):
+        return False
+    holders = _json_objects_around(rendered, json.dumps(text, ensure_ascii=False))
+    return not any(text in _string_values(h) for h in holders)
+
+
+def _string_values(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _string_values(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _string_values(v)]
+    return []
+
+
+def _tool_results(render: _Renders, object_ok: bool) -> list[Finding]:
+    findings: list[Finding] = []
+    arguments: Any = {"cityzq7": "Paris"} if object_ok else json.dumps({"cityzq7": "Paris"})
+    result = {"temperature": 21, "unit": "zq7unit"}
+    for content in ("sunny zq7result", json.dumps(result), result):
+        messages = [
+            *_with_call(arguments),
+            {"role": "tool", "tool_call_id": CALL_IDS[0], "name": "lookup_zq7", "content": content},
+        ]
+        form = "dict" if isinstance(content, dict) else "string"
+        rendered = render(
+            messages, f"a {form} tool result", crash=DICT_RESULT_RAISES if form == "dict" else CRASH
+        )
+        if rendered is None:
+            continue
+        if isinstance(content, str) and _reencoded(rendered, content):
+            findings.append(
+                RESULT_REENCODED(
+                    f"a string tool result is JSON-encoded a second time: {content!r} renders as "
+                    f"{json.dumps(content, ensure_ascii=False)!r}",
+                    fix="write a string result as it is: {% if m.content is string %}{{ m.content }}"
+                    "{% else %}{{ m.content | tojson }}{% endif %}",
+                )
+            )
+        elif isinstance(content, dict) and repr(content) in rendered:
+            findings.append(
+                RESULT_REPR(
+                    f"a dict tool result is rendered as a Python repr ({repr(content)!r}): the model sees "
+                    "single-quoted pseudo-JSON",
+                    fix="render a result that is not a string with | tojson",
+                )
+            )
+        elif "zq7result" not in rendered and "zq7unit" not in rendered:
+            findings.append(RESULT_DROPPED(f"a {form} tool result is dropped from the prompt"))
     return findings
