@@ -285,6 +285,13 @@ def _settings(config: pytest.Config) -> dict[str, Any]:
 
 def options_from(config: pytest.Config) -> Options:
     """The check settings of this run, from the command line (parsed once, at configuration)."""
+    if OPTIONS not in config.stash:
+        from templatecheck import settings as checked
+
+        consumers = checked.parse_consumers(config.getoption("consumer"))
+        config.stash[OPTIONS] = _options(
+            config, consumers, checked.parse_template_vars(config.getoption("template_var"))
+        )
     return config.stash[OPTIONS]
 
 

@@ -209,8 +209,13 @@ def test_stops_names_the_turn_end_the_stop_set_lacks(verdict: Callable[..., Chec
     runaway = (APPLE, IM_END, USER, IM_START, USER, *(USER,) * 11)
     replies = tuple(reply(i, correct=False, ids=runaway, raw="apple<|im_end|>user") for i in range(24))
     result = verdict(stops, evaluation(probe.Scores(variant("shipped"), replies), stop=(END_OF_TEXT,)))
-    assert result.outcome is Outcome.FAILED
-    lines = result.message.split("\n")
+    # <|im_end|> closes the template's turns: the root cause is end_of_turn's, noted here with the cost
+    assert result.outcome is Outcome.PASSED
+    (note,) = result.findings
+    assert note.cause == "end_of_turn.not_stop_token"
+    prefix = "also observed end_of_turn.not_stop_token (reported by `end_of_turn`): "
+    assert note.message.startswith(prefix)
+    lines = note.message.removeprefix(prefix).split("\n")
     assert lines[0] == (
         "0/24 replies ended with a stop token ('<|end_of_text|>' 1025, from generation_config.json "
         "eos_token_id) within 16 new tokens."
