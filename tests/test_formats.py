@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from difflib import SequenceMatcher
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from templatecheck.errors import TemplatecheckError
 from templatecheck.formats import (
@@ -20,9 +23,10 @@ from templatecheck.formats import (
     register,
     unregister,
 )
-from templatecheck.formats.compare import Case, Comparison, cases, comparable, compare
+from templatecheck.formats.compare import Case, Comparison, Policy, Reference, cases, comparable, compare
 from templatecheck.formats.detect import Choice, detect, evidence_of
-from templatecheck.model import load_model
+from templatecheck.formats.diffing import atoms, edits, opcodes
+from templatecheck.model import Template, load_model
 from templatecheck.render import RenderError
 from tests.conftest import FIXTURES, SHARED, fixture_model, needs_shared
 
@@ -66,6 +70,31 @@ def test_chatml_hermes_tool_call_and_responses() -> None:
 def test_chatml_leaves_the_wording_of_tool_definitions_undefined() -> None:
     with pytest.raises(Unsupported, match="does not fix the wording of Hermes' tool-definition system turn"):
         render("chatml", [HI], tools=[TOOL])
+
+
+def test_chatml_eos_after_replies_is_the_templates() -> None:
+    replies = render("chatml", [HI, YO, Q], eos_after_reply="</s>")
+    assert replies == (
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n</s>"
+        "<|im_start|>user\nQ?<|im_end|>\n"
+    )
+    assert render("chatml", [HI, YO], eos_at_end="</s>").endswith("Yo<|im_end|>\n</s>")
+    assert render("chatml", [HI, YO], eos_at_end="</s>", add_generation_prompt=True).endswith(
+        "Yo<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_plain_chatml_defines_no_tool_turns() -> None:
+    assert render("chatml-plain", [SYS, HI]) == render("chatml", [SYS, HI])
+    with pytest.raises(Unsupported, match="chatml-plain defines no tool calls or tool results"):
+        render("chatml-plain", [HI, CALL])
+
+
+def test_qwen25_default_system_prompt_gives_way_to_the_templates() -> None:
+    assert render("qwen2.5", [HI], default_system_prompt="") == "<|im_start|>user\nHi<|im_end|>\n"
+    assert render("qwen2.5", [HI], default_system_prompt="Think.").startswith(
+        "<|im_start|>system\nThink.<|im_end|>\n"
+    )
 
 
 def test_qwen25_default_system_prompt_tools_and_responses_in_a_user_turn() -> None:
@@ -155,6 +184,12 @@ MISTRAL = {"bos_token": "<s>", "eos_token": "</s>"}
 def test_mistral_v1_inst_as_text_and_system_in_the_first_user_message() -> None:
     text = render("mistral-v1", [SYS, HI, YO, Q], **MISTRAL)
     assert text == "<s> [INST] Be brief.\n\nHi [/INST] Yo</s> [INST] Q? [/INST]"
+    # SentencePiece's spaces before [INST] and a reply are the template's to write (mistral_common checks ids)
+    spaces = {"inst_space": "", "turn_space": "", "answer_space": ""}
+    assert (
+        render("mistral-v1", [HI, YO, Q], **MISTRAL, **spaces)
+        == "<s>[INST] Hi [/INST]Yo</s>[INST] Q? [/INST]"
+    )
 
 
 def test_mistral_v3_system_in_the_last_user_message_spm_and_tekken() -> None:
@@ -227,6 +262,7 @@ def test_phi3_and_zephyr_turns() -> None:
     assert render("phi3", [SYS, HI], add_generation_prompt=True) == (
         "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
     )
+    assert render("phi3", [HI], eos_at_end="<|endoftext|>") == "<|user|>\nHi<|end|>\n<|endoftext|>"
     assert render("zephyr", [SYS, HI], eos_token="</s>", add_generation_prompt=True) == (
         "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"
     )
@@ -281,7 +317,7 @@ def test_an_unknown_name_lists_the_known_families() -> None:
     with pytest.raises(TemplatecheckError) as info:
         get("llama4")
     message = str(info.value)
-    assert message.startswith("--reference 'llama4': no such reference format; known: chatml, gemma, ")
+    assert message.startswith("--reference 'llama4': no such reference format; known: chatml, chatml-plain, ")
     assert "(or 'none' to skip the comparison)" in message
     with pytest.raises(TemplatecheckError, match="reserved"):
         register(Format("none", _acme, "nothing"))
@@ -295,10 +331,27 @@ def test_aliases_name_the_same_format() -> None:
 # -------------------------------------------------------------------------------------------- detection
 
 
+SPM = "sentencepiece"
+
+
 @pytest.mark.parametrize(
     ("evidence", "family"),
     [
         (Evidence(templates=("<|im_start|>{{ m }}<|im_end|>",)), "chatml"),
+        (
+            Evidence(templates=("<|im_start|>{{ m }}<|im_end|><tool_call><tool_response><|im_start|>tool",)),
+            "chatml",
+        ),
+        (
+            Evidence(templates=("<|im_start|><|im_end|>{% for t in tools %}<function={{ t }}>{% endfor %}",)),
+            "chatml-plain",
+        ),
+        (
+            Evidence(
+                templates=("<|im_start|><|im_end|><tool_call><tool_response>{{ tools }}<|im_start|>user",)
+            ),
+            "qwen2.5",
+        ),
         (Evidence(templates=("<|im_start|><|im_end|><think>",)), None),
         (
             Evidence(
@@ -309,13 +362,13 @@ def test_aliases_name_the_same_format() -> None:
             "qwen2.5",
         ),
         (Evidence(templates=("<|start_header_id|><|eot_id|>",)), "llama3"),
+        (Evidence(tokens=frozenset({"<|eot_id|>"}), templates=("<|start_header_id|>",)), "llama3"),
+        (Evidence(templates=("<|start_header_id|>",)), None),
         (Evidence(templates=("<|start_header_id|>Cutting Knowledge Date",)), "llama3.1"),
         (Evidence(templates=("[INST] <<SYS>>",)), "llama2"),
-        (Evidence(templates=("[INST][/INST]",), tokenizer_kind="sentencepiece"), "mistral-v1"),
+        (Evidence(templates=("[INST][/INST]",), tokenizer_kind=SPM), "mistral-v1"),
         (
-            Evidence(
-                tokens=frozenset({"[INST]"}), templates=("[INST][/INST]",), tokenizer_kind="sentencepiece"
-            ),
+            Evidence(tokens=frozenset({"[INST]"}), templates=("[INST][/INST]",), tokenizer_kind=SPM),
             "mistral-v3",
         ),
         (
@@ -330,6 +383,17 @@ def test_aliases_name_the_same_format() -> None:
             ),
             "mistral-v7-tekken",
         ),
+        # a tokenizer that is not Mistral's: the template's tool tokens and spacing tell the version and kind
+        (
+            Evidence(templates=("'[INST] ' [/INST] call_id [TOOL_CALLS]",), tokenizer_kind="bytelevel"),
+            "mistral-v3",
+        ),
+        (
+            Evidence(templates=("'[INST]' [/INST] call_id [TOOL_CALLS]",), tokenizer_kind="bytelevel"),
+            "mistral-v3-tekken",
+        ),
+        (Evidence(templates=("[INST] [/INST][SYSTEM_PROMPT] ",), tokenizer_kind="bytelevel"), "mistral-v7"),
+        (Evidence(templates=("[INST][/INST][TOOL_RESULTS]",), tokenizer_kind=SPM), None),  # v2: no call ids
         (Evidence(tokens=frozenset({"[INST]"}), templates=("[INST][/INST][ARGS]",)), None),
         (Evidence(templates=("<start_of_turn><end_of_turn>",), config={"model_type": "gemma2"}), "gemma"),
         (
@@ -337,16 +401,50 @@ def test_aliases_name_the_same_format() -> None:
             "gemma3",
         ),
         (Evidence(templates=("<|user|><|end|>",)), "phi3"),
+        (Evidence(templates=("{{ '<|' + m.role + '|>\n' }}<|end|><|assistant|>",)), "phi3"),
         (Evidence(templates=("<|user|><|assistant|>{{ eos_token }}",)), "zephyr"),
-        (Evidence(tokens=frozenset({"<start_of_turn>"}), templates=("{{ messages }}",)), "gemma"),
+        # tokens decide only when there is no template to read
+        (Evidence(tokens=frozenset({"<start_of_turn>"}), templates=("{{ messages }}",)), None),
+        (Evidence(tokens=frozenset({"<start_of_turn>"})), "gemma"),
         (Evidence(templates=("{{ messages }}",)), None),
     ],
 )
-def test_detection_from_literals_then_tokens(evidence: Evidence, family: str | None) -> None:
+def test_detection_from_the_template_with_the_tokenizer_telling_variants_apart(
+    evidence: Evidence, family: str | None
+) -> None:
     choice = detect(evidence)
-    assert (choice.format.name if choice.format else None) == family
-    if family is None:
-        assert choice.how.startswith("no known format detected")
+    assert (choice.format.name if choice.format else None) == family, choice.how
+
+
+@pytest.mark.parametrize(
+    ("template", "looks_like"),
+    [
+        ("<|im_start|><|im_end|><think>", "reasoning ChatML (Qwen 3, QwQ, SmolLM 3: <think> blocks)"),
+        (
+            "[INST][/INST][ARGS]",
+            "Mistral tokenizer v11 or later ([CALL_ID], [ARGS], [THINK], [MODEL_SETTINGS])",
+        ),
+        ("[INST][/INST][TOOL_RESULTS]", "Mistral tokenizer v2 (tool calls and results without call ids)"),
+        ("<|START_OF_TURN_TOKEN|>", "Cohere Command R / A"),
+        ("<|start_header_id|>{{ '>>>' }}<|eot_id|>", "Functionary (MeetKai)"),
+        ("<|user|>[BEGIN FINAL RESPONSE]<|end|>", "Apriel (ServiceNow)"),
+    ],
+)
+def test_a_family_without_a_reference_is_named(template: str, looks_like: str) -> None:
+    how = detect(Evidence(tokens=frozenset({"<|im_start|>", "[INST]"}), templates=(template,))).how
+    assert how.startswith(f"the template looks like {looks_like} (it writes ")
+    assert how.endswith(
+        "a family templatecheck has no reference format for; pass --reference NAME to compare with one anyway"
+    )
+
+
+def test_without_a_telling_template_the_tokenizer_only_suggests() -> None:
+    choice = detect(Evidence(tokens=frozenset({"<|im_start|>", "<|im_end|>"}), templates=("{{ messages }}",)))
+    assert choice.format is None
+    assert choice.how == (
+        "the template writes the literals of no known format; the tokenizer suggests chatml (the tokenizer has "
+        "<|im_start|> and <|im_end|>): --reference chatml compares with it; pass --reference NAME"
+    )
 
 
 def test_evidence_reads_tokenizer_files_without_transformers() -> None:
@@ -357,6 +455,14 @@ def test_evidence_reads_tokenizer_files_without_transformers() -> None:
     hermes = evidence_of(fixture_model("hermes-3-tiny"))
     assert {"<|im_start|>", "<|start_header_id|>"} <= hermes.tokens  # both kinds: the template decides
     assert detect(hermes).name == "chatml"
+
+
+def test_each_template_is_detected_on_its_own() -> None:
+    model = fixture_model("hermes-3-tiny")
+    other = Template("llama", "<|start_header_id|>{{ messages[0].content }}<|eot_id|>", "<test>")
+    both = replace(model, templates={**model.templates, "llama": other})
+    assert detect(evidence_of(both, other)).name == "llama3"
+    assert detect(evidence_of(both, both.templates["default"])).name == "chatml"
 
 
 @pytest.mark.parametrize(
@@ -383,18 +489,6 @@ def test_detection_of_the_real_tokenizer_directories(name: str, family: str, kin
     assert detect(evidence).name == family
 
 
-@needs_shared
-def test_without_a_telling_template_the_tokens_decide() -> None:
-    evidence = evidence_of(load_model(str(SHARED / "models" / "llama-3.1-8b-instruct")))
-    untold = replace(evidence, templates=("{{ messages }}",))
-    choice = detect(untold)
-    assert choice.name == "llama3.1"
-    assert (
-        choice.how
-        == "detected: the tokenizer has <|start_header_id|>, <|eom_id|> and <|python_tag|> (Llama 3.1+)"
-    )
-
-
 def test_the_choice_says_how_it_was_made() -> None:
     detected = detect(Evidence(templates=("<|start_header_id|><|eot_id|>",)))
     assert detected.short() == "llama3 (detected)"
@@ -402,6 +496,87 @@ def test_the_choice_says_how_it_was_made() -> None:
     assert detect(Evidence()).short() == "none (not detected)"
     assert Choice(get("gemma"), "--reference").short() == "gemma (--reference)"
     assert Choice(None, "--reference none").short() == "none (--reference none)"
+
+
+# ------------------------------------------------------------------------------ free wording and policy
+
+
+@pytest.mark.parametrize(
+    ("family", "variable", "rendering", "value"),
+    [
+        (
+            "llama3.1",
+            "date_string",
+            "<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n",
+            "26 Jul 2024",
+        ),
+        ("mistral-v1", "inst_space", "[INST] Hi [/INST]", ""),
+        ("mistral-v1", "turn_space", "[INST] Hi [/INST] Yo</s> [INST] Q? [/INST]", " "),
+        ("mistral-v1", "answer_space", "[INST] Hi [/INST]Yo</s>", ""),
+        ("chatml", "eos_after_reply", "<|im_start|>assistant\nYo<|im_end|>\n</s><|im_start|>user", "</s>"),
+        ("chatml", "eos_at_end", "<|im_start|>assistant\nYo<|im_end|>\n</s>", "</s>"),
+        ("phi3", "eos_at_end", "<|user|>\nHi<|end|>\n</s>", "</s>"),
+    ],
+)
+def test_the_wording_a_format_leaves_free_is_read_from_a_rendering(
+    family: str, variable: str, rendering: str, value: str
+) -> None:
+    slot = next(f for f in get(family).free if f.variable == variable)
+    assert slot.read(rendering, eos="</s>") == value
+    assert slot.read("nothing of it", eos="</s>") is None
+
+
+def test_compare_follows_the_templates_default_system_prompt_and_says_so() -> None:
+    def with_default(case: Case) -> str:
+        messages = [dict(m) for m in case.messages]
+        if not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": "Be kind."})
+        return get("chatml").render(messages, add_generation_prompt=case.add_generation_prompt)
+
+    sample = cases(0, tool_calls=False)
+    special = {"bos_token": "", "eos_token": ""}
+    plain = compare(get("chatml"), with_default, sample, special)
+    assert plain.differences and not plain.aligned
+    followed = compare(get("chatml"), with_default, sample, special, Policy(default_system="Be kind."))
+    assert not followed.differences
+    assert followed.aligned_summary() == f"default system prompt 'Be kind.' (in 2 of {followed.compared})"
+
+
+def test_the_default_system_prompt_of_a_learnt_policy_replaces_the_formats_own() -> None:
+    learnt = Reference(get("qwen2.5"), {}, Policy(learnt=True))
+    assert learnt.render([HI], add_generation_prompt=False, tools=None) == "<|im_start|>user\nHi<|im_end|>\n"
+    unknown = Reference(get("qwen2.5"), {}, Policy())
+    assert unknown.render([HI], add_generation_prompt=False, tools=None).startswith(
+        "<|im_start|>system\nYou are Qwen"
+    )
+
+
+# --------------------------------------------------------------------------------------------- the diff
+
+
+@given(
+    st.lists(st.sampled_from("ab\n<"), max_size=14),
+    st.lists(st.sampled_from("ab\n<"), max_size=14),
+)
+def test_the_diff_is_a_shortest_edit_script(a: list[str], b: list[str]) -> None:
+    ranges = edits(a, b)
+    rebuilt, at = [], 0
+    for i1, i2, j1, j2 in ranges:
+        assert at <= i1 <= i2 and a[at:i1] == b[len(rebuilt) : len(rebuilt) + i1 - at]
+        rebuilt += a[at:i1] + b[j1:j2]
+        at = i2
+    assert rebuilt + a[at:] == b
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    longest = sum(block.size for block in matcher.get_matching_blocks())
+    assert sum(i2 - i1 for i1, i2, _, _ in ranges) <= len(a) - longest  # never more edits than difflib's
+
+
+def test_the_diff_keeps_each_turn_with_its_own_end_token() -> None:
+    ref = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n<|im_start|>assistant\n"
+    tpl = "<|im_start|>user <|im_end|>\n<|im_start|>assistant <|im_end|>\n<|im_start|>assistant\n"
+    ranges, _ = opcodes(ref, tpl)
+    assert [(ref[i1:i2], tpl[j1:j2]) for i1, i2, j1, j2 in ranges] == [("\n", " "), ("\n", " ")]
+    assert atoms("<|im_end|>&#34;x\\u00e9") == ["<|im_end|>", "&#34;", "x", "\\u00e9"]
 
 
 def test_the_skipped_summary_counts_reasons_most_frequent_first() -> None:

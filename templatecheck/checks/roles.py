@@ -190,6 +190,24 @@ def _words(text: str) -> str:
     return " ".join(re.findall(r"[A-Za-z][A-Za-z'’]+(?:[ ,.:;!?-]+[A-Za-z0-9][A-Za-z0-9'’]*)*", text))  # noqa: RUF001
 
 
+def injected_system_text(subject: Subject) -> str | None:
+    """The text the template writes, for a conversation without a system message, where a system message's
+    text would go (``""`` when none); ``None`` when that cannot be told (no user turn renders, or a system
+    message leaves no trace). The ``reference`` check renders its reference with it."""
+    question = conv.user(conv.USER_TEXT)
+    marker = "zq7 system text"
+    try:
+        alone = subject.render([question], add_generation_prompt=True)
+        with_system = subject.render([conv.system(marker), question], add_generation_prompt=True)
+    except RenderError:
+        return None
+    if marker not in with_system:
+        return None
+    baseline = with_system.replace(marker, "")
+    matcher = difflib.SequenceMatcher(a=baseline, b=alone, autojunk=False)
+    return "".join(alone[j1:j2] for op, _, _, j1, j2 in matcher.get_opcodes() if op in ("insert", "replace"))
+
+
 @check(Layer.TEMPLATE)
 def default_system_prompt(subject: Subject) -> list[Finding]:
     """Reports the text the template injects when the conversation has no system message.
@@ -197,18 +215,11 @@ def default_system_prompt(subject: Subject) -> list[Finding]:
     A default system prompt is legal but risky (a warning): evaluations and clients that send no system
     message still get one, and publishers must say so on the model card.
     """
-    question = conv.user(conv.USER_TEXT)
-    marker = "zq7 system text"
-    try:
-        alone = subject.render([question], add_generation_prompt=True)
-        with_system = subject.render([conv.system(marker), question], add_generation_prompt=True)
-    except RenderError:
-        return [skipped("the template does not render a user turn with and without a system message")]
-    if marker not in with_system:
-        return [skipped("the template does not show a system message, so no default can be told apart")]
-    baseline = with_system.replace(marker, "")
-    matcher = difflib.SequenceMatcher(a=baseline, b=alone, autojunk=False)
-    extra = "".join(alone[j1:j2] for op, _, _, j1, j2 in matcher.get_opcodes() if op in ("insert", "replace"))
+    extra = injected_system_text(subject)
+    if extra is None:
+        return [
+            skipped("the template does not render and show a user turn with and without a system message")
+        ]
     words = _words(extra)
     if len(words) < 12:
         return []

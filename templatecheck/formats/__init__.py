@@ -17,8 +17,8 @@ in detection before the built-in ones, and ``--reference NAME`` selects one by n
 from __future__ import annotations
 
 from templatecheck.errors import TemplatecheckError
-from templatecheck.formats.base import Evidence, Format, ReferenceRenderer, Unsupported
-from templatecheck.formats.chatml import CHATML, QWEN25
+from templatecheck.formats.base import Evidence, Format, Free, ReferenceRenderer, Unsupported
+from templatecheck.formats.chatml import CHATML, CHATML_PLAIN, QWEN25
 from templatecheck.formats.gemma import GEMMA, GEMMA3
 from templatecheck.formats.llama import LLAMA2, LLAMA3, LLAMA31
 from templatecheck.formats.mistral import (
@@ -39,6 +39,7 @@ NONE = "none"
 BUILTIN: tuple[Format, ...] = (
     QWEN25,
     CHATML,
+    CHATML_PLAIN,
     LLAMA31,
     LLAMA3,
     LLAMA2,
@@ -118,6 +119,7 @@ __all__ = [
     "NONE",
     "Evidence",
     "Format",
+    "Free",
     "ReferenceRenderer",
     "Unsupported",
     "formats",

@@ -9,6 +9,7 @@ format prescribes; for an input its source does not define (a role, tools, a mes
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,16 @@ class Evidence:
         """Some template contains every one of ``literals``."""
         return any(all(literal in source for literal in literals) for source in self.templates)
 
+    def confirms(self, head: str, end: str) -> str | None:
+        """How the evidence shows a family whose turns open with ``head`` and end with ``end``: the template
+        writes both, or writes ``head`` and the tokenizer has ``end`` (a template that lost its end-of-turn
+        token is still of the family); ``None`` otherwise."""
+        if self.writes(head, end):
+            return f"the template writes {head} and {end}"
+        if self.writes(head) and end in self.tokens:
+            return f"the template writes {head}, and the tokenizer has {end}"
+        return None
+
     @property
     def model_type(self) -> str:
         return str(self.config.get("model_type") or "")
@@ -64,6 +75,29 @@ class Evidence:
 #: every detector about the templates first, then again with ``templates=()`` so that detectors can fall back
 #: on the tokenizer's tokens (decide from tokens only when ``evidence.templates`` is empty).
 Detector = Callable[[Evidence], "str | None"]
+
+
+@dataclass(frozen=True)
+class Free:
+    """Wording a format leaves to the template (a date, a sentence of a preamble, a space).
+
+    The ``reference`` check reads the value once per template, with ``pattern`` (one group), from the
+    template's own renderings of a few plain conversations, and passes it to the renderer as the keyword
+    ``variable``; without a match the renderer writes its default.
+    """
+
+    variable: str
+    #: A regular expression with one group; ``{eos}`` stands for the tokenizer's EOS token.
+    pattern: str
+    #: What the value is, for the report: ``date of the system preamble``.
+    what: str
+
+    def read(self, rendering: str, eos: str = "") -> str | None:
+        """The value in ``rendering``, or ``None``."""
+        if "{eos}" in self.pattern and not eos:
+            return None
+        found = re.search(self.pattern.replace("{eos}", re.escape(eos)), rendering)
+        return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -82,6 +116,8 @@ class Format:
     #: The format writes message text without its leading and trailing whitespace (Meta's Llama reference
     #: code and Gemma's templates strip it), so a template that trims is faithful to it.
     strips_text: bool = False
+    #: What the format leaves to the template (see :class:`Free`).
+    free: tuple[Free, ...] = ()
 
     @property
     def source(self) -> str:
@@ -141,6 +177,7 @@ __all__ = [
     "Detector",
     "Evidence",
     "Format",
+    "Free",
     "Messages",
     "ReferenceRenderer",
     "Tools",

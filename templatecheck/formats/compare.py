@@ -7,7 +7,9 @@ definitions. A conversation that ends with the user or a tool result is rendered
 generation prompt; one that ends with a reply, without.
 
 A leading BOS is removed from both renderings before they are compared: whether BOS comes from the template
-or from the tokenizer is the ``double_bos`` check's concern, and formats differ only in who writes it.
+or from the tokenizer is the ``double_bos`` check's concern, and formats differ only in who writes it. The
+reference follows the template's :class:`Policy` (its default system prompt, the wording the format leaves
+free), so that what differs is the format.
 """
 
 from __future__ import annotations
@@ -116,10 +118,84 @@ def comparable(text: str, bos_token: str) -> str:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What the template decides where the format leaves the choice to it, learnt from its own renderings.
+
+    The reference follows it, so that the comparison sees the format and not the policy (the policy is the
+    ``default_system_prompt`` and ``clock`` checks' to report).
+    """
+
+    #: The system message the template behaves as if it were given, in conversations that have none (a
+    #: default system prompt): the reference renders those conversations with it.
+    default_system: str | None = None
+    #: What the template writes where a system message's text would go, for a conversation without one ("" for
+    #: nothing): the default system prompt, when that is all it is; the classification looks for it.
+    injected: str = ""
+    #: Template variables of the run (``--template-var``), which the reference receives too.
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    #: The policy was learnt from the template: a format's own default system prompt (Qwen 2.5's) then gives
+    #: way to the template's (``default_system``, or none).
+    learnt: bool = False
+    #: The wording the format leaves free, as the template writes it: ``variable -> value`` (see
+    #: :class:`~templatecheck.formats.base.Free`).
+    free: Mapping[str, str] = field(default_factory=dict)
+
+    def renderer_variables(self) -> dict[str, Any]:
+        """What the reference renderer receives: the run's variables, and the template's default system
+        prompt (``default_system_prompt``, ``""`` for none) once learnt."""
+        learnt = {"default_system_prompt": self.default_system or ""} if self.learnt else {}
+        return {**learnt, **self.variables, **self.free}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A format with everything it renders with: BOS/EOS, the template's policy, the free wording read."""
+
+    fmt: Format
+    special: Mapping[str, str]
+    policy: Policy = field(default_factory=Policy)
+
+    @property
+    def bos(self) -> str:
+        return self.special.get("bos_token", "")
+
+    def messages(self, case: Case) -> list[dict[str, Any]]:
+        """The case's messages as the reference renders them: with the template's default system prompt."""
+        messages = [dict(m) for m in case.messages]
+        default = self.policy.default_system
+        if default is not None and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": default})
+        return messages
+
+    def render(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> str:
+        """The reference text, leading BOS removed; raises :class:`Unsupported`."""
+        text = self.fmt.render(
+            [dict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            tools=[dict(t) for t in tools] if tools else None,
+            bos_token=self.bos,
+            eos_token=self.special.get("eos_token", ""),
+            now=PINNED_CLOCK,
+            **self.policy.renderer_variables(),
+        )
+        return comparable(text, self.bos)
+
+
+@dataclass(frozen=True)
 class Difference:
+    """One rendering on which the template and the reference differ (leading BOS removed from both)."""
+
     case: Case
     reference: str
     template: str
+    #: The messages the reference rendered (the case's, aligned with the template's policy).
+    messages: tuple[Message, ...] = ()
 
     @property
     def size(self) -> tuple[bool, int, int]:
@@ -140,6 +216,9 @@ class Comparison:
     not_rendered: int = 0
     #: An exception of the reference renderer other than :class:`Unsupported` (a bug in the format).
     broken: str | None = None
+    #: How the reference followed the template's policy: what it did, and in how many renderings
+    #: (``"default system prompt 'You are a helpful assistant.'" -> 98``).
+    aligned: Counter[str] = field(default_factory=Counter)
 
     def skipped_summary(self) -> str:
         """Why conversations were not compared, most frequent first, with counts."""
@@ -151,29 +230,34 @@ class Comparison:
             parts.append(f"the template does not render the conversation ({self.not_rendered})")
         return "; ".join(parts)
 
+    def aligned_summary(self) -> str:
+        """How the reference followed the template's policy, with the renderings each choice applied to."""
+        return "; ".join(f"{what} (in {n} of {self.compared})" for what, n in self.aligned.most_common())
+
 
 Render = Callable[[Case], str]
 
 
 def compare(
-    fmt: Format, render_template: Render, cases: Sequence[Case], special: Mapping[str, str]
+    fmt: Format,
+    render_template: Render,
+    cases: Sequence[Case],
+    special: Mapping[str, str],
+    policy: Policy | None = None,
 ) -> Comparison:
     """Render every case with ``fmt`` and with the template; collect the differences (leading BOS removed).
 
     ``render_template`` raises :class:`~templatecheck.render.RenderError` for what the template refuses;
-    ``special`` holds ``bos_token`` and ``eos_token``.
+    ``special`` holds ``bos_token`` and ``eos_token``. The reference follows ``policy``: the template's default
+    system prompt, and the wording the format leaves free as the template writes it.
     """
-    bos, eos = special.get("bos_token", ""), special.get("eos_token", "")
+    reference = Reference(fmt, special, policy or Policy())
     result = Comparison()
     for case in cases:
+        messages = reference.messages(case)
         try:
-            expected = fmt.render(
-                [dict(m) for m in case.messages],
-                add_generation_prompt=case.add_generation_prompt,
-                tools=[dict(t) for t in case.tools] if case.tools else None,
-                bos_token=bos,
-                eos_token=eos,
-                now=PINNED_CLOCK,
+            expected = reference.render(
+                messages, add_generation_prompt=case.add_generation_prompt, tools=case.tools
             )
         except Unsupported as why:
             result.unsupported[str(why)] += 1
@@ -182,11 +266,16 @@ def compare(
             result.broken = f"the {fmt.name} reference renderer raised {type(exc).__name__}: {exc}"
             return result
         try:
-            actual = render_template(case)
+            actual = comparable(render_template(case), reference.bos)
         except RenderError:
             result.not_rendered += 1
             continue
         result.compared += 1
-        if comparable(actual, bos) != comparable(expected, bos):
-            result.differences.append(Difference(case, comparable(expected, bos), comparable(actual, bos)))
+        if len(messages) > len(case.messages):
+            result.aligned[f"default system prompt {reference.policy.default_system!r}"] += 1
+        for slot in fmt.free:
+            if slot.variable in reference.policy.free:
+                result.aligned[f"{slot.what} {reference.policy.free[slot.variable]!r}"] += 1
+        if actual != expected:
+            result.differences.append(Difference(case, expected, actual, tuple(messages)))
     return result

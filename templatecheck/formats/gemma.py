@@ -78,8 +78,9 @@ def render_gemma3(
 def detect_gemma(evidence: Evidence) -> str | None:
     if evidence.model_type.startswith("gemma3"):
         return None
-    if evidence.writes("<start_of_turn>", "<end_of_turn>"):
-        return "the template writes <start_of_turn> and <end_of_turn>"
+    found = evidence.confirms("<start_of_turn>", "<end_of_turn>")
+    if found:
+        return found
     if not evidence.templates and "<start_of_turn>" in evidence.tokens:
         return "the tokenizer has <start_of_turn>"
     return None

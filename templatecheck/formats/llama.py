@@ -10,6 +10,7 @@ from typing import Any
 from templatecheck.formats.base import (
     Evidence,
     Format,
+    Free,
     Messages,
     Tools,
     Unsupported,
@@ -121,8 +122,9 @@ def render_llama3(
 
 
 def detect_llama3(evidence: Evidence) -> str | None:
-    if evidence.writes("<|start_header_id|>", "<|eot_id|>"):
-        return "the template writes <|start_header_id|> and <|eot_id|>"
+    found = evidence.confirms("<|start_header_id|>", "<|eot_id|>")
+    if found:
+        return found
     if not evidence.templates and {"<|start_header_id|>", "<|eot_id|>"} <= evidence.tokens:
         return "the tokenizer has <|start_header_id|> and <|eot_id|>"
     return None
@@ -179,9 +181,9 @@ def render_llama31(
     model cards; details of the tool turns as in the instruct templates Meta publishes with the models.
     Headers and ``<|eot_id|>`` as Llama 3, content stripped. A system turn always comes first:
     ``Environment: ipython\\n`` when tools are given, then ``Cutting Knowledge Date: December 2023\\n``,
-    ``Today Date: {date}\\n\\n`` and the system message. The date is ``date_string`` when the caller passes
-    one, else today's date from the clock as ``%d %b %Y`` (``15 Jan 2026``; Meta's own ``llama-models`` code
-    writes the month in full). Custom tools (JSON tool calling) go into the first user turn: an instruction,
+    ``Today Date: {date}\\n\\n`` and the system message. The date is free (:data:`TODAY`): the one the
+    template writes, else ``date_string`` when the caller passes one, else today's date from the clock as
+    ``%d %b %Y`` (``15 Jan 2026``; Meta's own ``llama-models`` code writes the month in full). Custom tools (JSON tool calling) go into the first user turn: an instruction,
     each tool as indented JSON, then the user's text. A call is
     ``{"name": ..., "parameters": {...}}`` as the assistant turn; a tool result is an ``ipython`` turn.
 
@@ -227,11 +229,16 @@ def detect_llama31(evidence: Evidence) -> str | None:
     return None
 
 
+#: The date of the preamble is the caller's or the template's: Meta's templates hard-code ``26 Jul 2024`` unless
+#: ``date_string`` is passed, others write today's date from ``strftime_now``.
+TODAY = Free("date_string", r"Today Date: (\d{1,2} [A-Z][a-z]+ \d{4})\n", "date of the system preamble")
+
 LLAMA31 = Format(
     "llama3.1",
     render_llama31,
-    "Llama 3.1/3.2/3.3: Cutting Knowledge preamble, Today Date from the clock, ipython tools",
+    "Llama 3.1/3.2/3.3: Cutting Knowledge preamble, Today Date, ipython tools",
     detect=detect_llama31,
     aliases=("llama3.2", "llama3.3"),
     strips_text=True,
+    free=(TODAY,),
 )

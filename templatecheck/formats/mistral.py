@@ -11,6 +11,7 @@ and for Tekken it does not (``[INST]hello``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Any
 from templatecheck.formats.base import (
     Evidence,
     Format,
+    Free,
     Messages,
     Tools,
     Unsupported,
@@ -152,7 +154,8 @@ def render_mistral(
             if system and version.name != "v7" and i == (first_user if version.name == "v1" else last_user):
                 content = f"{system}\n\n{content}"
             if version.name == "v1":
-                out.append(f" [INST] {content} [/INST]")
+                space = variables.get("inst_space" if i == first_user else "turn_space", " ")
+                out.append(f"{space}[INST] {content} [/INST]")
                 continue
             if tools and i == last_user:
                 out.append("[AVAILABLE_TOOLS]" + version.piece(dumps(list(tools))) + "[/AVAILABLE_TOOLS]")
@@ -161,7 +164,7 @@ def render_mistral(
             if message.get("tool_calls"):
                 out.append(_calls(version, message) + eos_token)
             elif version.name == "v1":
-                out.append(f" {content}{eos_token}")
+                out.append(f"{variables.get('answer_space', ' ')}{content}{eos_token}")
             else:
                 out.append(version.piece(content.rstrip(" ")) + eos_token)
         else:
@@ -174,7 +177,9 @@ _SOURCES = {
         "Mistral 7B Instruct v0.1/v0.2 and Mixtral 8x7B (tokenizer v1, SentencePiece).\n\n"
         "    Source: mistral-common's ``InstructTokenizerV1`` and Mistral's tokenization guide (docs.mistral.ai,\n"
         '    "Tokenization"): ``<s>▁[INST]▁{user}▁[/INST]▁{answer}</s>``, where ``[INST]`` and ``[/INST]`` are\n'
-        "    plain text; all system messages, joined by a blank line, open the first user message.\n\n"
+        "    plain text; all system messages, joined by a blank line, open the first user message. The spaces\n"
+        "    before ``[INST]`` and a reply (SentencePiece's ``▁``) are the template's to write or not\n"
+        "    (:data:`INST_SPACE`, :data:`TURN_SPACE`, :data:`ANSWER_SPACE`).\n\n"
         "    Not defined (:class:`Unsupported`): tools; empty assistant messages; orders mistral-common rejects."
     ),
     "v3": (
@@ -198,11 +203,21 @@ _SOURCES = {
 }
 
 
+#: v1 writes ``[INST]``, ``[/INST]`` and the reply as separate text pieces, each of which SentencePiece encodes
+#: with a leading ``▁`` (mistral-common's `` [INST]`` and `` {reply}``); whether a text template must write
+#: that space depends on the tokenizer (one that prepends ``▁`` to every piece needs none), so the format
+#: leaves it to the template, and the ``mistral_common`` check compares the token ids.
+INST_SPACE = Free("inst_space", r"^( ?)\[INST\]", "space before the first [INST]")
+TURN_SPACE = Free("turn_space", r">( ?)\[INST\]", "space before a later [INST]")
+ANSWER_SPACE = Free("answer_space", r"\[/INST\]( ?)(?=\S)", "space before a reply")
+
+
 def _format(version: Version, summary: str) -> Format:
     renderer = partial(render_mistral, version)
     tekken = "" if version.spm else ", with a Tekken tokenizer (no space after control tokens)"
     renderer.__doc__ = _SOURCES[version.name].replace("TEKKEN", tekken)
-    return Format(version.family, renderer, summary, detect=partial(_detect, version))
+    free = (INST_SPACE, TURN_SPACE, ANSWER_SPACE) if version.name == "v1" else ()
+    return Format(version.family, renderer, summary, detect=partial(_detect, version), free=free)
 
 
 #: Control tokens of tokenizer versions after v7 (v11: ``[CALL_ID]``; v13: ``[ARGS]``, ``[THINK]``; v15:
@@ -210,27 +225,54 @@ def _format(version: Version, summary: str) -> Format:
 LATER_VERSIONS = ("[CALL_ID]", "[ARGS]", "[THINK]", "[MODEL_SETTINGS]")
 
 
+#: Control tokens of v3's tool format: a template that writes one is v3 or later, whatever the tokenizer.
+V3_TOOLS = ("[AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]")
+
+
 def _detect(version: Version, evidence: Evidence) -> str | None:
-    """Mistral's version shows in the tokenizer: v1 has ``[INST]`` as text, v3 as a control token, v7 adds
-    ``[SYSTEM_PROMPT]``; SentencePiece or Tekken shows in the tokenizer's kind."""
+    """Mistral's version shows in the template where it writes v3's tool tokens or v7's ``[SYSTEM_PROMPT]``,
+    else in the tokenizer (v1 has ``[INST]`` as text, v3 as a control token). SentencePiece or Tekken shows
+    in a Mistral tokenizer's kind; with another tokenizer, in the template (a SentencePiece template writes a
+    space after each control token, ``'[INST] '``)."""
     if not evidence.writes("[INST]", "[/INST]") or evidence.writes("<<SYS>>"):
         return None
     if any(evidence.writes(marker) for marker in LATER_VERSIONS):
         return None
-    control = "[INST]" in evidence.tokens
-    v7 = "[SYSTEM_PROMPT]" in evidence.tokens or evidence.writes("[SYSTEM_PROMPT]")
-    found = "v7" if v7 else "v3" if control else "v1"
-    spm = found == "v1" or evidence.tokenizer_kind not in ("tekken", "bytelevel")
+    found, how = _version(evidence)
+    spm, kind = _kind(found, evidence)
     if found != version.name or spm != version.spm:
         return None
-    how = {
-        "v1": "the template writes [INST], which the tokenizer has as plain text",
-        "v3": "the template writes [INST], a control token of the tokenizer, and the tokenizer has no "
-        "[SYSTEM_PROMPT]",
-        "v7": "the template and tokenizer have [SYSTEM_PROMPT]",
-    }[found]
-    kind = "a SentencePiece tokenizer" if spm else "a Tekken (byte-level) tokenizer"
     return f"{how}; {kind}"
+
+
+def _version(evidence: Evidence) -> tuple[str, str]:
+    if evidence.writes("[SYSTEM_PROMPT]"):
+        return "v7", "the template writes [INST] and [SYSTEM_PROMPT]"
+    if "[SYSTEM_PROMPT]" in evidence.tokens:
+        return "v7", "the template writes [INST], and the tokenizer has [SYSTEM_PROMPT]"
+    tools = next((t for t in V3_TOOLS if evidence.writes(t)), None)
+    if tools:
+        return "v3", f"the template writes [INST] and {tools}"
+    if "[INST]" in evidence.tokens:
+        return (
+            "v3",
+            "the template writes [INST], a control token of the tokenizer, and the tokenizer has no [SYSTEM_PROMPT]",
+        )
+    return "v1", "the template writes [INST], which the tokenizer has as plain text"
+
+
+def _kind(found: str, evidence: Evidence) -> tuple[bool, str]:
+    """SentencePiece (``True``) or Tekken, and how that shows."""
+    if found == "v1" or evidence.tokenizer_kind == "sentencepiece":
+        return True, "a SentencePiece tokenizer"
+    if evidence.tokenizer_kind == "tekken" or "[INST]" in evidence.tokens:
+        return False, "a Tekken (byte-level) tokenizer"
+    if any(
+        re.search(r"\[(INST|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS|SYSTEM_PROMPT)\] ", t)
+        for t in evidence.templates
+    ):
+        return True, "the template writes a space after its control tokens, as SentencePiece templates do"
+    return False, "the template writes no space after its control tokens, as Tekken templates do"
 
 
 MISTRAL_V1 = _format(

@@ -39,8 +39,8 @@ def render_zephyr(
 
 
 def detect_zephyr(evidence: Evidence) -> str | None:
-    if evidence.writes("<|user|>", "<|assistant|>", "eos_token") and not evidence.writes("<|end|>"):
-        return "the template writes <|user|> and <|assistant|> and ends turns with eos_token"
+    if evidence.writes("<|assistant|>", "eos_token") and not evidence.writes("<|end|>"):
+        return "the template writes <|assistant|> and ends turns with eos_token"
     return None
 
 
