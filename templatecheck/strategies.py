@@ -134,7 +134,7 @@ def tool_exchange(draw: st.DrawFn, support: Support, index: int) -> list[Message
     for k in range(draw(st.integers(min_value=1, max_value=2))):
         calls.append(
             {
-                "id": f"call{index:03d}{k:02d}",  # 9 characters, as Mistral formats require
+                "id": f"call_{index}_{k}",
                 "type": "function",
                 "function": {"name": draw(_name()), "arguments": draw(_arguments(support))},
             }

@@ -443,6 +443,23 @@ def test_prefix_stability_warns_on_tool_definitions_moved_to_the_last_user_turn(
     )
 
 
+def test_prefix_stability_names_both_the_system_prompt_and_the_tools_moved() -> None:
+    """Mistral v0.3 places both by the last user turn: only without both is history stable."""
+    source = (
+        "{% set ns = namespace(last=0) %}{% for m in messages %}{% if m.role == 'user' %}"
+        "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for m in messages %}"
+        "{% if m.role == 'user' and loop.index0 == ns.last %}{% if tools %}[TOOLS]{{ tools | tojson }}[/TOOLS]"
+        "{% endif %}{% if messages[0].role == 'system' %}[SYS]{{ messages[0].content }}{% endif %}{% endif %}"
+        "{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}{% for c in m.tool_calls or [] %}"
+        "<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    result = prefix_stability(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.WARNING, result.message
+    assert set(causes(result)) == {"prefix_stability.system_moved", "prefix_stability.tools_moved"}
+    assert "prefix_stability.history_changed" not in causes(result)
+
+
 def test_prefix_stability_warns_on_dropped_reasoning() -> None:
     source = (
         "{% set ns = namespace(last=0) %}{% for m in messages %}{% if m.role == 'user' %}"

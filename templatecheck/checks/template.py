@@ -666,11 +666,11 @@ def prefix_stability(subject: Subject) -> list[Finding]:
             else:
                 pending.append((end, head, full))
         if pending:
-            found.append(_unexplained(subject, conversation, *pending[0]))
+            found += _unexplained(subject, conversation, *pending[0])
         return distinct(found)
 
     return findings + by_cause(
-        [*_MULTI_TURN, *_samples(subject, end_with_user=False, share=2)],
+        [*_MULTI_TURN, *_tool_turns(subject), *_samples(subject, end_with_user=False, share=2)],
         judge,
         owner="prefix_stability",
         reported=[f.cause for f in findings],
@@ -690,13 +690,38 @@ _MULTI_TURN: list[conv.Conversation] = [
 ]
 
 
+def _tool_turns(subject: Subject) -> list[conv.Conversation]:
+    """A conversation with a tool exchange (a reply with text and a call, its result, a reply, a user turn),
+    judged before the sample for a template that renders tool calls, so that every such template gets it."""
+    from templatecheck.capabilities import CALL_IDS
+
+    caps = probe(subject)
+    if not caps.tool_calls:
+        return []
+    arguments: Any = {"city": "Paris"} if caps.object_arguments else json.dumps({"city": "Paris"})
+    call = {
+        "id": CALL_IDS[0],
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": arguments},
+    }
+    turns: conv.Conversation = [
+        conv.user("What is the weather in Paris?"),
+        {"role": "assistant", "content": "Let me look it up.", "tool_calls": [call]},
+    ]
+    if caps.tool_role:
+        turns.append({"role": "tool", "tool_call_id": CALL_IDS[0], "name": "get_weather", "content": "sunny"})
+    return [[*turns, conv.assistant("It is sunny."), conv.user("Thanks!")]]
+
+
 def _unexplained(
     subject: Subject, conversation: conv.Conversation, end: int, head: str, full: str
-) -> Finding:
-    """A break no convention explains: the system prompt or the tools moving, or a defect."""
-    for cause, variant, kwargs in (
-        (SYSTEM_MOVED, [m for m in conversation if m.get("role") != "system"], {}),
-        (TOOLS_MOVED, conversation, {"tools": None}),
+) -> list[Finding]:
+    """A break no convention explains: the system prompt or the tools moving (or both), or a defect."""
+    system = [m for m in conversation if m.get("role") != "system"]
+    for moved, variant, kwargs in (
+        ((SYSTEM_MOVED,), system, {}),
+        ((TOOLS_MOVED,), conversation, {"tools": None}),
+        ((SYSTEM_MOVED, TOOLS_MOVED), system, {"tools": None}),
     ):
         if variant == conversation and not kwargs:
             continue
@@ -709,16 +734,24 @@ def _unexplained(
         except RenderError:
             continue
         if not left:
-            what = "system message" if cause is SYSTEM_MOVED else "tool definitions"
-            return cause(
-                f"history rewrite: where the template places the {what} changes as the conversation grows "
-                "(e.g. by the last user turn), so the rendering of earlier turns changes with each new turn"
-            )
-    return HISTORY_CHANGED(
-        f"the rendering of the first {end} messages is not a prefix of the whole conversation's: earlier turns "
-        "render differently once later turns follow\n"
-        + diff(head, full[: len(head) + 40], labels=(f"first {end} messages", "whole conversation"))
-    )
+            return [
+                cause(
+                    f"history rewrite: where the template places the {_MOVED[cause.key]} changes as the "
+                    "conversation grows (e.g. by the last user turn), so the rendering of earlier turns changes "
+                    "with each new turn"
+                )
+                for cause in moved
+            ]
+    return [
+        HISTORY_CHANGED(
+            f"the rendering of the first {end} messages is not a prefix of the whole conversation's: earlier "
+            "turns render differently once later turns follow\n"
+            + diff(head, full[: len(head) + 40], labels=(f"first {end} messages", "whole conversation"))
+        )
+    ]
+
+
+_MOVED = {SYSTEM_MOVED.key: "system message", TOOLS_MOVED.key: "tool definitions"}
 
 
 def _reasoning_rewrite(subject: Subject) -> list[Finding]:
@@ -920,6 +953,7 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     plain = [
         conv.SYSTEM_USER_ASSISTANT,
         [conv.system(" padded \n"), conv.user("\n question  "), conv.assistant("ok ")],
+        *_tool_turns(subject),
     ]
     findings = _list_content(subject)
     return findings + by_cause(
