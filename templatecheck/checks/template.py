@@ -910,6 +910,8 @@ def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Fi
             if role == "system":  # a format may place it elsewhere (Mistral: in the last user turn)
                 system_at.append((i, at))
                 continue
+            if role == "tool":  # a format may write a result inside the calling turn (Gemma 4)
+                continue
             if at < position:
                 found.append(REORDERED(f"the {role} message {i} is rendered out of order"))
             first_turn_at = at if first_turn_at is None else first_turn_at
