@@ -66,6 +66,14 @@ def test_without_generate_the_layer_is_skipped(project: pytest.Pytester) -> None
 
 
 @needs_torch
+@needs_torch
+def test_the_bundled_trained_model_passes_the_whole_suite_with_generate(project: pytest.Pytester) -> None:
+    """The reference aligns with the default system prompt the model needs: no option is required."""
+    result = project.runpytest("--model", TINY, "--generate")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert "failed" not in result.parseoutcomes()
+
+
 def test_the_correct_model_passes_and_prints_its_table(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", TINY, "--generate", "-v", "-k", GENERATION)
     result.assert_outcomes(passed=11, skipped=1)
@@ -199,8 +207,7 @@ def test_without_torch_generate_fails_at_once_with_the_install_command(tmp_path:
 
 
 def test_without_torch_the_static_layers_still_run(tmp_path: Path) -> None:
-    # --reference none: the chatml reference writes no default system prompt, which this model is trained with
-    done, _ = run_without_torch(tmp_path, "--reference", "none")
+    done, _ = run_without_torch(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "27 passed, 19 skipped" in done.stdout
+    assert "28 passed, 18 skipped" in done.stdout
     assert "torch imported: False" in done.stdout
