@@ -265,13 +265,16 @@ def _kind(found: str, evidence: Evidence) -> tuple[bool, str]:
     """SentencePiece (``True``) or Tekken, and how that shows."""
     if found == "v1" or evidence.tokenizer_kind == "sentencepiece":
         return True, "a SentencePiece tokenizer"
-    if evidence.tokenizer_kind == "tekken" or "[INST]" in evidence.tokens:
-        return False, "a Tekken (byte-level) tokenizer"
+    if evidence.tokenizer_kind == "tekken":
+        return False, "a Tekken tokenizer (tekken.json)"
+    # the template's own spacing decides before a byte-level tokenizer does: Tekken templates write no space
     if any(
         re.search(r"\[(INST|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS|SYSTEM_PROMPT)\] ", t)
         for t in evidence.templates
     ):
         return True, "the template writes a space after its control tokens, as SentencePiece templates do"
+    if "[INST]" in evidence.tokens:
+        return False, "a Tekken (byte-level) tokenizer"
     return False, "the template writes no space after its control tokens, as Tekken templates do"
 
 
