@@ -253,12 +253,22 @@ def _version(evidence: Evidence) -> tuple[str, str]:
     tools = next((t for t in V3_TOOLS if evidence.writes(t)), None)
     if tools:
         return "v3", f"the template writes [INST] and {tools}"
-    if "[INST]" in evidence.tokens:
+    if "[INST]" in evidence.tokens and not any(_SPACED_INST.search(t) for t in evidence.templates):
         return (
             "v3",
             "the template writes [INST], a control token of the tokenizer, and the tokenizer has no [SYSTEM_PROMPT]",
         )
+    if "[INST]" in evidence.tokens:
+        # the template's own text decides: '[INST] text [/INST]' with spaces around the text is v1's format
+        return (
+            "v1",
+            "the template writes '[INST] ' and ' [/INST]' around the text, the v1 format, and no v3 tool token",
+        )
     return "v1", "the template writes [INST], which the tokenizer has as plain text"
+
+
+#: v1's ``[INST] {text} [/INST]``: a space before ``[/INST]`` (v3 writes ``{text}[/INST]``).
+_SPACED_INST = re.compile(r"""\s\[/INST\]|['"] \[/INST\]""")
 
 
 def _kind(found: str, evidence: Evidence) -> tuple[bool, str]:
