@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import tempfile
 import time
@@ -28,16 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from templatecheck.checks import REGISTRY  # noqa: E402
+from templatecheck.checks.tokenizer import CONTROL_SHAPES  # noqa: E402
 from templatecheck.model import Model, ModelRef, Subject, Template  # noqa: E402
 from templatecheck.options import Options  # noqa: E402
 from templatecheck.result import Layer, Outcome  # noqa: E402
 
 BASE = ROOT / "fixtures" / "hermes-3-tiny"
 LAYERS = (Layer.TEMPLATE, Layer.REFERENCE)
-#: Control-token shapes: ``<|x|>``, DeepSeek's full-width bars, ``[INST]``-style, ``<start_of_turn>``, ``</s>``.
-CONTROL = re.compile(
-    r"<\|[^|<>\s]{1,40}\|>|<｜[^｜<>]{1,40}｜>|\[/?[A-Z][A-Z_]{1,20}\]|<(?:start|end)_of_turn>|</?s>"  # noqa: RUF001
-)
 
 
 def entries(folder: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -57,7 +53,7 @@ def tokenizer_dir(source: str, entry: dict[str, Any], into: Path) -> Path:
     config = json.loads((BASE / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     known = {t["content"] for t in tokenizer["added_tokens"]}
-    wanted = sorted(set(CONTROL.findall(source)))
+    wanted = sorted({t for shape in CONTROL_SHAPES for t in shape.findall(source)})
     for role in ("bos_token", "eos_token"):
         value = entry.get(role)
         if isinstance(value, str) and value:

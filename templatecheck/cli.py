@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from templatecheck.errors import TemplatecheckError
+from templatecheck.tokens import encode
 
 #: Exit code of bad input (a missing file, malformed JSON, an unknown model), as argparse uses it.
 USAGE = 2
@@ -231,7 +232,7 @@ def render_command(args: Sequence[str]) -> int:
         if tools is not None:
             kwargs["tools"] = tools
         text = subject.render(messages, **kwargs)
-        ids = _encode(model, text) if parsed.tokens else []
+        ids = encode(model.tokenizer, text) if parsed.tokens else []
     except TemplatecheckError as error:
         print(f"templatecheck: error: {error}", file=sys.stderr)
         return USAGE
@@ -240,11 +241,6 @@ def render_command(args: Sequence[str]) -> int:
         return 1
     print(_shown(model.name, template.name, text, ids, model if parsed.tokens else None))
     return 0
-
-
-def _encode(model: Any, text: str) -> list[int]:
-    """The ids the model sees: ``apply_chat_template(tokenize=True)``, i.e. no special tokens added."""
-    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _shown(model: str, template: str, text: str, ids: list[int], tokenized: Any) -> str:

@@ -24,6 +24,7 @@ from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.report import diff, write_atomically
 from templatecheck.result import Finding
+from templatecheck.tokens import encode
 
 TEXT, IDS = ".txt", ".ids.json"
 
@@ -95,7 +96,7 @@ def take(subject: Subject, probe: Probe) -> Pin:
         text = subject.render(probe.messages, **kwargs)
     except RenderError as error:
         return Pin(f"<render error ({error.kind}): {error}>\n", ())
-    ids = subject.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = encode(subject.model.tokenizer, text)
     return Pin(text, tuple(int(i) for i in ids))
 
 

@@ -189,11 +189,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise TemplatecheckError(
                 "--probe-file adds probes to the generation layer, which runs only with --generate: pass --generate"
             )
-        config.stash[OPTIONS] = _options(
-            config,
-            checked.parse_consumers(config.getoption("consumer")),
-            checked.parse_template_vars(config.getoption("template_var")),
-        )
+        options_from(config)  # parsed and checked once, here, where a bad value is a usage error
         config.stash[BASELINE] = read_baseline(
             config.getoption("baseline"), config.getoption("update_baseline")
         )
@@ -286,16 +282,13 @@ def _settings(config: pytest.Config) -> dict[str, Any]:
 def options_from(config: pytest.Config) -> Options:
     """The check settings of this run, from the command line (parsed once, at configuration)."""
     if OPTIONS not in config.stash:
-        from templatecheck import settings as checked
-
-        consumers = checked.parse_consumers(config.getoption("consumer"))
-        config.stash[OPTIONS] = _options(
-            config, consumers, checked.parse_template_vars(config.getoption("template_var"))
-        )
+        config.stash[OPTIONS] = _options(config)
     return config.stash[OPTIONS]
 
 
-def _options(config: pytest.Config, consumers: tuple[str, ...], template_vars: dict[str, Any]) -> Options:
+def _options(config: pytest.Config) -> Options:
+    from templatecheck import settings as checked
+
     return Options(
         examples=config.getoption("examples"),
         reference=config.getoption("reference"),
@@ -303,8 +296,8 @@ def _options(config: pytest.Config, consumers: tuple[str, ...], template_vars: d
         device=config.getoption("device"),
         max_new_tokens=config.getoption("max_new_tokens"),
         probe_file=config.getoption("probe_file"),
-        consumers=consumers,
-        template_vars=template_vars,
+        consumers=checked.parse_consumers(config.getoption("consumer")),
+        template_vars=checked.parse_template_vars(config.getoption("template_var")),
     )
 
 

@@ -27,6 +27,7 @@ from templatecheck.errors import TemplatecheckError
 from templatecheck.model import Model, Subject, weights_directory
 from templatecheck.probeset import BUILTIN, BUILTIN_TOOLS, Call, Probe, read_probe_file
 from templatecheck.render import RenderError
+from templatecheck.tokens import encode
 from templatecheck.toolcalls import CallFormat, call_format, parse_call, same_call
 from templatecheck.variants import Variant, variants
 
@@ -409,11 +410,11 @@ def plan(subject: Subject) -> Plan:
     rows, budgets, answers = [], [], []
     for _, texts in distinct:
         for probe, text in zip(kept, texts, strict=True):
-            rows.append(tuple(_encode(tokenizer, text)))
+            rows.append(tuple(encode(tokenizer, text)))
             budgets.append(probe.max_new_tokens or budget)
             answers.append(tuple(_answer_ids(tokenizer, text, probe.answer)))
     for probe, text in tools:
-        rows.append(tuple(_encode(tokenizer, text)))
+        rows.append(tuple(encode(tokenizer, text)))
         budgets.append(probe.max_new_tokens or budget)
     return Plan(
         probes=tuple(kept),
@@ -468,17 +469,12 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase, stop: Sequence[int]) -> int:
     return 0
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """``text`` as ``apply_chat_template(tokenize=True)`` encodes a rendering: no special tokens added."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def _answer_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> list[int]:
     """The tokens ``answer`` adds after ``prompt`` (as the model would write it), else the answer alone."""
-    head, whole = _encode(tokenizer, prompt), _encode(tokenizer, prompt + answer)
+    head, whole = encode(tokenizer, prompt), encode(tokenizer, prompt + answer)
     if whole[: len(head)] == head and len(whole) > len(head):
         return whole[len(head) :]
-    return _encode(tokenizer, answer)
+    return encode(tokenizer, answer)
 
 
 def _reply(

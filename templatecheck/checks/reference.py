@@ -45,6 +45,7 @@ from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.report import diff, tokens
 from templatecheck.result import Finding, Layer, Outcome, note, skipped
+from templatecheck.tokens import encode
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -96,10 +97,6 @@ def _render(subject: Subject, case: Case) -> str:
     tools = [dict(t) for t in case.tools] if case.tools else None
     messages = [dict(m) for m in case.messages]
     return subject.render(messages, add_generation_prompt=case.add_generation_prompt, tools=tools)
-
-
-def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _first_mismatch(a: Sequence[int], b: Sequence[int]) -> int:
@@ -246,7 +243,7 @@ def _judge(subject: Subject, choice: Choice, ref: Reference, result: Comparison)
     same: list[Difference] = []
     seen: list[Seen] = []
     for difference in result.differences:
-        expected, actual = _ids(tokenizer, difference.reference), _ids(tokenizer, difference.template)
+        expected, actual = encode(tokenizer, difference.reference), encode(tokenizer, difference.template)
         if expected == actual:
             same.append(difference)
         else:
@@ -484,7 +481,7 @@ def _against(oracle: Oracle, subject: Subject, tokenizer: PreTrainedTokenizerBas
             continue
         try:
             theirs = oracle.encode(case.messages, case.tools)
-            ours = _ids(tokenizer, _render(subject, case))
+            ours = encode(tokenizer, _render(subject, case))
         except Rejected:
             tally.rejected += 1
             continue

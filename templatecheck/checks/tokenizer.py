@@ -60,7 +60,7 @@ NOT_SPECIAL = defect(
 )
 
 #: Shapes of control-token markup; a literal of a shape is checked when the tokenizer has tokens of that shape.
-_SHAPES = (
+CONTROL_SHAPES = (
     re.compile(r"<\|[^|<>\s]{1,40}\|>"),
     re.compile(r"<｜[^｜<>]{1,40}｜>"),  # noqa: RUF001 (DeepSeek's full-width bars)
     re.compile(r"\[/?[A-Z][A-Z_]{1,20}\]"),
@@ -70,7 +70,7 @@ _SHAPES = (
 
 
 def _markup(literal: str) -> bool:
-    return any(shape.fullmatch(literal) for shape in _SHAPES)
+    return any(shape.fullmatch(literal) for shape in CONTROL_SHAPES)
 
 
 def _not_special(literals: list[str], how: str) -> Finding:
@@ -87,7 +87,7 @@ def _candidates(view: Tokens, source: str) -> set[str]:
     added = [t.content for t in view.tokenizer.added_tokens_decoder.values()]
     literals = "\0".join(template_literals(source))
     found = {t for t in added if t in literals and not t.isspace()}
-    for shape in _SHAPES:
+    for shape in CONTROL_SHAPES:
         if any(shape.fullmatch(t) for t in added):
             found |= set(shape.findall(literals))
     return found

@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from templatecheck.tokens import encode
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -136,7 +138,7 @@ def _from_bare_model(path: Path, version: str) -> Any:
 def _same_vocabulary(oracle: Oracle, tokenizer: PreTrainedTokenizerBase) -> None:
     raw = oracle.tokenizer.instruct_tokenizer.tokenizer
     theirs = list(raw.encode(PROBE, bos=False, eos=False))
-    ours = list(tokenizer(PROBE, add_special_tokens=False)["input_ids"])
+    ours = encode(tokenizer, PROBE)
     controls = [t for t in ("[INST]", "[/INST]") if t in tokenizer.get_vocab()]
     same_controls = (
         all(raw.get_special_token(t) == tokenizer.convert_tokens_to_ids(t) for t in controls)
