@@ -231,6 +231,11 @@ def default_system_prompt(subject: Subject) -> list[Finding]:
     ]
 
 
+#: Identical renders compared by ``clock``: a random choice among k options repeats by chance with
+#: probability k ** -(_REPEATS - 1) (two options: 1 in 512), so a random template cannot pass by luck.
+_REPEATS = 10
+
+
 @check(Layer.TEMPLATE)
 def clock(subject: Subject) -> list[Finding]:
     """Rendering is deterministic with the clock pinned, and depends on the date only through
@@ -246,9 +251,12 @@ def clock(subject: Subject) -> list[Finding]:
         first = subject.render(conversation, add_generation_prompt=True)
     except RenderError:
         conversation = conv.USER_ONLY
+        try:
+            first = subject.render(conversation, add_generation_prompt=True)
+        except RenderError:
+            return [skipped("no plain conversation renders (see `renders`)")]
     try:
-        first = subject.render(conversation, add_generation_prompt=True)
-        again = [subject.render(conversation, add_generation_prompt=True) for _ in range(3)]
+        again = [subject.render(conversation, add_generation_prompt=True) for _ in range(_REPEATS - 1)]
     except RenderError:
         return [skipped("no plain conversation renders (see `renders`)")]
     if any(r != first for r in again):
