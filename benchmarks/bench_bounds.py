@@ -2,9 +2,11 @@
 
     python benchmarks/bench_bounds.py
 
-Renders the bundled templates and the real templates of ../shared/models (when present) three ways: with
-templatecheck's default bounds; with templatecheck's bounds switched off (the size guards stay compiled in,
-inactive); and with transformers' own sandbox (the unbounded baseline). Best of several rounds each.
+Renders the bundled templates and the real templates of ../shared/models (when present) four ways: in the
+render worker one render per round trip (what a single ``Subject.render`` costs) and in batches of 50
+(``render_many``, what the sampled checks send); in this process with the in-process bounds only (the
+watchdog and size guards, no worker); and with transformers' own sandbox (the unbounded baseline). Best of
+several rounds each; ratios against transformers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from templatecheck.conversation import SYSTEM_USER_ASSISTANT, WEATHER_TOOL  # noqa: E402
-from templatecheck.render import Limits, Renderer, RenderError  # noqa: E402
+from templatecheck.render import (  # noqa: E402
+    PINNED_CLOCK,
+    Call,
+    Limits,
+    Renderer,
+    RenderError,
+    prepare_messages,
+    render_here,
+)
 
 
 def sources() -> dict[str, str]:
@@ -49,6 +59,30 @@ def per_render(renderer: Renderer, source: str, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def per_batched_render(renderer: Renderer, source: str, repeats: int) -> float:
+    calls = [Call(SYSTEM_USER_ASSISTANT, tools=[WEATHER_TOOL])] * 50
+    start = time.perf_counter()
+    for _ in range(repeats // 50):
+        renderer.render_many(source, calls)
+    return (time.perf_counter() - start) / (repeats // 50 * 50)
+
+
+def per_local_render(special: dict[str, str], source: str, repeats: int) -> float:
+    """The in-process bounds alone: the render worker's own work per render."""
+    context = {
+        **special,
+        "messages": prepare_messages(SYSTEM_USER_ASSISTANT),
+        "tools": [WEATHER_TOOL],
+        "documents": None,
+        "add_generation_prompt": False,
+    }
+    start = time.perf_counter()
+    for _ in range(repeats):
+        with contextlib.suppress(RenderError):
+            render_here(source, context, seconds=2.0, max_chars=4_000_000, clock=PINNED_CLOCK)
+    return (time.perf_counter() - start) / repeats
+
+
 def per_transformers_render(source: str, special: dict[str, str], repeats: int) -> float:
     from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
 
@@ -69,31 +103,35 @@ def per_transformers_render(source: str, special: dict[str, str], repeats: int) 
 
 def main() -> None:
     special = {"bos_token": "<s>", "eos_token": "</s>"}
-    bounded = Renderer(special_tokens=special)
-    off = Renderer(special_tokens=special, limits=Limits(seconds=None, max_output_chars=None))
-    totals = [0.0, 0.0, 0.0]
-    print(f"{'template':36} {'bounded µs':>11} {'bounds off µs':>14} {'transformers µs':>16} {'ratio':>6}")
+    bounded = Renderer(special_tokens=special, limits=Limits(budget_seconds=None))
+    columns = ("worker 1/trip", "worker x50", "in-process", "transformers")
+    totals = [0.0] * 4
+    print(
+        f"{'template':36} "
+        + " ".join(f"{c + ' µs':>17}" for c in columns)
+        + f" {'ratio 1':>8} {'ratio 50':>8}"
+    )
     for name, source in sources().items():
-        times = [0.0, 0.0, 0.0]
+        times: list[float] = []
         for i in range(3):
-            times = [
-                min(t, x) if i else x
-                for t, x in zip(
-                    times,
-                    (
-                        per_render(bounded, source, 200),
-                        per_render(off, source, 200),
-                        per_transformers_render(source, special, 200),
-                    ),
-                    strict=True,
-                )
-            ]
+            measured = (
+                per_render(bounded, source, 200),
+                per_batched_render(bounded, source, 200),
+                per_local_render(special, source, 200),
+                per_transformers_render(source, special, 200),
+            )
+            times = [min(t, x) for t, x in zip(times, measured, strict=True)] if i else list(measured)
         totals = [a + b for a, b in zip(totals, times, strict=True)]
-        b, o, t = times
-        print(f"{name:36} {b * 1e6:11.1f} {o * 1e6:14.1f} {t * 1e6:16.1f} {b / t:6.2f}")
-    b, o, t = totals
-    print(f"{'all':36} {b * 1e6:11.1f} {o * 1e6:14.1f} {t * 1e6:16.1f} {b / t:6.2f}")
-    print("ratio = bounded / transformers' unbounded sandbox, both with their message preparation")
+        print(f"{name:36} " + " ".join(f"{t * 1e6:17.1f}" for t in times) + _ratios(times))
+    print(f"{'all':36} " + " ".join(f"{t * 1e6:17.1f}" for t in totals) + _ratios(totals))
+    print(
+        "ratio 1 / ratio 50 = the worker, one render per round trip / in batches of 50, against transformers'"
+    )
+    print("unbounded sandbox; both with their message preparation")
+
+
+def _ratios(times: list[float]) -> str:
+    return f" {times[0] / times[3]:8.2f} {times[1] / times[3]:8.2f}"
 
 
 if __name__ == "__main__":

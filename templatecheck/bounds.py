@@ -90,6 +90,13 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
 _WATCHDOG = _Watchdog()
 
 
+def reset_after_fork() -> None:
+    """A fresh watchdog for a forked child: the parent's thread does not exist there, and its lock may have
+    been held at the fork."""
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()
+
+
 def call_with_deadline(fn: Callable[[], T], seconds: float | None) -> T:
     """Run ``fn()`` in this thread; raise :class:`DeadlineExceeded` once it runs longer than ``seconds``.
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from templatecheck import conversation as conv
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, compile_template
+from templatecheck.render import RenderError, check_template
 
 
 def parse_error(subject: Subject) -> RenderError | None:
     """Why the template does not parse or compile, or ``None``."""
     try:
-        compile_template(subject.template.source)
+        check_template(subject.template.source, subject.model.limits)
     except RenderError as error:
         return error
     return None

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
-from templatecheck.render import Limits, Rendered, Renderer, RenderError
+from templatecheck.render import Call, Limits, Rendered, Renderer, RenderError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -327,6 +328,10 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
     )
 
 
+def _render_key(messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> bytes:
+    return pickle.dumps((messages, sorted(kwargs.items())), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 @dataclass(frozen=True)
 class Subject:
     """One template of one model: what a check examines."""
@@ -346,22 +351,64 @@ class Subject:
         when tools are passed) always gets one, and a conversation with tool calls gets definitions of the
         tools it calls, unless the caller passes ``tools`` itself.
         """
-        kwargs = {**self.options.template_vars, **kwargs}
-        if "tools" not in kwargs:
-            kwargs["tools"] = self.client_tools(messages)
-        stuck = ("timed out", self.template.name, self.template.source)
-        if stuck in self.model.cache:
-            raise self.model.cache[stuck]
-        try:
-            return self.model.renderer.render(self.template.source, messages, **kwargs)
-        except RenderError as error:
-            if error.kind == "timeout":
-                # One render past the time bound is the finding; waiting out the bound again on every later
-                # render of the same template would only stall the run.
-                self.model.cache[stuck] = RenderError(
-                    "timeout", f"{error} (an earlier render of this template did; it is not rendered again)"
+        store = self._prefetched()
+        if store:
+            ready = store.get(_render_key(messages, kwargs))
+            if ready:
+                result = ready.pop()
+                if isinstance(result, RenderError):
+                    raise result
+                return result
+        return self.model.renderer.render(self.template.source, messages, **self._arguments(messages, kwargs))
+
+    def prefetch(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> None:
+        """Render ``conversations`` in one batch ahead of the renders a check asks for one at a time: each
+        result answers the first equal :meth:`render` call (a later equal call renders again)."""
+        self.prefetch_each([(messages, kwargs) for messages in conversations])
+
+    def prefetch_each(self, renders: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
+        """:meth:`prefetch` with arguments of their own for each conversation."""
+        calls = [self.calls([messages], **kwargs)[0] for messages, kwargs in renders]
+        results = self.model.renderer.render_many(self.template.source, calls)
+        store = self._prefetched()
+        for (messages, kwargs), result in zip(renders, results, strict=True):
+            store.setdefault(_render_key(messages, kwargs), []).append(result)
+
+    def _prefetched(self) -> dict[bytes, list[Rendered | RenderError]]:
+        found: dict[bytes, list[Rendered | RenderError]] = self.model.cache.setdefault(
+            ("prefetched", self.template.name, self.template.source), {}
+        )
+        return found
+
+    def render_each(
+        self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any
+    ) -> list[str | RenderError]:
+        """The rendering of each conversation (or its error), rendered in one batch."""
+        results = self.model.renderer.render_many(self.template.source, self.calls(conversations, **kwargs))
+        return [r.text if isinstance(r, Rendered) else r for r in results]
+
+    def calls(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> list[Call]:
+        """The render calls of :meth:`render_each`, for another renderer."""
+        calls = []
+        for messages in conversations:
+            arguments = self._arguments(messages, kwargs)
+            calls.append(
+                Call(
+                    messages,
+                    arguments.pop("add_generation_prompt", False),
+                    arguments.pop("continue_final_message", False),
+                    arguments.pop("tools", None),
+                    arguments.pop("documents", None),
+                    arguments,
                 )
-            raise
+            )
+        return calls
+
+    def _arguments(self, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
+        arguments = {**self.options.template_vars, **kwargs}
+        if "tools" not in arguments:
+            arguments["tools"] = self.client_tools(messages)
+        return arguments
 
     def client_tools(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """The tool definitions a client would send with ``messages`` (see :meth:`render_full`)."""

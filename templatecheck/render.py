@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -30,9 +31,10 @@ import jinja2.nodes
 import jinja2.sandbox
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
+from templatecheck.worker import Answer, Budget, Job, shared
 
 #: The clock templates see through ``strftime_now`` unless a check asks otherwise. Rendering through a pinned
-#: clock makes every result reproducible; ``Renderer(clock=datetime.now)`` gives transformers' behaviour.
+#: clock makes every result reproducible; ``Renderer(clock=None)`` gives transformers' behaviour.
 PINNED_CLOCK = datetime(2026, 1, 15, 9, 30, 0)
 
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -41,14 +43,25 @@ _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one render. ``None`` switches a bound off."""
+    """Bounds on rendering. ``None`` switches a bound off.
+
+    ``seconds`` and ``max_output_chars`` bound one render; ``memory_bytes`` is the address space one render may
+    add to the render worker; ``budget_seconds`` caps the wall time all renders of one template may take in a
+    run (a slow template answers at once after that, with its finding).
+    """
 
     seconds: float | None = 2.0
     max_output_chars: int | None = 4_000_000
+    memory_bytes: int | None = 1 << 30
+    budget_seconds: float | None = 30.0
 
     def describe_output(self) -> str:
         assert self.max_output_chars is not None
         return f"{self.max_output_chars / 1_000_000:g} MB"
+
+    def budget(self) -> Budget:
+        """What one job of the render worker may use."""
+        return Budget(self.seconds, self.memory_bytes)
 
 
 class RenderError(Exception):
@@ -56,8 +69,9 @@ class RenderError(Exception):
 
     ``kind`` is one of ``"refused"`` (the template called ``raise_exception``), ``"raised"`` (any other
     exception of the template's, e.g. ``TypeError``), ``"syntax"``,
-    ``"timeout"``, ``"output"`` (output or an intermediate value too large) and ``"security"`` (the sandbox
-    refused an operation).
+    ``"timeout"``, ``"output"`` (output or an intermediate value too large), ``"memory"`` (the render worker's
+    memory limit), ``"crash"`` (the render worker ended), ``"budget"`` (the template used its time budget for the
+    run) and ``"security"`` (the sandbox refused an operation).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -274,11 +288,11 @@ class _TemplateNamespace(jinja2.utils.Namespace):
             )
 
 
-_CLOCK: ContextVar[Callable[[], datetime]] = ContextVar("templatecheck_clock", default=lambda: PINNED_CLOCK)
+_CLOCK: ContextVar[datetime | None] = ContextVar("templatecheck_clock", default=PINNED_CLOCK)
 
 
 def _strftime_now(format: str) -> str:
-    return _CLOCK.get()().strftime(format)
+    return (_CLOCK.get() or datetime.now()).strftime(format)
 
 
 def _environment() -> _Sandbox:
@@ -303,7 +317,11 @@ _ENV = _environment()
 
 @lru_cache(maxsize=1024)
 def compile_template(source: str) -> jinja2.Template:
-    """Compile a template once per distinct text; raise :class:`RenderError` of kind ``syntax``."""
+    """Compile a template once per distinct text, in this process; raise :class:`RenderError` of kind ``syntax``.
+
+    Compiling runs template code (Jinja folds constant expressions), so only the render worker calls this;
+    the rest of templatecheck asks the worker through :func:`check_template`.
+    """
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -312,13 +330,65 @@ def compile_template(source: str) -> jinja2.Template:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
 
 
-@lru_cache(maxsize=1024)
-def template_variables(source: str) -> frozenset[str]:
-    """Names the template reads without defining them (``messages``, ``tools``, ``bos_token``, ...)."""
+def undeclared_variables(source: str) -> frozenset[str]:
+    """Names the compiled template reads without defining them, in this process (the worker's side)."""
     import jinja2.meta
 
-    compile_template(source)
     return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+def _ask(job: Job, limits: Limits) -> Answer:
+    return shared().run([job], limits.budget())[0]
+
+
+def _raise(answer: Answer) -> None:
+    if "error" in answer:
+        raise RenderError(str(answer["error"]), str(answer.get("message", "")))
+
+
+def check_template(source: str, limits: Limits = Limits()) -> None:
+    """Raise :class:`RenderError` when the template does not parse or compile (compiled in the render worker,
+    once per text: a template that cannot be compiled costs its bound once)."""
+    error = _compile_error(source, limits)
+    if error is not None:
+        raise error
+
+
+@lru_cache(maxsize=1024)
+def _compile_error(source: str, limits: Limits) -> RenderError | None:
+    try:
+        _raise(_ask(("compile", source), limits))
+    except RenderError as error:
+        return error
+    return None
+
+
+def template_variables(source: str, limits: Limits = Limits()) -> frozenset[str]:
+    """Names the template reads without defining them (``messages``, ``tools``, ``bos_token``, ...); raise
+    :class:`RenderError` when it does not compile."""
+    check_template(source, limits)
+    return _variables(source, limits)
+
+
+@lru_cache(maxsize=1024)
+def _variables(source: str, limits: Limits) -> frozenset[str]:
+    answer = _ask(("variables", source), limits)
+    _raise(answer)
+    return frozenset(answer["ok"])
+
+
+@lru_cache(maxsize=1024)
+def parse_template(source: str) -> jinja2.nodes.Template:
+    """The template's syntax tree, for static checks: parsed, never compiled, so no template code runs; raise
+    :class:`RenderError` of kind ``syntax``."""
+    try:
+        return call_with_deadline(lambda: _ENV.parse(source), Limits().seconds)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
+    except RecursionError:
+        raise RenderError("syntax", "template does not parse: nesting too deep") from None
+    except DeadlineExceeded:
+        raise RenderError("timeout", "parsing the template exceeded its time bound") from None
 
 
 # ------------------------------------------------------------------------------------- message preparation
@@ -406,17 +476,71 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 # ------------------------------------------------------------------------------------------------ renderer
 
 
+class _Ledger:
+    """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
+    later render of it answers with that at once) and the wall time its renders took (capped by
+    ``Limits.budget_seconds``)."""
+
+    def __init__(self) -> None:
+        self.exceeded: dict[str, RenderError] = {}
+        self.spent: dict[str, float] = {}
+
+    def check(self, source: str, limits: Limits) -> None:
+        known = self.exceeded.get(source)
+        if known is not None:
+            raise known
+        budget = limits.budget_seconds
+        if budget is not None and self.spent.get(source, 0.0) > budget:
+            error = RenderError(
+                "budget",
+                f"the template's renders took more than {budget:g} s in this run; it is not rendered again",
+            )
+            self.exceeded[source] = error
+            raise error
+
+    def record(self, source: str, seconds: float, answers: Sequence[Answer]) -> None:
+        self.spent[source] = self.spent.get(source, 0.0) + seconds
+        for answer in answers:
+            if answer.get("error") in _BOUND_KINDS and source not in self.exceeded:
+                self.exceeded[source] = RenderError(
+                    str(answer["error"]),
+                    f"{answer.get('message', '')} (an earlier render of this template did; it is not rendered again)",
+                )
+
+
+#: Error kinds that are a bound exceeded: the first is the template's finding, later renders answer at once.
+_BOUND_KINDS = frozenset({"timeout", "output", "memory", "crash"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One render's arguments (see :meth:`Renderer.render`)."""
+
+    messages: Sequence[Mapping[str, Any]]
+    add_generation_prompt: bool = False
+    continue_final_message: bool | str = False
+    tools: Sequence[Mapping[str, Any]] | None = None
+    documents: Sequence[Mapping[str, Any]] | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Renderer:
-    """Renders chat templates the way ``apply_chat_template`` does, inside bounds.
+    """Renders chat templates the way ``apply_chat_template`` does, inside bounds, in the render worker.
 
     ``special_tokens`` are the variables transformers passes from ``tokenizer.special_tokens_map``
-    (``bos_token``, ``eos_token``, ...). ``clock`` feeds ``strftime_now``.
+    (``bos_token``, ``eos_token``, ...). ``clock`` is the time ``strftime_now`` reads (``None``: the real
+    clock, as transformers does). Renderers made with :meth:`with_clock` share what renders have cost.
     """
 
     special_tokens: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
-    clock: Callable[[], datetime] = field(default=lambda: PINNED_CLOCK)
+    clock: datetime | None = PINNED_CLOCK
+    ledger: _Ledger = field(default_factory=_Ledger, compare=False, repr=False)
+
+    def with_clock(self, clock: datetime | None) -> Renderer:
+        """The same renderer reading another clock."""
+        return replace(self, clock=clock)
 
     def render(
         self,
@@ -434,62 +558,109 @@ class Renderer:
         Invalid arguments of the caller's own (``continue_final_message`` together with
         ``add_generation_prompt``) raise ``ValueError`` as transformers does.
         """
-        if continue_final_message and add_generation_prompt:
+        call = Call(messages, add_generation_prompt, continue_final_message, tools, documents, variables)
+        result = self.render_many(source, [call])[0]
+        if isinstance(result, RenderError):
+            raise result
+        return result
+
+    def render_many(self, source: str, calls: Sequence[Call]) -> list[Rendered | RenderError]:
+        """Render each call, in one batch to the render worker; each result is a rendering or its error.
+
+        Invalid arguments of the caller's own raise ``ValueError`` before anything renders.
+        """
+        prepared = [self._prepare(source, call) for call in calls]
+        results: list[Rendered | RenderError | None] = [None] * len(calls)
+        try:
+            self.ledger.check(source, self.limits)
+        except RenderError as error:
+            return [error] * len(calls)
+        jobs = [
+            ("render", source, context, self.clock, self.limits.max_output_chars) for context, _ in prepared
+        ]
+        start = time.monotonic()
+        answers = shared().run(jobs, self.limits.budget())
+        self.ledger.record(source, time.monotonic() - start, answers)
+        for i, (answer, (_, final)) in enumerate(zip(answers, prepared, strict=True)):
+            if "error" in answer:
+                results[i] = RenderError(str(answer["error"]), str(answer.get("message", "")))
+                continue
+            text, spans = answer["ok"]
+            rendered = Rendered(str(text), [(int(a), int(b)) for a, b in spans])
+            if final is not None:
+                try:
+                    rendered.text = _cut_at_tag(rendered.text, final)
+                except RenderError as error:
+                    results[i] = error
+                    continue
+            results[i] = rendered
+        return [r for r in results if r is not None]
+
+    def _prepare(self, source: str, call: Call) -> tuple[dict[str, Any], str | None]:
+        """The render context of ``call`` as transformers builds it, and the text a continued final message
+        ends with."""
+        if call.continue_final_message and call.add_generation_prompt:
             raise ValueError("continue_final_message and add_generation_prompt are not compatible")
-        template = compile_template(source)
-        chat = prepare_messages(messages)
+        chat = prepare_messages(call.messages)
         final = None
-        if continue_final_message:
-            name = continue_final_message if isinstance(continue_final_message, str) else "content"
-            final = _tag_final_message(chat, name, source)
+        if call.continue_final_message:
+            cfm = call.continue_final_message
+            final = _tag_final_message(chat, cfm if isinstance(cfm, str) else "content", source)
         context = {
-            **_plain({**self.special_tokens, **variables}),
+            **_plain({**self.special_tokens, **call.variables}),
             "messages": chat,
-            "tools": _plain(list(tools)) if tools is not None else None,
-            "documents": _plain(list(documents)) if documents is not None else None,
-            "add_generation_prompt": add_generation_prompt,
+            "tools": _plain(list(call.tools)) if call.tools is not None else None,
+            "documents": _plain(list(call.documents)) if call.documents is not None else None,
+            "add_generation_prompt": call.add_generation_prompt,
         }
-        rendered = self._run(template, context)
-        if final is not None:
-            rendered.text = _cut_at_tag(rendered.text, final)
-        return rendered
+        return context, final
 
-    def _run(self, template: jinja2.Template, context: dict[str, Any]) -> Rendered:
-        limit = self.limits.max_output_chars
-        tracking = _Tracking(limit)
 
-        def generate() -> Rendered:
-            chunks = []
-            for chunk in template.generate(context):
-                tracking.length += len(chunk)
-                if limit is not None and tracking.length > limit:
-                    raise _OutputTooLarge(f"{tracking.length:,} characters of output")
-                chunks.append(chunk)
-            return Rendered("".join(chunks), tracking.spans)
+def render_here(
+    source: str,
+    context: dict[str, Any],
+    *,
+    seconds: float | None,
+    max_chars: int | None,
+    clock: datetime | None,
+) -> Rendered:
+    """Compile and render in this process, inside the time and size bounds (the render worker's side)."""
+    tracking = _Tracking(max_chars)
 
-        with _active(tracking, self.clock):
-            try:
-                return call_with_deadline(generate, self.limits.seconds)
-            except DeadlineExceeded:
-                raise RenderError("timeout", f"render exceeded {self.limits.seconds:g} s") from None
-            except _OutputTooLarge as exc:
-                raise RenderError(
-                    "output", f"output exceeded {self.limits.describe_output()} ({exc})"
-                ) from None
-            except jinja2.exceptions.SecurityError as exc:
-                raise RenderError("security", f"the sandbox refused an operation: {exc}") from None
-            except MemoryError:
-                raise RenderError("output", "render exhausted memory") from None
-            except RecursionError:
-                raise RenderError("raised", "template raised RecursionError: recursion too deep") from None
-            except _Refusal as exc:
-                raise RenderError("refused", f"template refused: {exc}") from None
-            except Exception as exc:  # the template's own failure, whatever its type
-                raise RenderError("raised", f"template raised {type(exc).__name__}: {exc}") from None
+    def generate() -> Rendered:
+        template = compile_template(source)
+        chunks = []
+        for chunk in template.generate(context):
+            tracking.length += len(chunk)
+            if max_chars is not None and tracking.length > max_chars:
+                raise _OutputTooLarge(f"{tracking.length:,} characters of output")
+            chunks.append(chunk)
+        return Rendered("".join(chunks), tracking.spans)
+
+    with _active(tracking, clock):
+        try:
+            return call_with_deadline(generate, seconds)
+        except RenderError:
+            raise
+        except DeadlineExceeded:
+            raise RenderError("timeout", f"render exceeded {seconds:g} s") from None
+        except _OutputTooLarge as exc:
+            assert max_chars is not None
+            raise RenderError("output", f"output exceeded {max_chars / 1_000_000:g} MB ({exc})") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise RenderError("security", f"the sandbox refused an operation: {exc}") from None
+        except MemoryError:
+            raise RenderError("memory", "render exhausted memory") from None
+        except RecursionError:
+            raise RenderError("raised", "template raised RecursionError: recursion too deep") from None
+        except _Refusal as exc:
+            raise RenderError("refused", f"template refused: {exc}") from None
+        except Exception as exc:  # the template's own failure, whatever its type
+            raise RenderError("raised", f"template raised {type(exc).__name__}: {exc}") from None
 
 
 @contextmanager
-def _active(tracking: _Tracking, clock: Callable[[], datetime]) -> Iterator[None]:
+def _active(tracking: _Tracking, clock: datetime | None) -> Iterator[None]:
     t1 = _TRACKING.set(tracking)
     t2 = _CLOCK.set(clock)
     try:

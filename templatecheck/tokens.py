@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2.nodes
 
-from templatecheck.render import compile_template, template_variables
+from templatecheck.render import parse_template, template_variables
 from templatecheck.report import tokens as shown_tokens
 
 if TYPE_CHECKING:
@@ -111,8 +111,7 @@ def stop_set(model: Model) -> StopSet:
 
 def template_literals(source: str) -> list[str]:
     """The template's raw text and string constants (what it writes verbatim)."""
-    template = compile_template(source)
-    ast = template.environment.parse(source)
+    ast = parse_template(source)
     found = [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
     found += [node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)]
     return found

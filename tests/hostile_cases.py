@@ -192,6 +192,99 @@ TEMPLATES = [
     ),
 ]
 
+#: Two structurally equal values of 2**60 shared leaves: comparing or printing them is one C call that never
+#: returns to the interpreter.
+_SHARED = (
+    "{% set ns = namespace(a=[1], b=[1]) %}{% for i in range(60) %}"
+    "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}"
+)
+_STOPPED = "the render worker was stopped"
+
+#: What only the render worker's limits stop: constant folding while compiling, single long C calls (the parent
+#: kills the worker), and memory a C routine allocates before any size guard (the worker's address space).
+WORKER_TEMPLATES = [
+    TemplateCase(
+        "constant folded while compiling",
+        "{{ [1, 2, 3] | slice(1000000000000) | sum(start=[]) }}",
+        "timeout",
+        "render exceeded 1 s",
+        6.0,
+    ),
+    TemplateCase(
+        "constant folded in a branch never taken",
+        "{% if false %}{{ [1, 2, 3] | slice(1000000000000) | sum(start=[]) }}{% endif %}" + _CHAT,
+        "timeout",
+        "render exceeded 1 s",
+        6.0,
+    ),
+    TemplateCase(
+        "a huge integer power compared", "{{ (10 ** 10000) ** 10000 > 1 }}", "timeout", _STOPPED, 6.0
+    ),
+    TemplateCase("deeply shared lists compared", _SHARED + "{{ ns.a == ns.b }}", "timeout", _STOPPED, 6.0),
+    TemplateCase("a shared structure as a string", _SHARED + "{{ ns.a | string }}", "timeout", _STOPPED, 6.0),
+    TemplateCase("a shared structure as JSON", _SHARED + "{{ ns.a | tojson }}", "timeout", _STOPPED, 6.0),
+    TemplateCase(
+        "tojson with a huge indent",
+        "{{ messages | tojson(indent=1500000000) }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase("%* width from a tuple", "{{ '%*s' % (2000000000, 'x') }}", "memory", "memory limit", 6.0),
+    TemplateCase(
+        "format width from an argument",
+        "{{ '{:>{w}}'.format('x', w=2000000000) }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase(
+        "format_map width from an argument",
+        "{{ '{x:>{w}}'.format_map({'x': 'x', 'w': 2000000000}) }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase(
+        "replace with a long replacement",
+        "{{ ('a' * 900000) | replace('a', 'b' * 2000) }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase(
+        "join with a long separator",
+        "{{ (['a'] * 1000000) | join('x' * 3000) }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase(
+        "expandtabs with a wide tab", "{{ ('\t' * 900000).expandtabs(2000) }}", "memory", "memory limit", 6.0
+    ),
+    TemplateCase(
+        "batch padded to a huge size",
+        "{{ [1] | batch(2000000000, 'x') | list }}",
+        "memory",
+        "memory limit",
+        6.0,
+    ),
+    TemplateCase(
+        "+ concatenation past the output bound",
+        "{{ ('x' * 900000) + ('x' * 900000) }}",
+        "output",
+        "characters of output",
+        3.0,
+    ),
+    TemplateCase(
+        "a large integer printed",
+        "{{ 10 ** 5000 }}",
+        "raised",
+        "Exceeds the limit",
+        3.0,
+    ),
+]
+
 
 @dataclass(frozen=True)
 class InputCase:

@@ -4,6 +4,7 @@ and nothing reaches the host."""
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,15 @@ from templatecheck.model import Model, Subject, Template, load_model
 from templatecheck.render import Limits, RenderError
 from templatecheck.result import Outcome
 from tests.conftest import FIXTURES, fixture_model
-from tests.hostile_cases import CANARY_ENV, CANARY_VALUE, INPUTS, TEMPLATES, InputCase, TemplateCase
+from tests.hostile_cases import (
+    CANARY_ENV,
+    CANARY_VALUE,
+    INPUTS,
+    TEMPLATES,
+    WORKER_TEMPLATES,
+    InputCase,
+    TemplateCase,
+)
 
 HERMES = FIXTURES / "hermes-3-tiny"
 
@@ -36,9 +45,14 @@ def canary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return secret
 
 
-@pytest.mark.parametrize("case", TEMPLATES, ids=lambda c: c.name)
+#: What a hostile template may add to this process's peak memory: the worker holds what the template builds.
+PEAK_MB = 200
+
+
+@pytest.mark.parametrize("case", TEMPLATES + WORKER_TEMPLATES, ids=lambda c: c.name)
 def test_hostile_template(case: TemplateCase, canary: Path) -> None:
     target = hostile_subject(case.source.replace("/etc/passwd", str(canary)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     try:
         rendered = target.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
@@ -52,6 +66,8 @@ def test_hostile_template(case: TemplateCase, canary: Path) -> None:
     assert case.message in result.message or case.message in rendered, result.message
     assert elapsed < case.seconds, f"{case.name} took {elapsed:.2f} s"
     assert CANARY_VALUE not in rendered and CANARY_VALUE not in result.message
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown < PEAK_MB, f"{case.name} grew this process by {grown:.0f} MB"
 
 
 def build_input(case: InputCase, tmp_path: Path) -> tuple[str, str | None]:
@@ -141,3 +157,46 @@ def test_a_hostile_model_does_not_stop_the_run(pytester: pytest.Pytester, tmp_pa
     renders = next(r for r in models["looping"] if r["check"] == "renders")
     assert renders["outcome"] == "failed" and "render exceeded 1 s" in renders["message"]
     assert elapsed < 90
+
+
+def test_templates_only_the_worker_stops_cost_a_run_little(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose named templates fold a constant forever while compiling, compare two deeply shared lists
+    (one C call) and allocate gigabytes inside ``tojson``: with the default bounds, the run ends with each
+    one's finding, every other check of them answered at once, and nothing of the canary in any report."""
+    model = tmp_path / "hostile"
+    shutil.copytree(HERMES, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    chosen = {c.name: c for c in WORKER_TEMPLATES}
+    config["chat_template"] = [
+        {"name": "default", "template": chosen["constant folded while compiling"].source},
+        {"name": "c_call", "template": chosen["deeply shared lists compared"].source},
+        {"name": "memory", "template": chosen["tojson with a huge indent"].source},
+    ]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    report, markdown = tmp_path / "report.json", tmp_path / "report.md"
+    monkeypatch.setenv(CANARY_ENV, CANARY_VALUE)
+    start = time.perf_counter()
+    pytester.runpytest_subprocess(
+        "--model",
+        str(model),
+        "-p",
+        "no:cacheprovider",
+        "--report-json",
+        str(report),
+        "--report-md",
+        str(markdown),
+    )
+    elapsed = time.perf_counter() - start
+    results = json.loads(report.read_text())["models"][0]["results"]
+    renders = {r["template"]: r for r in results if r["check"] == "renders"}
+    assert renders["default"]["outcome"] == "failed"
+    assert "compiling the template exceeded 2 s" in renders["default"]["message"]
+    assert (
+        renders["c_call"]["outcome"] == "failed"
+        and "the render worker was stopped" in renders["c_call"]["message"]
+    )
+    assert renders["memory"]["outcome"] == "failed" and "memory limit" in renders["memory"]["message"]
+    assert elapsed < 120, f"the run took {elapsed:.0f} s"
+    assert CANARY_VALUE not in report.read_text() + markdown.read_text()

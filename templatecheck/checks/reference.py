@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from templatecheck import conversation as conv
 from templatecheck.causes import Cause, defect, policy
@@ -92,11 +92,18 @@ def _sample(subject: Subject) -> list[Case]:
     return [c.with_tools([WEATHER_TOOL]) if forced and not c.tools else c for c in sample]
 
 
+def _arguments(case: Case) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    tools = [dict(t) for t in case.tools] if case.tools else None
+    return [dict(m) for m in case.messages], {
+        "add_generation_prompt": case.add_generation_prompt,
+        "tools": tools,
+    }
+
+
 def _render(subject: Subject, case: Case) -> str:
     """The shipped template's rendering of ``case``; raises :class:`RenderError`."""
-    tools = [dict(t) for t in case.tools] if case.tools else None
-    messages = [dict(m) for m in case.messages]
-    return subject.render(messages, add_generation_prompt=case.add_generation_prompt, tools=tools)
+    messages, arguments = _arguments(case)
+    return subject.render(messages, **arguments)
 
 
 def _first_mismatch(a: Sequence[int], b: Sequence[int]) -> int:
@@ -162,7 +169,9 @@ def reference(subject: Subject) -> list[Finding]:
         return [skipped(f"no reference format: {choice.how}")]
     special = subject.model.renderer.special_tokens
     rule = reference_policy(subject, choice.format)
-    result = compare(choice.format, partial(_render, subject), _sample(subject), special, rule)
+    sample = _sample(subject)
+    subject.prefetch_each([_arguments(case) for case in sample])
+    result = compare(choice.format, partial(_render, subject), sample, special, rule)
     return _judge(subject, choice, Reference(choice.format, special, rule), result)
 
 

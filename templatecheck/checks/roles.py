@@ -21,7 +21,7 @@ from templatecheck.checks.template import (
     tag,
 )
 from templatecheck.model import Subject
-from templatecheck.render import Renderer, RenderError, template_variables
+from templatecheck.render import RenderError, template_variables
 from templatecheck.result import Finding, Layer, skipped
 
 _U, _A, _S = conv.user, conv.assistant, conv.system
@@ -282,7 +282,7 @@ def _clock_date(
     subject: Subject, conversation: conv.Conversation, first: str, variables: list[str], pinned: list[str]
 ) -> list[Finding]:
     base = subject.model.renderer
-    other = Renderer(base.special_tokens, base.limits, clock=lambda: datetime(2031, 11, 3, 17, 45))
+    other = base.with_clock(datetime(2031, 11, 3, 17, 45))
     try:
         later = other.render(
             subject.template.source,

@@ -8,7 +8,7 @@ from templatecheck import conversation as conv
 from templatecheck.causes import defect
 from templatecheck.checks import check
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, compile_template
+from templatecheck.render import RenderError, parse_template
 from templatecheck.result import Finding, Layer
 
 #: Attributes of Python internals that a template can only want in order to escape the sandbox.
@@ -26,7 +26,7 @@ def _private(name: object) -> bool:
 def escape_attempts(source: str) -> list[tuple[int, str]]:
     """(line, name) of each private or internal attribute the template reaches for: ``x.__class__``,
     ``x['__globals__']``, ``x | attr('_private')``, ``map(attribute='__class__')``."""
-    ast = compile_template(source).environment.parse(source)
+    ast = parse_template(source)
     found: list[tuple[int, str]] = []
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Filter)):
         if isinstance(node, jinja2.nodes.Getattr):

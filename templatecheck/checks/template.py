@@ -18,7 +18,7 @@ from templatecheck.capabilities import probe
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks import check
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, compile_template
+from templatecheck.render import RenderError, parse_template
 from templatecheck.report import diff, quote
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.sample import minimize, sample
@@ -179,9 +179,9 @@ def renders(subject: Subject) -> list[Finding]:
             return [CRASH(f"a valid conversation does not render: {error}")]
         return []
 
-    return findings + by_cause(
-        _samples(subject), judge, owner="renders", reported=[f.cause for f in findings]
-    )
+    sampled = _samples(subject)
+    subject.prefetch(sampled, add_generation_prompt=True)
+    return findings + by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
 
 
 def _render_cause(error: RenderError) -> Cause:
@@ -274,8 +274,14 @@ def generation_prompt(subject: Subject) -> list[Finding]:
         except RenderError:
             return []
 
+    sampled = _samples(subject, share=2)
+    for add_generation_prompt in (False, True):
+        subject.prefetch(sampled, add_generation_prompt=add_generation_prompt)
+    subject.prefetch(
+        [[*c, conv.assistant(conv.ASSISTANT_TEXT)] for c in sampled], add_generation_prompt=False
+    )
     findings += by_cause(
-        _samples(subject, share=2),
+        sampled,
         judge_prompt,
         owner="generation_prompt",
         reported=[f.cause for f in findings],
@@ -576,6 +582,16 @@ def _assistant_ends(conversation: conv.Conversation) -> list[int]:
     ]
 
 
+def _prefetch_prefixes(subject: Subject, conversations: list[conv.Conversation]) -> None:
+    """The renders :func:`_prefix_breaks` asks for, in batches."""
+    renders = []
+    for conversation in conversations:
+        arguments = {"tools": subject.client_tools(conversation)}
+        heads = [conversation[:end] for end in _assistant_ends(conversation)]
+        renders += [(c, arguments) for c in (conversation, *heads)]
+    subject.prefetch_each(renders)
+
+
 def _prefix_breaks(
     subject: Subject, conversation: conv.Conversation, **kwargs: Any
 ) -> list[tuple[int, str, str]]:
@@ -669,8 +685,10 @@ def prefix_stability(subject: Subject) -> list[Finding]:
             found += _unexplained(subject, conversation, *pending[0])
         return distinct(found)
 
+    conversations = [*_MULTI_TURN, *_tool_turns(subject), *_samples(subject, end_with_user=False, share=2)]
+    _prefetch_prefixes(subject, conversations)
     return findings + by_cause(
-        [*_MULTI_TURN, *_tool_turns(subject), *_samples(subject, end_with_user=False, share=2)],
+        conversations,
         judge,
         owner="prefix_stability",
         reported=[f.cause for f in findings],
@@ -958,8 +976,10 @@ def content_fidelity(subject: Subject) -> list[Finding]:
         *_tool_turns(subject),
     ]
     findings = _list_content(subject)
+    conversations = [*plain, *_samples(subject, end_with_user=False, share=2)]
+    subject.prefetch([tag(c) for c in conversations])
     return findings + by_cause(
-        [*plain, *_samples(subject, end_with_user=False, share=2)],
+        conversations,
         judge,
         owner="content_fidelity",
         reported=[f.cause for f in findings],
@@ -993,7 +1013,7 @@ def content_format(source: str) -> str:
     import jinja2.nodes
 
     try:
-        tree = compile_template(source).environment.parse(source)
+        tree = parse_template(source)
     except RenderError:
         return "string"
 

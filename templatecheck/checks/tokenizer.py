@@ -6,8 +6,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from templatecheck import conversation as conv
@@ -15,11 +15,12 @@ from templatecheck.capabilities import probe
 from templatecheck.causes import defect, hazard, policy
 from templatecheck.checks import check
 from templatecheck.model import Subject
-from templatecheck.render import Renderer, RenderError, template_variables
+from templatecheck.render import RenderError, template_variables
 from templatecheck.report import diff, visible
 from templatecheck.result import Finding, Layer, Outcome, note, skipped
 from templatecheck.sample import Problem, counterexamples, sample
 from templatecheck.tokens import Tokens, encode, encode_as_text, template_literals, tokens_of
+from templatecheck.worker import run_forked
 
 #: The paths that encode the rendering without special tokens, as messages name them.
 _PLAIN_PATHS = "apply_chat_template(tokenize=True) and servers (the rendering encoded without special tokens)"
@@ -497,19 +498,31 @@ def _arguments(subject: Subject, conversation: conv.Conversation) -> dict[str, A
     return arguments
 
 
-def _apply_chat_template(subject: Subject, conversation: conv.Conversation, *, tokenize: bool) -> Any:
-    """transformers' ``apply_chat_template`` on the conversation, as the checks render it (``None`` when it
-    raises)."""
-    try:
-        return subject.model.tokenizer.apply_chat_template(
-            conversation,
-            **_arguments(subject, conversation),
-            chat_template=subject.template.source,
-            tokenize=tokenize,
-            return_dict=False,
-        )
-    except Exception:
-        return None
+def _transformers_renders(
+    subject: Subject, conversations: list[conv.Conversation]
+) -> list[tuple[list[int], str] | None]:
+    """transformers' ``apply_chat_template`` on each conversation, as the checks render it: the ids and the
+    text (``None`` where it raises or runs past the bounds). transformers renders with its own, unbounded
+    sandbox, so the calls run in a forked child under the render worker's bounds."""
+    tokenizer, source = subject.model.tokenizer, subject.template.source
+
+    def call(conversation: conv.Conversation, tokenize: bool) -> Callable[[], Any]:
+        arguments = _arguments(subject, conversation)
+
+        def apply() -> Any:
+            value: Any = tokenizer.apply_chat_template(
+                conversation, chat_template=source, tokenize=tokenize, return_dict=False, **arguments
+            )
+            return [int(i) for i in value] if tokenize else str(value)
+
+        return apply
+
+    tasks = [call(c, tokenize) for c in conversations for tokenize in (True, False)]
+    answers = run_forked(tasks, subject.model.limits.budget())
+    found: list[tuple[list[int], str] | None] = []
+    for ids, text in zip(answers[::2], answers[1::2], strict=True):
+        found.append((ids["ok"], text["ok"]) if "ok" in ids and "ok" in text else None)
+    return found
 
 
 def _decode_problem(view: Tokens, prompt: str) -> Problem | None:
@@ -531,15 +544,16 @@ def _decode_problem(view: Tokens, prompt: str) -> Problem | None:
     )
 
 
-def _transformers_problem(subject: Subject, conversation: conv.Conversation, ours: str) -> Problem | None:
+def _transformers_problem(
+    subject: Subject, theirs: tuple[list[int], str] | None, ours: str
+) -> Problem | None:
     """What differs between transformers' ``apply_chat_template(tokenize=True)`` and our rendering encoded
     without special tokens: its own encoding of its rendering (a defect), or the rendering (ours is wrong)."""
     view = tokens_of(subject)
-    ids = _apply_chat_template(subject, conversation, tokenize=True)
-    if ids is None or [int(i) for i in ids] == encode(view.tokenizer, ours):
+    if theirs is None:
         return None
-    text = _apply_chat_template(subject, conversation, tokenize=False)
-    if text is None:
+    ids, text = theirs
+    if ids == encode(view.tokenizer, ours):
         return None
     if str(text) != ours:
         return Problem(
@@ -563,6 +577,34 @@ def _transformers_problem(subject: Subject, conversation: conv.Conversation, our
     )
 
 
+_RoundTrip = tuple[str, str, tuple[list[int], str] | None]
+
+
+def _case_key(conversation: conv.Conversation) -> str:
+    return json.dumps(conversation, sort_keys=True, default=repr)
+
+
+def _round_trip_cases(
+    subject: Subject, conversations: list[conv.Conversation]
+) -> dict[str, _RoundTrip | None]:
+    """For each conversation: its prompt under the pinned clock, under the real clock (what transformers
+    reads), and transformers' ids and text; ``None`` where it does not render."""
+    prompts = subject.render_each(conversations, add_generation_prompt=True)
+    live = subject.model.renderer.with_clock(None).render_many(
+        subject.template.source, subject.calls(conversations, add_generation_prompt=True)
+    )
+    cases: dict[str, _RoundTrip | None] = {_case_key(c): None for c in conversations}
+    rendered = [
+        (c, p, o.text)
+        for c, p, o in zip(conversations, prompts, live, strict=True)
+        if isinstance(p, str) and not isinstance(o, RenderError)
+    ]
+    theirs = _transformers_renders(subject, [c for c, _, _ in rendered])
+    for (c, prompt, ours), their in zip(rendered, theirs, strict=True):
+        cases[_case_key(c)] = (prompt, ours, their)
+    return cases
+
+
 @check(Layer.TOKENIZER)
 def round_trip(subject: Subject) -> list[Finding]:
     """Decoding the encoded prompt gives the prompt back, and ``apply_chat_template(tokenize=True)`` equals
@@ -574,20 +616,20 @@ def round_trip(subject: Subject) -> list[Finding]:
     that differs from transformers' is an error of templatecheck (its verdicts may not hold there).
     """
     view = tokens_of(subject)
-    base = subject.model.renderer
-    live = Renderer(base.special_tokens, base.limits, clock=datetime.now)  # transformers reads the real clock
+    candidates = [conv.SYSTEM_USER, conv.USER_ONLY, *_sampled(subject)]
+    cases = _round_trip_cases(subject, candidates)
 
     def judge(conversation: conv.Conversation) -> Problem | None:
-        try:
-            prompt = subject.render(conversation, add_generation_prompt=True)
-            ours = live.render(
-                subject.template.source, conversation, **_arguments(subject, conversation)
-            ).text
-        except RenderError:
+        key = _case_key(conversation)
+        if key not in cases:  # a conversation shrinking made
+            cases.update(_round_trip_cases(subject, [conversation]))
+        case = cases[key]
+        if case is None:
             return None
-        return _decode_problem(view, prompt) or _transformers_problem(subject, conversation, ours)
+        prompt, ours, theirs = case
+        return _decode_problem(view, prompt) or _transformers_problem(subject, theirs, ours)
 
-    return counterexamples([conv.SYSTEM_USER, conv.USER_ONLY, *_sampled(subject)], judge, limit=3)
+    return counterexamples(candidates, judge, limit=3)
 
 
 # ------------------------------------------------------------------------------------------ control injection

@@ -1,0 +1,464 @@
+"""A worker process that compiles and renders untrusted templates under operating-system limits.
+
+A chat template is code from an untrusted repository. The in-process bounds of :mod:`templatecheck.render`
+stop what runs as Python bytecode, but not a single long C call (comparing two deeply shared lists, one huge
+integer operation), nor constant folding while Jinja compiles, nor memory a C routine allocates before any size
+check. So every compile and render runs here, in a child process with
+
+- an address-space limit (``RLIMIT_AS``, set before each batch to the current size plus a budget), so an
+  allocation past it is a ``MemoryError`` in the child, never a swapping parent;
+- a CPU-time limit (``RLIMIT_CPU``), so a child the parent can no longer reach still dies;
+- a wall deadline per job that the parent enforces by killing the child and starting a fresh one;
+- an environment that holds nothing of the parent's (no variables, an empty working directory), so a
+  template that escaped the sandbox still finds no secret to print.
+
+Jobs go in batches: the parent writes one frame with many jobs, the child answers each with one frame as it
+finishes it, so the parent knows which job a dead or silent child was on. Requests are pickled (parent to
+child: trusted); answers are JSON (child to parent: a compromised child cannot make the parent run code).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: A job: ``(verb, *arguments)``; see :func:`_handle` for the verbs.
+Job = tuple[Any, ...]
+#: An answer: ``{"ok": value}`` or ``{"error": kind, "message": text}``.
+Answer = dict[str, Any]
+
+_HEADER = struct.Struct(">Q")
+#: The largest answer the parent reads: the output bound of 4 M characters, JSON-escaped at worst 12 bytes each.
+_MAX_ANSWER = 64 * 1024 * 1024
+#: Seconds the parent waits past a job's own bound before it kills the child (the child's watchdog usually
+#: answers first, with a clean ``timeout``), and the wait for a job with no bound of its own.
+_GRACE = 1.0
+_STARTUP_SECONDS = 30.0
+
+
+class WorkerDied(Exception):
+    """The child ended (killed by the parent at a deadline, or by a limit) before it answered a job."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------- the parent
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one job may use: wall seconds (``None``: no bound) and bytes of address space above the
+    child's size at the start of the batch (``None``: no bound)."""
+
+    seconds: float | None
+    memory_bytes: int | None
+
+
+class Worker:
+    """The parent's handle on one child process; started on first use, restarted after it is killed."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: _Reader | None = None
+        self._lock = threading.Lock()
+        self._home: tempfile.TemporaryDirectory[str] | None = None
+        #: Children started in this process (the first start and every restart after a kill).
+        self.starts = 0
+
+    def run(self, jobs: Sequence[Job], budget: Budget) -> list[Answer]:
+        """The answers to ``jobs``, in order. A job the child does not answer within its deadline, or dies
+        on, is answered ``{"error": kind, ...}`` (kinds ``timeout``, ``memory``, ``crash``) and the rest of
+        the batch goes to a fresh child."""
+        answers: list[Answer] = []
+        with self._lock:
+            while len(answers) < len(jobs):
+                pending = list(jobs[len(answers) :])
+                try:
+                    self._send(pending, budget)
+                    for _ in pending:
+                        answers.append(self._receive(budget))
+                except WorkerDied as died:
+                    self._stop()
+                    answers.append({"error": died.kind, "message": died.message})
+        return answers
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _child(self) -> subprocess.Popen[bytes]:
+        if self._process is None or self._process.poll() is not None:
+            if self._home is None:
+                self._home = tempfile.TemporaryDirectory(prefix="templatecheck-worker-")
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "templatecheck.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=self._home.name,
+                env=_child_environment(),
+                close_fds=True,
+            )
+            assert self._process.stdout is not None
+            self._reader = _Reader(self._process.stdout.fileno())
+            self.starts += 1
+            self._wait_ready()
+        return self._process
+
+    def _wait_ready(self) -> None:
+        assert self._reader is not None
+        answer = self._reader.frame(time.monotonic() + _STARTUP_SECONDS)
+        if answer is None or json.loads(answer) != {"ready": True}:
+            self._stop()
+            raise RuntimeError(
+                "templatecheck's render worker did not start (run `python -m templatecheck.worker`)"
+            )
+
+    def _send(self, jobs: list[Job], budget: Budget) -> None:
+        process = self._child()
+        assert process.stdin is not None
+        payload = pickle.dumps((budget, jobs), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            process.stdin.write(_HEADER.pack(len(payload)) + payload)
+            process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerDied("crash", "the render worker ended unexpectedly") from None
+
+    def _receive(self, budget: Budget) -> Answer:
+        process, reader = self._process, self._reader
+        assert process is not None and reader is not None
+        wait = budget.seconds + _GRACE if budget.seconds is not None else None
+        deadline = time.monotonic() + wait if wait is not None else None
+        try:
+            frame = reader.frame(deadline)
+        except _FrameTooLarge:
+            raise WorkerDied("output", "the render worker's answer exceeded 64 MB") from None
+        if frame is None:
+            raise self._death(process, budget)
+        answer = json.loads(frame)
+        if not isinstance(answer, dict):
+            raise WorkerDied("crash", "the render worker answered something that is not an answer")
+        return answer
+
+    def _death(self, process: subprocess.Popen[bytes], budget: Budget) -> WorkerDied:
+        """Why ``process`` gave no answer: still running past the deadline (killed now), or ended."""
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            return _why(None, budget)
+        return _why(process.returncode, budget)
+
+    def _stop(self) -> None:
+        process, self._process, self._reader = self._process, None, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            process.kill()
+        with contextlib.suppress(OSError):
+            process.wait(timeout=5)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _why(code: int | None, budget: Budget) -> WorkerDied:
+    """Why a child gave no answer, from its exit status (``None``: it was still running, and was killed)."""
+    if code is None:
+        return WorkerDied("timeout", f"render exceeded {budget.seconds:g} s (the render worker was stopped)")
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+        return WorkerDied("timeout", "render exceeded its CPU-time limit (the render worker was stopped)")
+    if code in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS) and budget.memory_bytes is not None:
+        return WorkerDied(
+            "memory",
+            f"render exhausted the memory limit of {budget.memory_bytes / 2**20:,.0f} MiB "
+            f"(the render worker ended with signal {-code})",
+        )
+    return WorkerDied("crash", f"the render worker ended unexpectedly (exit status {code})")
+
+
+def _child_environment() -> dict[str, str]:
+    """Only what the child needs to import this package and load a local tokenizer; nothing secret."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([package_root, *(p for p in sys.path if p)])),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    if "PATH" in os.environ:
+        env["PATH"] = os.environ["PATH"]
+    return env
+
+
+class _FrameTooLarge(Exception):
+    pass
+
+
+class _Reader:
+    """Frames from a pipe, read in large chunks (one wake-up serves every answer already written)."""
+
+    def __init__(self, fd: int, limit: int = _MAX_ANSWER) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def _fill(self, size: int, deadline: float | None) -> bool:
+        while len(self.buffer) < size:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return False
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return False
+            self.buffer += chunk
+        return True
+
+    def frame(self, deadline: float | None) -> bytes | None:
+        """The next frame, or ``None`` when the deadline passes or the writer ends first."""
+        if not self._fill(_HEADER.size, deadline):
+            return None
+        (size,) = _HEADER.unpack_from(self.buffer)
+        if size > self.limit:
+            raise _FrameTooLarge
+        if not self._fill(_HEADER.size + size, deadline):
+            return None
+        frame = bytes(self.buffer[_HEADER.size : _HEADER.size + size])
+        del self.buffer[: _HEADER.size + size]
+        return frame
+
+
+_WORKER: Worker | None = None
+
+
+def shared() -> Worker:
+    """This process's worker (one per process, as pytest-xdist workers are processes)."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = Worker()
+        atexit.register(_WORKER.close)
+    return _WORKER
+
+
+# ------------------------------------------------------------------------------------------- forked tasks
+
+
+def run_forked(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
+    """Run each task in a child forked from this process, under the render worker's bounds; the answers in
+    order, each ``{"ok": value}`` (a JSON value) or ``{"error": kind, "message": text}``.
+
+    For calls into libraries that render templates themselves (transformers' ``apply_chat_template``): the
+    child has every object loaded here, such as a tokenizer, without loading it again, and none of this
+    process's environment variables.
+    """
+    answers: list[Answer] = []
+    while len(answers) < len(tasks):
+        answers.extend(_fork_batch(tasks[len(answers) :], budget))
+    return answers
+
+
+def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
+    import warnings
+
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread of this process's
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child; its answers are what the tests see)
+        try:
+            os.close(read_fd)
+            _become_child()
+            _limit_memory(budget.memory_bytes)
+            _limit_cpu(None if budget.seconds is None else (budget.seconds + _GRACE) * len(tasks))
+            with os.fdopen(write_fd, "wb") as sink:
+                for task in tasks:
+                    _write(sink, _run_task(task, budget))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    reader = _Reader(read_fd)
+    answers: list[Answer] = []
+    try:
+        for _ in tasks:
+            deadline = time.monotonic() + budget.seconds + _GRACE if budget.seconds is not None else None
+            frame = reader.frame(deadline)
+            if frame is None:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                code = os.waitstatus_to_exitcode(status) if done else None
+                died = _why(code, budget)
+                answers.append({"error": died.kind, "message": died.message})
+                break
+            answers.append(json.loads(frame))
+    except _FrameTooLarge:
+        answers.append({"error": "output", "message": "the answer exceeded 64 MB"})
+    finally:
+        os.close(read_fd)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return answers
+
+
+def _become_child() -> None:
+    """A forked child keeps nothing it does not need: no environment, no terminal, a fresh watchdog."""
+    from templatecheck import bounds
+
+    os.environ.clear()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    bounds.reset_after_fork()
+
+
+def _run_task(task: Callable[[], Any], budget: Budget) -> Answer:
+    from templatecheck.bounds import DeadlineExceeded, call_with_deadline
+
+    try:
+        return {"ok": call_with_deadline(task, budget.seconds)}
+    except DeadlineExceeded:
+        return {"error": "timeout", "message": f"exceeded {budget.seconds:g} s"}
+    except MemoryError:
+        return {"error": "memory", "message": _out_of_memory(budget)}
+    except Exception as exc:
+        return {"error": "raised", "message": f"{type(exc).__name__}: {exc}"}
+
+
+# ---------------------------------------------------------------------------------------------- the child
+
+
+def _limit_memory(budget: int | None) -> None:
+    import resource
+
+    if budget is None:
+        resource.setrlimit(
+            resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1])
+        )
+        return
+    with open("/proc/self/statm") as statm:
+        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = size + budget
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _limit_cpu(seconds: float | None) -> None:
+    """The child dies (``SIGXCPU``) once the batch has used its jobs' bounds and grace in CPU time."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if seconds is None:
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime + seconds) + 2
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _write(stream: Any, answer: Answer) -> None:
+    try:
+        payload = json.dumps(answer, ensure_ascii=True).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        payload = json.dumps({"error": "crash", "message": f"an answer did not serialize: {exc}"}).encode()
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _answer(job: Job, budget: Budget) -> Answer:
+    """The answer to one job; whatever the job raises is an error answer, never the child's end."""
+    from templatecheck.render import RenderError
+
+    try:
+        return {"ok": _VERBS[job[0]](budget, *job[1:])}
+    except RenderError as error:
+        if error.kind in ("memory", "output"):
+            gc.collect()  # what the template built is garbage now: free it before the next job's limit
+        message = _out_of_memory(budget) if error.kind == "memory" else error.message
+        return {"error": error.kind, "message": message}
+    except MemoryError:
+        return {"error": "memory", "message": _out_of_memory(budget)}
+    except RecursionError:
+        return {"error": "raised", "message": "template raised RecursionError: recursion too deep"}
+    except Exception as exc:
+        return {"error": "crash", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def _out_of_memory(budget: Budget) -> str:
+    limit = f" of {budget.memory_bytes / 2**20:,.0f} MiB" if budget.memory_bytes is not None else ""
+    return f"render exhausted the memory limit{limit}"
+
+
+def _render(budget: Budget, source: str, context: dict[str, Any], clock: Any, max_chars: int | None) -> Any:
+    from templatecheck.render import render_here
+
+    rendered = render_here(source, context, seconds=budget.seconds, max_chars=max_chars, clock=clock)
+    return [rendered.text, rendered.generation_spans]
+
+
+def _compile(budget: Budget, source: str) -> None:
+    from templatecheck.bounds import DeadlineExceeded, call_with_deadline
+    from templatecheck.render import RenderError, compile_template
+
+    try:
+        call_with_deadline(lambda: compile_template(source), budget.seconds)
+    except DeadlineExceeded:
+        raise RenderError("timeout", f"compiling the template exceeded {budget.seconds:g} s") from None
+
+
+def _variables(budget: Budget, source: str) -> list[str]:
+    from templatecheck.render import undeclared_variables
+
+    _compile(budget, source)
+    return sorted(undeclared_variables(source))
+
+
+_VERBS: dict[str, Any] = {"render": _render, "compile": _compile, "variables": _variables}
+
+
+def main() -> None:
+    """The child's loop: read a batch, answer each job, until the parent closes the pipe."""
+    reader, sink = _Reader(sys.stdin.buffer.fileno(), limit=1 << 40), sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing a library prints may corrupt the channel
+    _write(sink, {"ready": True})
+    while True:
+        frame = reader.frame(None)
+        if frame is None:
+            return
+        budget, jobs = pickle.loads(frame)
+        _limit_memory(budget.memory_bytes)
+        _limit_cpu(None if budget.seconds is None else (budget.seconds + _GRACE) * len(jobs))
+        for job in jobs:
+            _write(sink, _answer(job, budget))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The render worker: templates compile and render in a child process under OS limits, and every bound a
+template exceeds is paid once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from templatecheck.render import Call, Limits, Renderer, RenderError, check_template
+from templatecheck.worker import Budget, Worker, run_forked, shared
+
+HI = [{"role": "user", "content": "hi"}]
+CHAT = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+
+
+def render(source: str, limits: Limits | None = None) -> str:
+    return Renderer(limits=limits or Limits(seconds=1.0)).render(source, HI).text
+
+
+def test_a_render_in_the_worker_is_the_render() -> None:
+    assert render(CHAT) == "<user>hi"
+    batch = Renderer().render_many(CHAT, [Call(HI), Call([{"role": "user", "content": "yo"}])])
+    assert [r.text for r in batch if not isinstance(r, RenderError)] == ["<user>hi", "<user>yo"]
+
+
+def test_constant_folding_while_compiling_is_bounded() -> None:
+    """Jinja folds constant expressions while it compiles, before any render bound: in the worker, that is
+    a timeout like any other, and the next template renders."""
+    start = time.perf_counter()
+    with pytest.raises(RenderError) as error:
+        render("{{ [1, 2, 3] | slice(1000000000000) | sum(start=[]) }}")
+    assert error.value.kind == "timeout"
+    assert time.perf_counter() - start < 6
+    assert render(CHAT) == "<user>hi"
+
+
+def test_one_long_c_call_is_stopped_by_killing_the_worker() -> None:
+    """A single huge integer power never returns to the interpreter, so no in-process watchdog can stop it;
+    the parent kills the worker at the deadline."""
+    worker = shared()
+    starts = worker.starts
+    start = time.perf_counter()
+    with pytest.raises(RenderError) as error:
+        render("{{ (10 ** 10000) ** 10000 > 1 }}")
+    assert error.value.kind == "timeout" and "the render worker was stopped" in error.value.message
+    assert time.perf_counter() - start < 6
+    assert render(CHAT) == "<user>hi"
+    assert worker.starts == starts + 1
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ [1, 2] | tojson(indent=1500000000) }}",
+        "{{ '%*s' % (1500000000, 'x') }}",
+        "{{ ('a' * 3000000) | replace('a', 'b' * 1000) }}",
+    ],
+)
+def test_memory_past_the_size_guards_is_the_worker_limit(source: str) -> None:
+    """Values a C routine allocates before any size guard sees them hit the worker's address-space limit."""
+    with pytest.raises(RenderError) as error:
+        render(source, Limits(seconds=5.0, memory_bytes=256 << 20))
+    assert error.value.kind == "memory"
+    assert error.value.message == "render exhausted the memory limit of 256 MiB"
+    assert render(CHAT) == "<user>hi"
+
+
+def test_a_bound_is_paid_once_per_template() -> None:
+    renderer = Renderer(limits=Limits(seconds=0.5))
+    looping = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    start = time.perf_counter()
+    with pytest.raises(RenderError, match=r"render exceeded 0\.5 s"):
+        renderer.render(looping, HI)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(20):
+        with pytest.raises(RenderError, match="an earlier render of this template did") as error:
+            renderer.render(looping, HI)
+        assert error.value.kind == "timeout"
+    assert time.perf_counter() - start < first / 5
+    assert renderer.render(CHAT, HI).text == "<user>hi"
+
+
+def test_a_slow_template_stops_at_its_budget() -> None:
+    """A template that stays under the per-render bound but is slow costs at most its budget in a run."""
+    renderer = Renderer(limits=Limits(seconds=2.0, budget_seconds=0.5))
+    slow = "{% for a in range(300) %}{% for b in range(1000) %}{% endfor %}{% endfor %}ok"
+    start = time.perf_counter()
+    kinds = []
+    for _ in range(40):
+        try:
+            renderer.render(slow, HI)
+            kinds.append("ok")
+        except RenderError as error:
+            kinds.append(error.kind)
+            assert "renders took more than 0.5 s in this run" in error.message
+    assert "ok" in kinds and kinds[-1] == "budget"
+    assert time.perf_counter() - start < 3
+    assert renderer.render(CHAT, HI).text == "<user>hi"
+
+
+def test_a_dead_worker_is_restarted() -> None:
+    worker = Worker()
+    try:
+        budget = Budget(2.0, None)
+        assert worker.run([("compile", CHAT)], budget) == [{"ok": None}]
+        assert worker._process is not None
+        os.kill(worker._process.pid, signal.SIGKILL)
+        worker._process.wait()
+        assert worker.run([("compile", CHAT)], budget) == [{"ok": None}]
+        assert worker.starts == 2
+    finally:
+        worker.close()
+
+
+def test_the_worker_sees_none_of_the_parents_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from templatecheck.worker import _child_environment
+
+    monkeypatch.setenv("TEMPLATECHECK_CANARY", "canary-7f3a9c")
+    assert "canary-7f3a9c" not in repr(_child_environment())
+    answers = run_forked([lambda: dict(os.environ), os.getcwd], Budget(2.0, None))
+    assert answers == [{"ok": {}}, {"ok": "/"}]
+
+
+def test_a_syntax_error_is_an_error_of_the_template() -> None:
+    with pytest.raises(RenderError) as error:
+        check_template("{% for %}")
+    assert error.value.kind == "syntax" and "does not parse" in error.value.message
+    with pytest.raises(RenderError) as error:
+        check_template("{{ x | no_such_filter }}")
+    assert error.value.kind == "syntax"
+
+
+def test_forked_tasks_are_bounded() -> None:
+    def forever() -> None:
+        while True:
+            pass
+
+    start = time.perf_counter()
+    answers = run_forked([lambda: 1, forever, lambda: 2, lambda: 1 / 0], Budget(0.5, None))
+    assert answers[0] == {"ok": 1} and answers[2] == {"ok": 2}
+    assert answers[1]["error"] == "timeout"
+    assert answers[3] == {"error": "raised", "message": "ZeroDivisionError: division by zero"}
+    assert time.perf_counter() - start < 5
