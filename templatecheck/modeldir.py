@@ -141,7 +141,13 @@ def read_bytes(path: Path, root: Path | None, limit: int) -> bytes:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):  # swapped since the check
             raise _unsafe(path, f"is {_kind(info.st_mode)}, not a file")
-        data = file.read(limit + 1)
+        # Read what fstat promises and one byte more, so a file that grew since is noticed; never past ``limit``.
+        data = file.read(min(info.st_size, limit) + 1)
+        while info.st_size < len(data) <= limit:
+            more = file.read(min(2**20, limit + 1 - len(data)))
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise _unsafe(path, f"grew past the limit of {limit:,} bytes while it was read", _TOO_BIG)
     return data
