@@ -6,7 +6,8 @@ files the checks read are downloaded, through ``huggingface_hub`` (its cache, pr
 ``chat_template.jinja`` and ``additional_chat_templates/*.jinja`` when present, else the ``chat_template``
 entry of ``tokenizer_config.json`` (a string, or a list of named templates), else a processor's
 ``chat_template.json``. The tokenizer is loaded with ``AutoTokenizer`` on first use, never with
-``trust_remote_code``.
+``trust_remote_code``. Every file of the directory is read as untrusted input (:mod:`templatecheck.modeldir`:
+regular files inside the directory only, size and nesting bounds, token fields validated).
 """
 
 from __future__ import annotations
