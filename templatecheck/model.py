@@ -6,7 +6,8 @@ files the checks read are downloaded, through ``huggingface_hub`` (its cache, pr
 ``chat_template.jinja`` and ``additional_chat_templates/*.jinja`` when present, else the ``chat_template``
 entry of ``tokenizer_config.json`` (a string, or a list of named templates), else a processor's
 ``chat_template.json``. The tokenizer is loaded with ``AutoTokenizer`` on first use, never with
-``trust_remote_code``.
+``trust_remote_code``. Every file of the directory is read as untrusted input (:mod:`templatecheck.modeldir`:
+regular files inside the directory only, size and nesting bounds, token fields validated).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from templatecheck import modeldir
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
 from templatecheck.render import Call, Limits, Rendered, Renderer, RenderError
@@ -138,41 +140,37 @@ def resolve(ref: ModelRef, patterns: tuple[str, ...] = CHECK_FILES) -> Path:
         raise TemplatecheckError(f"model {ref.text!r} is not a valid Hub repo id: {exc}") from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+def _name_ok(name: str, where: Path) -> str:
+    """A template name as read from ``where``; refused unless it is printable text (it becomes a test id, a
+    pin name and a report heading, so a control character or an undecodable byte would reach the terminal)."""
+    if not name.isprintable():
         raise TemplatecheckError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix or replace the file"
-        ) from None
-    except UnicodeDecodeError:
-        raise TemplatecheckError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TemplatecheckError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+            f"{str(where)!r}: the template name {name!r} holds a control character or a byte that is not "
+            "UTF-8; rename the template"
+        )
+    return name
 
 
 def read_templates(directory: Path) -> dict[str, Template]:
-    """Every named chat template of the model in ``directory``, as transformers would load them."""
+    """Every named chat template of the model in ``directory``, as transformers would load them; every file is
+    read as untrusted (:mod:`templatecheck.modeldir`)."""
+    root = modeldir.boundary(directory)
     found: dict[str, Template] = {}
     jinja = directory / "chat_template.jinja"
-    if jinja.is_file():
-        found["default"] = Template("default", _read_text(jinja), jinja.name)
-    extra = directory / "additional_chat_templates"
-    if extra.is_dir():
-        for file in sorted(extra.glob("*.jinja")):
-            found[file.stem] = Template(file.stem, _read_text(file), f"{extra.name}/{file.name}")
+    if modeldir.present(jinja):
+        found["default"] = Template("default", modeldir.read_text(jinja, root), jinja.name)
+    extra = directory / modeldir.TEMPLATE_FOLDER
+    for file in modeldir.read_files(directory):
+        if file.parent == extra:
+            name = _name_ok(file.stem, file)
+            found[name] = Template(name, modeldir.read_text(file, root), f"{extra.name}/{file.name}")
     if found:
         return found
     config_path = directory / "tokenizer_config.json"
-    entry = _read_json(config_path).get("chat_template") if config_path.is_file() else None
-    origin = config_path.name
-    if entry is None and (directory / "chat_template.json").is_file():
-        entry = _read_json(directory / "chat_template.json").get("chat_template")
+    config = modeldir.read_object(config_path, root) if modeldir.present(config_path) else {}
+    entry, origin = config.get("chat_template"), config_path.name
+    if entry is None and modeldir.present(directory / "chat_template.json"):
+        entry = modeldir.read_object(directory / "chat_template.json", root).get("chat_template")
         origin = "chat_template.json"
     if isinstance(entry, str):
         return {"default": Template("default", entry, origin)}
@@ -180,15 +178,15 @@ def read_templates(directory: Path) -> dict[str, Template]:
         for item in entry:
             if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)):
                 raise TemplatecheckError(
-                    f"{directory / origin}: chat_template list entries need 'name' and 'template', got {item!r}"
+                    f"{directory / origin}: chat_template list entries need 'name' and 'template', "
+                    f"got {modeldir.shown(item)}"
                 )
-            found[item["name"]] = Template(
-                item["name"], str(item.get("template", "")), f"{origin} [{item['name']}]"
-            )
+            name = _name_ok(item["name"], directory / origin)
+            found[name] = Template(name, str(item.get("template", "")), f"{origin} [{name}]")
         return found
     if entry is not None:
         raise TemplatecheckError(
-            f"{directory / origin}: chat_template must be a string or a list, got {entry!r}"
+            f"{directory / origin}: chat_template must be a string or a list, got {modeldir.shown(entry)}"
         )
     return {}
 
@@ -213,8 +211,9 @@ def templates_in_folder(folder: Path) -> dict[str, Template]:
 
 
 def template_from_file(path: Path) -> Template:
-    """A candidate template file, for ``--chat-template FILE``."""
-    return Template(path.stem, _read_text(path), str(path))
+    """A candidate template file, for ``--chat-template FILE`` (a regular file of at most
+    :data:`~templatecheck.modeldir.TEXT_LIMIT` bytes, anywhere)."""
+    return Template(path.stem, modeldir.read_text(path, None), str(path))
 
 
 @dataclass
@@ -257,22 +256,23 @@ def weights_directory(model: Model) -> Path:
 
 
 def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do."""
+    """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do; the
+    files it reads are checked first (:func:`~templatecheck.modeldir.check_directory`)."""
+    root = modeldir.check_directory(directory)
     if not any(
-        (directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")
+        modeldir.present(directory / f)
+        for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")
     ):
         raise TemplatecheckError(
             f"model {label!r}: {directory} has no tokenizer files (tokenizer.json, tokenizer.model, vocab.json); "
             "point --model at the model's root directory"
         )
     config_path = directory / "tokenizer_config.json"
-    if config_path.is_file():
-        config = _read_json(config_path)
-        if isinstance(config, dict) and "auto_map" in config:
-            raise TemplatecheckError(
-                f"model {label!r}: its tokenizer needs custom code (auto_map in tokenizer_config.json), which "
-                "templatecheck never runs (no trust_remote_code); test a model with a standard tokenizer class"
-            )
+    if modeldir.present(config_path) and "auto_map" in modeldir.read_object(config_path, root):
+        raise TemplatecheckError(
+            f"model {label!r}: its tokenizer needs custom code (auto_map in tokenizer_config.json), which "
+            "templatecheck never runs (no trust_remote_code); test a model with a standard tokenizer class"
+        )
     if "transformers" not in sys.modules:
         # transformers advises at import that torch is missing; the static checks need no torch.
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -296,6 +296,7 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
     """Resolve and read a model; ``chat_template`` selects one named template or a candidate file."""
     ref = ModelRef.parse(text)
     directory = resolve(ref)
+    modeldir.check_directory(directory)
     templates = read_templates(directory)
     if chat_template is not None:
         candidate = Path(chat_template).expanduser()
@@ -317,19 +318,44 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
             "tokenizer_config.json and chat_template.json); a base model has none: pass --chat-template FILE "
             "to test a candidate template"
         )
-    gen_path, config_path = directory / "generation_config.json", directory / "config.json"
+    generation_config, config = read_configs(directory)
     return Model(
         ref=ref,
         directory=directory,
         templates=templates,
-        generation_config=_read_json(gen_path) if gen_path.is_file() else None,
-        config=_read_json(config_path) if config_path.is_file() else None,
+        generation_config=generation_config,
+        config=config,
         limits=limits or Limits(),
     )
 
 
 def _render_key(messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> bytes:
     return pickle.dumps((messages, sorted(kwargs.items())), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_configs(directory: Path) -> tuple[Any, dict[str, Any] | None]:
+    """``generation_config.json`` and ``config.json`` of ``directory`` (``None`` where absent), with the token
+    fields of those and of the tokenizer's configuration validated: one clear error for a bad value.
+
+    ``eos_token_id`` of ``generation_config.json``, and a ``generation_config.json`` that is not an object, are
+    left to the ``end_of_turn`` check, which reports them as findings (they decide where generation stops) and
+    falls back on the tokenizer's eos.
+    """
+    root = modeldir.boundary(directory)
+    paths = {name: directory / name for name in modeldir.CONFIG_FILES}
+    read = {name: modeldir.read_object(p, root) for name, p in paths.items() if modeldir.present(p)}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if name in read:
+            modeldir.check_tokens(read[name], paths[name])
+    config = read.get("config.json")
+    vocabulary = modeldir.vocabulary_size(config)
+    if config is not None:
+        modeldir.check_ids(config, paths["config.json"], vocabulary)
+    gen_path = directory / "generation_config.json"
+    generation = modeldir.read_json(gen_path, root) if modeldir.present(gen_path) else None
+    if isinstance(generation, dict):
+        modeldir.check_ids(generation, gen_path, vocabulary, skip=("eos_token_id",))
+    return generation, config
 
 
 @dataclass(frozen=True)

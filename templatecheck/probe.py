@@ -27,7 +27,7 @@ from templatecheck.errors import TemplatecheckError
 from templatecheck.model import Model, Subject, weights_directory
 from templatecheck.probeset import BUILTIN, BUILTIN_TOOLS, Call, Probe, read_probe_file
 from templatecheck.render import RenderError
-from templatecheck.tokens import encode
+from templatecheck.tokens import encode, stop_set
 from templatecheck.toolcalls import CallFormat, call_format, parse_call, same_call
 from templatecheck.variants import Variant, variants
 
@@ -113,22 +113,11 @@ def load(model: Model, device: str | None = None) -> Loaded:
 
 
 def stop_tokens(model: Model) -> tuple[tuple[int, ...], str]:
-    """The ids generation stops at, and where they come from: ``generation_config.json``'s ``eos_token_id``
-    (an int or a list), else the tokenizer's EOS."""
-    eos = (model.generation_config or {}).get("eos_token_id")
-    if isinstance(eos, int):
-        return (eos,), "generation_config.json eos_token_id"
-    if isinstance(eos, list) and eos and all(isinstance(i, int) for i in eos):
-        return tuple(eos), "generation_config.json eos_token_id"
-    tokenizer_eos = model.tokenizer.eos_token_id
-    if tokenizer_eos is None:
-        return (), "nowhere: no eos_token_id in generation_config.json and no tokenizer eos_token"
-    where = (
-        "no eos_token_id in generation_config.json"
-        if model.generation_config
-        else "no generation_config.json"
-    )
-    return (int(tokenizer_eos),), f"the tokenizer's eos_token ({where})"
+    """The ids generation stops at, and where they come from: the model's stop set
+    (:func:`~templatecheck.tokens.stop_set`: ``generation_config.json``'s ``eos_token_id`` validated against the
+    vocabulary, else the tokenizer's EOS), so that generation stops where the static checks say it does."""
+    stop = stop_set(model)
+    return stop.ids, stop.source
 
 
 # ---------------------------------------------------------------------------------------------- forward passes

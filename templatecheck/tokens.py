@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jinja2.nodes
 
+from templatecheck.modeldir import is_token_id, shown
 from templatecheck.render import parse_template, template_variables
 from templatecheck.report import tokens as shown_tokens
 
@@ -70,10 +71,6 @@ class StopSet:
     problem: str | None = None
 
 
-def _is_id(value: Any, vocabulary: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocabulary
-
-
 def stop_set(model: Model) -> StopSet:
     """``eos_token_id`` of ``generation_config.json`` (an id or a list of ids), validated; else the tokenizer's
     eos. An invalid value is reported in ``problem`` (naming the file and the value) and its valid ids, or the
@@ -86,20 +83,21 @@ def stop_set(model: Model) -> StopSet:
     if config is None:
         return StopSet(fallback, f"{eos_name} (no generation_config.json)")
     if not isinstance(config, dict):
-        problem = f"{path} is not a JSON object (it holds {type(config).__name__} {config!r:.60})"
+        problem = f"{path} is not a JSON object (it holds {type(config).__name__} {shown(config)})"
         return StopSet(fallback, f"{eos_name} (generation_config.json is not valid)", problem)
     eos = config.get("eos_token_id")
     if eos is None:
         return StopSet(fallback, f"{eos_name} (no eos_token_id in generation_config.json)")
     entries = eos if isinstance(eos, list) else [eos]
     vocabulary = len(tokenizer)
-    valid = tuple(dict.fromkeys(e for e in entries if _is_id(e, vocabulary)))
+    valid = tuple(dict.fromkeys(e for e in entries if is_token_id(e, vocabulary)))
     if entries and len(valid) == len(entries):
         return StopSet(valid, "generation_config.json eos_token_id")
-    bad = [e for e in entries if not _is_id(e, vocabulary)]
+    bad = [e for e in entries if not is_token_id(e, vocabulary)]
     problem = (
-        f"{path}: eos_token_id is {eos!r}, which is not a token id or a list of token ids of this tokenizer "
-        f"(ids are integers from 0 to {vocabulary - 1}; {'bad entries: ' + repr(bad) if bad else 'the list is empty'})"
+        f"{path}: eos_token_id is {shown(eos)}, which is not a token id or a list of token ids of this "
+        f"tokenizer (ids are integers from 0 to {vocabulary - 1}; "
+        f"{'bad entries: ' + shown(bad) if bad else 'the list is empty'})"
     )
     if valid:
         return StopSet(valid, "generation_config.json eos_token_id (its valid entries)", problem)

@@ -7,7 +7,13 @@ load error), a fragment of the message, and a wall-time bound. ``tests/test_host
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 CANARY_ENV = "TEMPLATECHECK_CANARY"
 CANARY_VALUE = "canary-7f3a9c"
@@ -305,4 +311,459 @@ INPUTS = [
     InputCase("a template file that is not UTF-8", "is not UTF-8 text; re-save it as UTF-8"),
     InputCase("a tokenizer that needs remote code", "never runs (no trust_remote_code)"),
     InputCase("chat_template of the wrong type", "chat_template must be a string or a list"),
+]
+
+
+# -------------------------------------------------------------------------------------- model directories
+# A model directory read as untrusted (templatecheck/modeldir.py): links out of it, devices, FIFOs, sockets,
+# directories named like files, huge and deeply nested files, bad token fields, hostile file names. Each case
+# edits a copy of a correct model (``model``) and may use ``outside``, a folder beside it that holds
+# ``secret.txt`` (the canary file, whose content is CANARY_VALUE) and ``secret.jinja`` (the same, as a template).
+
+
+@dataclass(frozen=True)
+class ModelDirCase:
+    """A hostile model directory: ``build(model, outside)`` edits the copy and returns the ``--model`` value.
+    With ``check`` ``None`` loading it is one error holding ``message``; otherwise it loads and ``check`` gives
+    ``outcome`` with ``message`` in its message. ``seconds`` and ``megabytes`` bound the wall time and the
+    peak of Python allocations (tracemalloc) of loading it and running the check."""
+
+    name: str
+    build: Callable[[Path, Path], Path]
+    message: str
+    check: str | None = None
+    outcome: str = "failed"
+    seconds: float = 1.0
+    megabytes: float = 2.0
+
+
+def _link(relative: str, target: str | Callable[[Path, Path], Path]) -> Callable[[Path, Path], Path]:
+    """A builder that replaces ``relative`` with a link to ``target`` (a path, or one built from the dirs)."""
+
+    def build(model: Path, outside: Path) -> Path:
+        path = model / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        path.symlink_to(target(model, outside) if callable(target) else target)
+        return model
+
+    return build
+
+
+def _replace(relative: str, make: Callable[[Path], None]) -> Callable[[Path, Path], Path]:
+    """A builder that replaces ``relative`` with what ``make(path)`` creates there."""
+
+    def build(model: Path, outside: Path) -> Path:
+        path = model / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        make(path)
+        return model
+
+    return build
+
+
+def _write(relative: str, content: str) -> Callable[[Path, Path], Path]:
+    return _replace(relative, lambda path: path.write_text(content, encoding="utf-8"))
+
+
+def _sparse(relative: str, size: int) -> Callable[[Path, Path], Path]:
+    """A file of ``size`` bytes that takes no disk space (never read: the bound is checked first)."""
+
+    def make(path: Path) -> None:
+        with path.open("wb") as file:
+            file.truncate(size)
+
+    return _replace(relative, make)
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _edit(relative: str, **fields: object) -> Callable[[Path, Path], Path]:
+    """A builder that sets ``fields`` in the JSON object of ``relative``."""
+
+    def build(model: Path, outside: Path) -> Path:
+        path = model / relative
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        path.write_text(json.dumps({**data, **fields}), encoding="utf-8")
+        return model
+
+    return build
+
+
+def _named(name: bytes) -> Callable[[Path, Path], Path]:
+    """A builder that adds ``additional_chat_templates/<name>`` (raw bytes: names need not be UTF-8)."""
+
+    def build(model: Path, outside: Path) -> Path:
+        folder = model / "additional_chat_templates"
+        folder.mkdir(exist_ok=True)
+        (model / "chat_template.jinja").write_text(_CHAT, encoding="utf-8")
+        with open(os.fsencode(folder) + b"/" + name, "wb") as file:
+            file.write(_CHAT.encode())
+        return model
+
+    return build
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+
+
+def _device(path: Path) -> None:
+    """A character device (``/dev/zero``'s numbers); needs the privilege to create one, else the case skips."""
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+
+
+def _snapshot(escape: bool) -> Callable[[Path, Path], Path]:
+    """A Hugging Face cache layout: ``models--org--m/snapshots/REV/FILE -> ../../blobs/FILE``; with ``escape``
+    the template links out of the repository instead."""
+
+    def build(model: Path, outside: Path) -> Path:
+        repo = model.parent / "models--org--m"
+        blobs, snapshot = repo / "blobs", repo / "snapshots" / "0123abcd"
+        blobs.mkdir(parents=True)
+        snapshot.mkdir(parents=True)
+        for file in sorted(model.iterdir()):
+            file.rename(blobs / file.name)
+            (snapshot / file.name).symlink_to(Path("../../blobs") / file.name)
+        (blobs / "template").write_text(_CHAT, encoding="utf-8")
+        target = outside / "secret.jinja" if escape else Path("../../blobs/template")
+        (snapshot / "chat_template.jinja").symlink_to(target)
+        return snapshot
+
+    return build
+
+
+def _linked_directory(model: Path, outside: Path) -> Path:
+    link = model.parent / "model-link"
+    link.symlink_to(model, target_is_directory=True)
+    return link
+
+
+def _inner_link(model: Path, outside: Path) -> Path:
+    (model / "templates").mkdir()
+    (model / "templates" / "chat.jinja").write_text(_CHAT, encoding="utf-8")
+    (model / "chat_template.jinja").symlink_to("templates/chat.jinja")
+    return model
+
+
+def _chain(model: Path, outside: Path) -> Path:
+    """A link to a link inside the directory that itself points out of it."""
+    (model / "inner").symlink_to(outside / "secret.jinja")
+    (model / "chat_template.jinja").symlink_to("inner")
+    return model
+
+
+def _escaping_folder(model: Path, outside: Path) -> Path:
+    folder = outside / "templates"
+    folder.mkdir()
+    (folder / "leak.jinja").write_text(CANARY_VALUE)
+    (model / "chat_template.jinja").write_text(_CHAT, encoding="utf-8")
+    (model / "additional_chat_templates").symlink_to(folder, target_is_directory=True)
+    return model
+
+
+def _only_chat_template_json(content: str) -> Callable[[Path, Path], Path]:
+    """The template moved from tokenizer_config.json to a chat_template.json holding ``content``."""
+
+    def build(model: Path, outside: Path) -> Path:
+        config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config.pop("chat_template", None)
+        (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+        (model / "chat_template.json").write_text(content, encoding="utf-8")
+        return model
+
+    return build
+
+
+_OUT = "outside the model directory"
+_FIFO, _DIR = "is a FIFO (named pipe), not a file", "is a directory, not a file"
+_DEEP = "nests JSON arrays and objects more than 64 levels deep"
+_BIG_TEXT, _BIG_TOKENIZER = "over the limit of 16,777,216 bytes", "over the limit of 268,435,456 bytes"
+_NOT_ID = "which is not a token id or a non-empty list of token ids"
+_NOT_TOKEN = "which is not a token (a string of at most 1024 characters"
+_NOT_NAME = "holds a control character or a byte that is not UTF-8; rename the template"
+_EOS = "eos_token_id is {}, which is not a token id or a list of token ids of this tokenizer"
+_SECRET = "secret.txt"
+
+MODEL_DIRS = [
+    # links out of the directory: named, never read
+    ModelDirCase(
+        "chat_template.jinja -> /proc/self/environ", _link("chat_template.jinja", "/proc/self/environ"), _OUT
+    ),
+    ModelDirCase(
+        "chat_template.jinja -> canary file", _link("chat_template.jinja", lambda m, o: o / _SECRET), _OUT
+    ),
+    ModelDirCase(
+        "chat_template.jinja -> ../outside/secret.txt",
+        _link("chat_template.jinja", f"../outside/{_SECRET}"),
+        _OUT,
+    ),
+    ModelDirCase("chat_template.jinja -> /dev/zero", _link("chat_template.jinja", "/dev/zero"), _OUT),
+    ModelDirCase("a link to a link out of the directory", _chain, _OUT),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja -> canary file",
+        _link("additional_chat_templates/x.jinja", lambda m, o: o / "secret.jinja"),
+        _OUT,
+    ),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja -> /proc/self/environ",
+        _link("additional_chat_templates/x.jinja", "/proc/self/environ"),
+        _OUT,
+    ),
+    ModelDirCase("additional_chat_templates/ -> a folder outside", _escaping_folder, _OUT),
+    ModelDirCase(
+        "tokenizer_config.json -> canary file", _link("tokenizer_config.json", lambda m, o: o / _SECRET), _OUT
+    ),
+    ModelDirCase("tokenizer.json -> /proc/self/environ", _link("tokenizer.json", "/proc/self/environ"), _OUT),
+    ModelDirCase(
+        "generation_config.json -> canary file",
+        _link("generation_config.json", lambda m, o: o / _SECRET),
+        _OUT,
+    ),
+    ModelDirCase("config.json -> /proc/self/environ", _link("config.json", "/proc/self/environ"), _OUT),
+    ModelDirCase(
+        "special_tokens_map.json -> canary file",
+        _link("special_tokens_map.json", lambda m, o: o / _SECRET),
+        _OUT,
+    ),
+    ModelDirCase("tokenizer.model -> /dev/zero", _link("tokenizer.model", "/dev/zero"), _OUT),
+    ModelDirCase("a Hub cache snapshot linking out of its repository", _snapshot(escape=True), _OUT),
+    # broken and looping links
+    ModelDirCase(
+        "chat_template.jinja, a broken link",
+        _link("chat_template.jinja", "missing.jinja"),
+        "is a broken link",
+    ),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja, a broken link",
+        _link("additional_chat_templates/x.jinja", "/no/such/file"),
+        "is a broken link",
+    ),
+    ModelDirCase(
+        "chat_template.jinja, a link to itself",
+        _link("chat_template.jinja", "chat_template.jinja"),
+        "is a loop of links",
+    ),
+    # FIFOs, devices, sockets, directories: refused before any open, never a hang
+    ModelDirCase("chat_template.jinja, a FIFO", _replace("chat_template.jinja", _fifo), _FIFO),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja, a FIFO",
+        _replace("additional_chat_templates/x.jinja", _fifo),
+        _FIFO,
+    ),
+    ModelDirCase("tokenizer_config.json, a FIFO", _replace("tokenizer_config.json", _fifo), _FIFO),
+    ModelDirCase("tokenizer.json, a FIFO", _replace("tokenizer.json", _fifo), _FIFO),
+    ModelDirCase("generation_config.json, a FIFO", _replace("generation_config.json", _fifo), _FIFO),
+    ModelDirCase("config.json, a FIFO", _replace("config.json", _fifo), _FIFO),
+    ModelDirCase(
+        "chat_template.jinja, a socket", _replace("chat_template.jinja", _socket), "is a socket, not a file"
+    ),
+    ModelDirCase(
+        "chat_template.jinja, a character device",
+        _replace("chat_template.jinja", _device),
+        "is a character device",
+    ),
+    ModelDirCase("chat_template.jinja, a directory", _replace("chat_template.jinja", _directory), _DIR),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja, a directory",
+        _replace("additional_chat_templates/x.jinja", _directory),
+        _DIR,
+    ),
+    ModelDirCase("tokenizer_config.json, a directory", _replace("tokenizer_config.json", _directory), _DIR),
+    ModelDirCase("generation_config.json, a directory", _replace("generation_config.json", _directory), _DIR),
+    # sizes, checked before reading
+    ModelDirCase("chat_template.jinja of 17 MB", _sparse("chat_template.jinja", 17 * 2**20), _BIG_TEXT),
+    ModelDirCase("tokenizer_config.json of 17 MB", _sparse("tokenizer_config.json", 17 * 2**20), _BIG_TEXT),
+    ModelDirCase("generation_config.json of 1 GB", _sparse("generation_config.json", 2**30), _BIG_TEXT),
+    ModelDirCase("tokenizer.json of 300 MB", _sparse("tokenizer.json", 300 * 2**20), _BIG_TOKENIZER),
+    ModelDirCase(
+        "additional_chat_templates/x.jinja of 4 GB",
+        _sparse("additional_chat_templates/x.jinja", 2**32),
+        _BIG_TEXT,
+    ),
+    # nesting and shapes of JSON
+    ModelDirCase(
+        "tokenizer_config.json 100,000 levels deep", _write("tokenizer_config.json", _deep(100_000)), _DEEP
+    ),
+    ModelDirCase("config.json 100,000 levels deep", _write("config.json", _deep(100_000)), _DEEP),
+    ModelDirCase(
+        "generation_config.json 100,000 levels deep", _write("generation_config.json", _deep(100_000)), _DEEP
+    ),
+    ModelDirCase("chat_template.json 65 levels deep", _only_chat_template_json(_deep(65)), _DEEP),
+    ModelDirCase(
+        "tokenizer_config.json, a list",
+        _write("tokenizer_config.json", "[1, 2]"),
+        "holds a JSON list, not an object",
+    ),
+    ModelDirCase(
+        "tokenizer_config.json, a string",
+        _write("tokenizer_config.json", '"chat"'),
+        "holds a JSON str, not an object",
+    ),
+    ModelDirCase(
+        "config.json, a number", _write("config.json", "1e400"), "holds a JSON float, not an object"
+    ),
+    ModelDirCase(
+        "chat_template.json, a list", _only_chat_template_json("[]"), "holds a JSON list, not an object"
+    ),
+    ModelDirCase(
+        "generation_config.json, a 5,000-digit integer",
+        _write("generation_config.json", '{"eos_token_id": 1' + "0" * 5000 + "}"),
+        "is not valid JSON (Exceeds the limit",
+    ),
+    # token ids of config.json and generation_config.json: one clear error naming the file and the value
+    *(
+        ModelDirCase(
+            f"config.json eos_token_id {value!r}",
+            _edit("config.json", eos_token_id=value),
+            f"eos_token_id is {value!r}, {_NOT_ID}",
+        )
+        for value in ("abc", 1.5, -1, 1e20, {"id": 1027}, [1027, "x"], True, [], 1039)
+    ),
+    ModelDirCase(
+        "config.json bos_token_id 'abc'",
+        _edit("config.json", bos_token_id="abc"),
+        f"bos_token_id is 'abc', {_NOT_ID}",
+    ),
+    ModelDirCase(
+        "config.json pad_token_id -1", _edit("config.json", pad_token_id=-1), f"pad_token_id is -1, {_NOT_ID}"
+    ),
+    ModelDirCase(
+        "generation_config.json bos_token_id 1.5",
+        _edit("generation_config.json", bos_token_id=1.5),
+        f"bos_token_id is 1.5, {_NOT_ID}",
+    ),
+    ModelDirCase(
+        "generation_config.json pad_token_id [1, 'x']",
+        _edit("generation_config.json", pad_token_id=[1, "x"]),
+        f"pad_token_id is [1, 'x'], {_NOT_ID}",
+    ),
+    # eos_token_id of generation_config.json: the end_of_turn check's finding, the other checks still run
+    *(
+        ModelDirCase(
+            f"generation_config.json eos_token_id {value!r}",
+            _edit("generation_config.json", eos_token_id=value),
+            _EOS.format(repr(value)),
+            check="end_of_turn",
+            megabytes=16.0,
+            seconds=5.0,
+        )
+        for value in ("abc", 1.5, -1, 1e20, {"id": 1027}, [1027, "x"], True)
+    ),
+    # token fields of tokenizer_config.json and special_tokens_map.json
+    ModelDirCase(
+        "tokenizer_config.json eos_token 5",
+        _edit("tokenizer_config.json", eos_token=5),
+        f"eos_token is 5, {_NOT_TOKEN}",
+    ),
+    ModelDirCase(
+        "tokenizer_config.json bos_token a list",
+        _edit("tokenizer_config.json", bos_token=["<s>"]),
+        f"bos_token is ['<s>'], {_NOT_TOKEN}",
+    ),
+    ModelDirCase(
+        "tokenizer_config.json eos_token {'content': 7}",
+        _edit("tokenizer_config.json", eos_token={"content": 7}),
+        _NOT_TOKEN,
+    ),
+    ModelDirCase(
+        "tokenizer_config.json eos_token of 5,000 characters",
+        _edit("tokenizer_config.json", eos_token="x" * 5000),
+        _NOT_TOKEN,
+    ),
+    ModelDirCase(
+        "special_tokens_map.json pad_token true",
+        _edit("special_tokens_map.json", pad_token=True),
+        f"pad_token is True, {_NOT_TOKEN}",
+    ),
+    # hostile template names
+    ModelDirCase("a template named with a newline", _named(b"a\nb.jinja"), _NOT_NAME),
+    ModelDirCase("a template named with an escape sequence", _named(b"\x1b[2J.jinja"), _NOT_NAME),
+    ModelDirCase("a template named with bytes that are not UTF-8", _named(b"\xff\xfe.jinja"), _NOT_NAME),
+    ModelDirCase(
+        "a template list entry named with a control character",
+        _edit("tokenizer_config.json", chat_template=[{"name": "a\x07", "template": _CHAT}]),
+        _NOT_NAME,
+    ),
+    # what stays readable: links inside the directory, a linked directory, the Hub cache, odd but printable names
+    ModelDirCase(
+        "chat_template.jinja -> a file inside the directory",
+        _inner_link,
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "the model directory is itself a link",
+        _linked_directory,
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "a Hub cache snapshot (every file a link into blobs/)",
+        _snapshot(escape=False),
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "a template named '<!-- x -->'",
+        _named(b"<!-- x -->.jinja"),
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "a template named in Japanese",
+        _named("日本語.jinja".encode()),
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "a template of a 200-character name",
+        _named(b"n" * 200 + b".jinja"),
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
+    ModelDirCase(
+        "eos_token as an AddedToken object",
+        _edit(
+            "tokenizer_config.json",
+            eos_token={"__type": "AddedToken", "content": "<|im_end|>", "lstrip": False},
+        ),
+        "",
+        check="renders",
+        outcome="passed",
+        seconds=5.0,
+        megabytes=16.0,
+    ),
 ]

@@ -7,6 +7,7 @@ import json
 import resource
 import shutil
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ from tests.hostile_cases import (
     CANARY_ENV,
     CANARY_VALUE,
     INPUTS,
+    MODEL_DIRS,
     TEMPLATES,
     WORKER_TEMPLATES,
     InputCase,
+    ModelDirCase,
     TemplateCase,
 )
 
@@ -157,6 +160,139 @@ def test_a_hostile_model_does_not_stop_the_run(pytester: pytest.Pytester, tmp_pa
     renders = next(r for r in models["looping"] if r["check"] == "renders")
     assert renders["outcome"] == "failed" and "render exceeded 1 s" in renders["message"]
     assert elapsed < 90
+
+
+# -------------------------------------------------------------------------------------- model directories
+
+
+@pytest.fixture
+def outside(canary: Path) -> Path:
+    """The folder beside the model directory that its links reach for: the canary file, as text and as a
+    template."""
+    folder = canary.parent / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text(CANARY_VALUE)
+    (folder / "secret.jinja").write_text(CANARY_VALUE)
+    return folder
+
+
+def build_model_dir(case: ModelDirCase, outside: Path) -> Path:
+    model = outside.parent / "model"
+    shutil.copytree(HERMES, model)
+    try:
+        return case.build(model, outside)
+    except PermissionError:
+        pytest.skip(f"{case.name}: this user may not create it")
+
+
+_WARM: list[bool] = []
+
+
+def warm_up() -> None:
+    """Import transformers and what the checks import once, outside any measurement (tracemalloc makes
+    imports slow, and they are no cost of a case)."""
+    if not _WARM:
+        base = fixture_model("hermes-3-tiny")
+        for name in ("renders", "end_of_turn"):
+            REGISTRY[name](Subject(base, base.templates["default"]))
+        _WARM.append(True)
+
+
+def _load_and_check(case: ModelDirCase, path: Path) -> tuple[str, Outcome | None]:
+    """What a run says about the model at ``path``: the load error, or ``case.check``'s message and outcome."""
+    try:
+        model = load_model(str(path))
+    except TemplatecheckError as error:
+        return str(error), None
+    subject = Subject(model, next(iter(model.templates.values())))
+    result = REGISTRY[case.check or "renders"](subject)
+    return result.message + "".join(t.name + t.source for t in model.templates.values()), result.outcome
+
+
+@pytest.mark.parametrize("case", MODEL_DIRS, ids=lambda c: c.name)
+def test_hostile_model_directory(case: ModelDirCase, outside: Path) -> None:
+    path = build_model_dir(case, outside)
+    warm_up()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        said, outcome = _load_and_check(case, path)
+    finally:
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    if case.check is None:
+        assert outcome is None, f"{case.name} loaded: {said[:300]}"
+    else:
+        assert outcome is Outcome(case.outcome), said[:300]
+    assert case.message in said, said[:300]
+    assert elapsed < case.seconds, f"{case.name} took {elapsed:.2f} s"
+    assert peak < case.megabytes, f"{case.name} peaked at {peak:.1f} MB of Python allocations"
+    assert CANARY_VALUE not in said
+
+
+def test_model_directory_cases_cover_every_class() -> None:
+    """The table holds 40 or more cases, errors and models that load alike."""
+    assert len(MODEL_DIRS) >= 40
+    assert len({c.name for c in MODEL_DIRS}) == len(MODEL_DIRS)
+    assert {c.check for c in MODEL_DIRS} >= {None, "end_of_turn", "renders"}
+
+
+#: The cases the plugin runs end to end: the links, and a model that loads beside them.
+END_TO_END = [c for c in MODEL_DIRS if "->" in c.name or "Hub cache" in c.name or "itself a link" in c.name]
+
+
+def test_links_leak_nothing_into_any_output(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole run over every link case and two models that load (a Hub cache snapshot, a linked directory):
+    each link is one load error naming the path; neither the canary environment variable nor the canary
+    file's content reaches the terminal, the JSON or Markdown report, or a pin."""
+    monkeypatch.setenv(CANARY_ENV, CANARY_VALUE)  # the inner run inherits it: /proc/self/environ holds it
+    models = []
+    for number, case in enumerate(END_TO_END):
+        folder = tmp_path / f"case{number}"
+        folder.mkdir()
+        outside = folder / "outside"
+        outside.mkdir()
+        (outside / "secret.txt").write_text(CANARY_VALUE)
+        (outside / "secret.jinja").write_text(CANARY_VALUE)
+        model = folder / "model"
+        shutil.copytree(HERMES, model)
+        models += ["--model", str(case.build(model, outside))]
+    report, markdown, pins = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "pins"
+    start = time.perf_counter()
+    run = pytester.runpytest_subprocess(
+        *models,
+        "-p",
+        "no:cacheprovider",
+        "--examples",
+        "5",
+        "-k",
+        "renders or sandbox or pins",
+        "--report-json",
+        str(report),
+        "--report-md",
+        str(markdown),
+        "--pin-dir",
+        str(pins),
+        "--update-pins",
+    )
+    elapsed = time.perf_counter() - start
+    results = {m["source"]: m["results"] for m in json.loads(report.read_text())["models"]}
+    for case, source in zip(END_TO_END, models[1::2], strict=True):
+        outcomes = {r["outcome"] for r in results[source]}
+        if case.check is None:
+            assert outcomes == {"error"}, case.name
+            assert all(case.message in r["message"] for r in results[source]), case.name
+        else:
+            assert outcomes <= {"passed", "skipped", "warning"}, case.name
+    written = [p.read_text() for p in pins.rglob("*") if p.is_file()]
+    assert written, "the models that load were pinned"
+    for text in [str(run.outlines), str(run.errlines), report.read_text(), markdown.read_text(), *written]:
+        assert CANARY_VALUE not in text
+        assert "Traceback" not in text
+    assert elapsed < 120
 
 
 def test_templates_only_the_worker_stops_cost_a_run_little(

@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,9 +108,19 @@ def test_stop_tokens_from_generation_config_or_tokenizer() -> None:
         1030,
     )
     stop, source = probe.stop_tokens(replace(model, generation_config=None))
-    assert stop == (1027,) and source == "the tokenizer's eos_token (no generation_config.json)"
+    assert stop == (1027,) and source == "the tokenizer's eos_token '<|im_end|>' (no generation_config.json)"
     stop, source = probe.stop_tokens(replace(model, generation_config={"bos_token_id": 1024}))
-    assert source == "the tokenizer's eos_token (no eos_token_id in generation_config.json)"
+    assert source == "the tokenizer's eos_token '<|im_end|>' (no eos_token_id in generation_config.json)"
+
+
+@pytest.mark.parametrize("eos", [True, -1, 1e20, 1.5, "abc", {"id": 1027}, [1027, "x"], [], 10**6])
+def test_stop_tokens_refuse_what_is_not_a_token_id(eos: Any) -> None:
+    """Generation stops where the static checks say: an invalid eos_token_id is never used as an id (the
+    end_of_turn check reports it); its valid entries, else the tokenizer's eos, are."""
+    model = replace(fixture_model(TRAINED), generation_config={"eos_token_id": eos}, cache={})
+    stop, source = probe.stop_tokens(model)
+    assert stop == (1027,)
+    assert "its valid entries" in source if eos == [1027, "x"] else "is not valid" in source
 
 
 def test_a_directory_without_safetensors_is_one_clear_error() -> None:

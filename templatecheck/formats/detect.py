@@ -13,13 +13,14 @@ Tokens alone decide only when there is no template to read (``Evidence.templates
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from templatecheck import modeldir
+from templatecheck.errors import TemplatecheckError
 from templatecheck.formats import BUILTIN, NONE, formats, get
 from templatecheck.formats.base import Evidence, Format
 from templatecheck.formats.mistral import LATER_VERSIONS
@@ -190,12 +191,12 @@ def _tokenizer_facts(directory: str) -> tuple[frozenset[str], str]:
 
 
 def _load(path: Path) -> Any:
-    if not path.is_file():
+    if not modeldir.present(path):
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None  # the tokenizer check reports unreadable files
+        return modeldir.read_json(path, modeldir.boundary(path.parent), modeldir.limit_for(path.name))
+    except TemplatecheckError:
+        return None  # loading the model reports unreadable files
 
 
 def _types(node: Any) -> Iterator[str]:
