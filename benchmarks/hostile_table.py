@@ -25,8 +25,8 @@ from templatecheck.checks import REGISTRY  # noqa: E402
 from templatecheck.errors import TemplatecheckError  # noqa: E402
 from templatecheck.model import load_model  # noqa: E402
 from templatecheck.render import RenderError  # noqa: E402
-from tests.hostile_cases import INPUTS, TEMPLATES, WORKER_TEMPLATES  # noqa: E402
-from tests.test_hostile import build_input, hostile_subject  # noqa: E402
+from tests.hostile_cases import CANARY_VALUE, INPUTS, MODEL_DIRS, TEMPLATES, WORKER_TEMPLATES  # noqa: E402
+from tests.test_hostile import _load_and_check, build_input, build_model_dir, hostile_subject  # noqa: E402
 
 
 def _peak_mb() -> float:
@@ -77,6 +77,28 @@ def main() -> None:
             elapsed, grown = time.perf_counter() - start, _peak_mb() - peak
         classes.setdefault("bad inputs", []).append((contained, elapsed, grown))
         print(f"| {case.name} | error: {answer} | {elapsed:.2f} s | {grown:.0f} MB |")
+    for case in MODEL_DIRS:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "outside").mkdir()
+            (Path(tmp) / "outside" / "secret.txt").write_text(CANARY_VALUE)
+            (Path(tmp) / "outside" / "secret.jinja").write_text(CANARY_VALUE)
+            try:
+                path = build_model_dir(case, Path(tmp) / "outside")
+            except BaseException:  # a case this user may not build (a device node)
+                continue
+            peak = _peak_mb()
+            start = time.perf_counter()
+            said, outcome = _load_and_check(case, path)
+            elapsed, grown = time.perf_counter() - start, _peak_mb() - peak
+        expected = (
+            outcome is None if case.check is None else outcome is not None and outcome.value == case.outcome
+        )
+        contained = expected and case.message in said and CANARY_VALUE not in said
+        classes.setdefault("model directories", []).append((contained, elapsed, grown))
+        answer = said.split("\n")[0][:110]
+        print(
+            f"| {case.name} | {outcome.value if outcome else 'error'}: {answer} | {elapsed:.2f} s | {grown:.0f} MB |"
+        )
     print()
     print("| class | cases | contained | slowest | largest peak memory growth |")
     print("|---|---|---|---|---|")

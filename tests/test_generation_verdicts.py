@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-pytest.importorskip("torch")
-
-from templatecheck import probe
+from templatecheck import evaluation as probe
+from templatecheck.checks import generation
 from templatecheck.checks.generation import (
     clean_start,
     probe_accuracy,
@@ -78,7 +77,7 @@ def verdict(
     """Run a check on the hermes fixture (its tokenizer has the ChatML tokens) with a made-up evaluation."""
 
     def run(check: Callable[..., CheckResult], ev: probe.Evaluation) -> CheckResult:
-        monkeypatch.setattr(probe, "evaluate", lambda subject: ev)
+        monkeypatch.setattr(generation, "evaluate", lambda subject: ev)
         model = fixture_model("hermes-3-tiny")
         return check(Subject(model, model.templates["default"], Options(generate=True)))
 

@@ -28,7 +28,7 @@ from templatecheck.stats import ALPHA, McNemar
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from templatecheck.probe import Evaluation, Reply
+    from templatecheck.evaluation import Evaluation, Reply
 
 SKIP = "run with --generate"
 INSTALL = (
@@ -80,12 +80,17 @@ def prepare(options: Options) -> None:
         read_probe_file(Path(options.probe_file))
 
 
+def evaluate(subject: Subject) -> Evaluation:
+    """The evaluation of ``subject``: generations and likelihoods of the model (needs torch)."""
+    require_torch()
+    from templatecheck.probe import evaluate as run
+
+    return run(subject)
+
+
 def _evaluation(subject: Subject) -> Evaluation | Finding:
     if not subject.options.generate:
         return skipped(SKIP)
-    require_torch()
-    from templatecheck.probe import evaluate
-
     evaluation = evaluate(subject)
     if not evaluation.shipped.replies:
         return skipped("no probe renders under the shipped template (see `renders`)")
