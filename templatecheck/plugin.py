@@ -1,7 +1,9 @@
-"""The pytest plugin: options, parametrization over models and templates, results and reports.
+"""The pytest plugin: options, parametrization over models and templates, outcomes and reports.
 
 Imported by pytest on every run of every project where templatecheck is installed, so it imports nothing
-heavy: models, tokenizers and transformers load only inside the fixtures of a ``--model`` run.
+heavy (models, tokenizers and transformers load only in a ``--model`` run) and every option but ``--model``
+carries the ``--tc-`` prefix, so that no other plugin or conftest collides with it. The work is the library
+:class:`~templatecheck.session.Session`'s; this module maps it onto pytest.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from templatecheck.result import CheckResult, Layer, Outcome
 if TYPE_CHECKING:
     from templatecheck.baseline import Baseline
     from templatecheck.checks import Check
-    from templatecheck.model import Model, Subject
+    from templatecheck.model import Model
     from templatecheck.session import Session
 
 SUITE = Path(__file__).parent / "suite"
+MARKER = "templatecheck"
 _PROPERTY = "templatecheck"
 _PINNED = "templatecheck-pinned"
+PREFIX = "tc_"
 
 
 class TemplatecheckWarning(UserWarning):
@@ -38,187 +42,191 @@ OPTIONS = pytest.StashKey[Options]()
 BASELINE: pytest.StashKey[Baseline | None] = pytest.StashKey()
 RESULTS = pytest.StashKey[list[CheckResult]]()
 PINNED = pytest.StashKey[list[str]]()
+SELECTED = pytest.StashKey[list[str]]()
+BASELINE_WRITTEN = pytest.StashKey[str]()
+
+#: Every option but ``--model``: (name after ``--tc-``, argparse settings). Help texts say what the option does,
+#: then its default.
+_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("chat-template", {"metavar": "NAME_OR_FILE", "help": "test only this named template of each model, or a "
+     "candidate template file (or a folder of them: *.jinja and template *.json files) with its tokenizer"}),
+    ("report-json", {"metavar": "PATH", "help": "write every check result of the run to PATH as JSON"}),
+    ("report-md", {"metavar": "PATH", "help": "write a Markdown report to PATH (capabilities, checks and "
+     "findings per model), for a model card or a pull-request comment"}),
+    ("models-from", {"action": "append", "default": [], "metavar": "DIR", "help": "add every subdirectory of "
+     "DIR holding a tokenizer_config.json or chat_template.jinja as a --model; repeatable"}),
+    ("pin-dir", {"metavar": "DIR", "help": "compare each template's renderings and token ids of a fixed probe "
+     "set with the pins in DIR (test_pins); a missing or different pin fails"}),
+    ("update-pins", {"action": "store_true", "help": "with --tc-pin-dir: write the pins instead of comparing"}),
+    ("strict-checks", {"action": "store_true", "help": "treat warnings of the checks as failures"}),
+    ("examples", {"type": int, "default": Options.examples, "metavar": "N",
+     "help": "hypothesis conversations per property check (default: 100, hypothesis' own budget)"}),
+    ("render-timeout", {"type": float, "default": 2.0, "metavar": "SECONDS",
+     "help": "wall-time bound of one template render; a render past it is a finding (default: 2)"}),
+    ("reference", {"metavar": "FAMILY", "help": "compare templates with this reference format family instead "
+     "of the detected one; 'none' skips the comparison (families: see README)"}),
+    ("consumer", {"action": "append", "default": [], "metavar": "NAME", "help": "make this consumer path's "
+     "hazards fail instead of warn: apply_chat_template, server or naive; repeatable"}),
+    ("template-var", {"action": "append", "default": [], "metavar": "NAME=VALUE", "help": "pass a template "
+     "variable to every render (date_string, enable_thinking, ...); VALUE is JSON when it parses; repeatable"}),
+    ("baseline", {"metavar": "FILE", "help": "accept the findings FILE lists (by model, template and cause): "
+     "they are reported, not failed; a new finding still fails"}),
+    ("update-baseline", {"action": "store_true", "help": "with --tc-baseline: write every failed and warning "
+     "finding of the run to FILE instead of failing"}),
+    ("generate", {"action": "store_true", "help": "run the generation layer: load the weights (needs torch) "
+     "and prompt the model with the probe set"}),
+    ("device", {"metavar": "DEVICE", "help": "torch device of the generation layer: cpu, cuda, cuda:N, mps "
+     "(default: CUDA when available, else CPU)"}),
+    ("max-new-tokens", {"type": int, "default": Options.max_new_tokens, "metavar": "N", "help": "token budget "
+     f"of each greedy reply of the generation layer (default: {Options.max_new_tokens}; tool calls get 64)"}),
+    ("probe-file", {"metavar": "PATH", "help": "JSON-lines probes added to the generation layer's set"}),
+)  # fmt: skip
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("templatecheck", "templatecheck: chat-template conformance")
-    group.addoption(
-        "--model",
-        action="append",
-        default=[],
-        metavar="PATH_OR_ID",
-        help="run the conformance suite (only it) on a model directory or Hub id ('org/name[@revision]'); "
-        "repeat for several models",
-    )
-    group.addoption(
-        "--chat-template",
-        metavar="NAME_OR_FILE",
-        help="test only this named template of each model, or a candidate template file (or a folder of "
-        "them: *.jinja and template *.json files) with the model's tokenizer",
-    )
-    group.addoption(
-        "--report-json", metavar="PATH", help="write every check result of the run to PATH as JSON"
-    )
-    group.addoption(
-        "--report-md",
-        metavar="PATH",
-        help="write a Markdown report to PATH (capabilities, checks and findings per model), for a model card "
-        "or a pull-request comment",
-    )
-    group.addoption(
-        "--models-from",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="add every subdirectory of DIR that holds a tokenizer_config.json or chat_template.jinja as a "
-        "--model (a sweep in one session); repeatable",
-    )
-    group.addoption(
-        "--pin-dir",
-        metavar="DIR",
-        help="compare each template's renderings and token ids of a fixed probe set with the pins in DIR "
-        "(test_pins); a missing or different pin fails",
-    )
-    group.addoption(
-        "--update-pins",
-        action="store_true",
-        help="with --pin-dir: write the current renderings as the pins instead of comparing",
-    )
-    group.addoption(
-        "--strict-checks",
-        action="store_true",
-        help="treat warnings of the checks as failures (pytest itself owns --strict)",
-    )
-    group.addoption(
-        "--examples",
-        type=int,
-        default=100,
-        metavar="N",
-        help="hypothesis conversations per property check (default: 100, hypothesis' own budget)",
-    )
-    group.addoption(
-        "--render-timeout",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="wall-time bound of one template render; a render past it is a finding (default: 2)",
-    )
-    group.addoption(
-        "--reference",
-        metavar="FAMILY",
-        help="compare templates with this reference format family instead of the detected one; "
-        "'none' skips the comparison (families: see README, or templatecheck.formats.names())",
-    )
-    group.addoption(
-        "--consumer",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="make this consumer path's hazards fail instead of warn: apply_chat_template, server (rendering "
-        "encoded without special tokens: vLLM, SGLang, TGI) or naive (tokenizer(prompt)); repeatable",
-    )
-    group.addoption(
-        "--template-var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="pass a template variable to every render, as apply_chat_template's keyword arguments are "
-        "(date_string, enable_thinking, ...); VALUE is read as JSON when it parses, else as a string; repeatable",
-    )
-    group.addoption(
-        "--baseline",
-        metavar="FILE",
-        help="accept the findings FILE lists (by model, template and cause): they are reported, not failed; "
-        "a new finding still fails",
-    )
-    group.addoption(
-        "--update-baseline",
-        action="store_true",
-        help="with --baseline: write every failed and warning finding of the run to FILE instead of failing",
-    )
-    group.addoption(
-        "--generate",
-        action="store_true",
-        help="run the generation layer: load the weights (needs torch) and prompt the model with the probe set",
-    )
-    group.addoption(
-        "--device",
-        metavar="DEVICE",
-        help="torch device of the generation layer: cpu, cuda, cuda:N, mps (default: CUDA when available, else CPU)",
-    )
-    group.addoption(
-        "--max-new-tokens",
-        type=int,
-        default=Options.max_new_tokens,
-        metavar="N",
-        help=f"token budget of each greedy reply of the generation layer (default: {Options.max_new_tokens}; "
-        "tool calls get 64)",
-    )
-    group.addoption(
-        "--probe-file",
-        metavar="PATH",
-        help="JSON-lines probes added to the generation layer's built-in set (format: see README)",
-    )
+    group.addoption("--model", action="append", default=[], metavar="PATH_OR_ID", help="run the conformance "
+                    "suite (only it) on a model directory or Hub id ('owner/name[@revision]'); repeatable; a "
+                    "project with its own --model disables this plugin with -p no:templatecheck")  # fmt: skip
+    for name, settings in _OPTIONS:
+        group.addoption("--tc-" + name, **settings)
+
+
+def option(config: pytest.Config, name: str) -> Any:
+    """The value of ``--tc-NAME`` (``name`` with underscores: ``report_json``)."""
+    return config.getoption(PREFIX + name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Keep the rootdir (and with it ``.pytest_cache`` and the paths pytest prints) and the ini-file out of the
+    model directories.
+
+    pytest chooses both before it loads any plugin, from the free arguments of the command line, and takes the
+    value of ``--model DIR`` for one: the rootdir becomes the model directory or a folder above it, and a
+    ``pyproject.toml`` above the model (another project's) configures the run. No hook comes earlier than this
+    one and pytest has no public setter, so the choice is corrected here, on the private attributes pytest
+    keeps it in (each only where it exists)."""
+    namespace = early_config.known_args_namespace
+    given = [*getattr(namespace, "model", []), *getattr(namespace, PREFIX + "models_from", [])]
+    if not given:
+        return
+    models = [p.resolve() for p in (Path(g).expanduser() for g in given) if p.is_dir()]
+    here = early_config.invocation_params.dir.resolve()
+    inipath = early_config.inipath
+    if inipath is not None and not namespace.inifilename and not _holds(inipath.parent, here):
+        for name, empty in (("_inipath", None), ("_inicfg", {}), ("_inicache", {})):
+            if hasattr(early_config, name):
+                setattr(early_config, name, empty)  # another project's configuration, found above a model
+        inipath = None
+    old = early_config.rootpath
+    root = Path(namespace.rootdir) if namespace.rootdir else _run_root(old, inipath, here, models)
+    if root == SUITE:  # started inside a model directory: no cache, rather than one in the model
+        for plugin in ("cacheprovider", "stepwise"):  # as -p no:cacheprovider does
+            early_config.pluginmanager.set_blocked(plugin)
+    if root != old and hasattr(early_config, "_rootpath"):
+        early_config._rootpath = root
+        if namespace.confcutdir == str(old):
+            namespace.confcutdir = str(root)
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def _run_root(root: Path, inipath: Path | None, here: Path, models: list[Path]) -> Path:
+    """pytest's rootdir when it is the working directory or the project folder above it (it holds the ini-file
+    or a setup.py); else the working directory; the suite's own folder when the working directory is inside a
+    model directory."""
+    if any(_holds(m, here) for m in models):
+        return SUITE
+    project = (inipath is not None and inipath.parent == root) or (root / "setup.py").is_file()
+    inside = any(_holds(m, root) for m in models)
+    return root if root == here or (root in here.parents and project and not inside) else here
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "templatecheck: a conformance check of templatecheck")
+    config.addinivalue_line("markers", f"{MARKER}: a conformance check of templatecheck (a --model run)")
     config.stash[RESULTS] = []
     config.stash[PINNED] = []
     config.pluginmanager.register(_ResultCollector(config), "templatecheck-results")
-    reference = config.getoption("reference")
-    if reference is not None:
-        from templatecheck.formats import NONE, get
-
-        if reference != NONE:
-            try:
-                get(reference)
-            except TemplatecheckError as error:
-                raise pytest.UsageError(str(error)) from None
-    if config.getoption("update_pins") and config.getoption("pin_dir") is None:
-        raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
-    from templatecheck import settings as checked
-    from templatecheck.session import read_baseline
+    from templatecheck.session import Session, models_from, read_baseline
 
     try:
-        checked.check_render_timeout(config.getoption("render_timeout"))
-        checked.check_examples(config.getoption("examples"))
-        for option in ("report_json", "report_md"):
-            checked.check_report_path("--" + option.replace("_", "-"), config.getoption(option))
-        if config.getoption("probe_file") and not config.getoption("generate"):
-            raise TemplatecheckError(
-                "--probe-file adds probes to the generation layer, which runs only with --generate: pass --generate"
-            )
         options_from(config)  # parsed and checked once, here, where a bad value is a usage error
-        config.stash[BASELINE] = read_baseline(
-            config.getoption("baseline"), config.getoption("update_baseline")
-        )
-    except TemplatecheckError as error:
-        raise pytest.UsageError(str(error)) from None
-    from templatecheck.session import Session, models_from
+        config.stash[BASELINE] = read_baseline(option(config, "baseline"), option(config, "update_baseline"))
+        refs = [*config.getoption("model"), *models_from(option(config, "models_from"))]
+        if not refs:
+            return
+        catalog = Session(
+            refs, options_from(config), option(config, "chat_template"), option(config, "render_timeout"),
+            config.stash[BASELINE],
+        )  # fmt: skip
+        catalog.require_one()
+        if options_from(config).generate:
+            from templatecheck.checks.generation import prepare
 
-    try:
-        refs: list[str] = [*(config.getoption("model") or []), *models_from(config.getoption("models_from"))]
-    except TemplatecheckError as error:
-        raise pytest.UsageError(str(error)) from None
-    if not refs:
-        return
-    config.stash[CATALOG] = Session(
-        refs,
-        options_from(config),
-        config.getoption("chat_template"),
-        config.getoption("render_timeout"),
-        config.stash[BASELINE],
-    )
-    if config.getoption("generate"):
-        from templatecheck.checks.generation import prepare
-
-        try:
             prepare(options_from(config))
-        except TemplatecheckError as error:
-            raise pytest.UsageError(str(error)) from None
-    # `--model` runs the conformance suite and nothing else, whatever paths were given.
-    config.args[:] = [str(SUITE)]
+        chosen = config.args if config.args_source is pytest.Config.ArgsSource.ARGS else []
+        config.stash[SELECTED] = [_suite_id(a, config.invocation_params.dir) for a in chosen]
+    except TemplatecheckError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[CATALOG] = catalog
+    config.args[:] = [str(SUITE)]  # a --model run collects the conformance suite and nothing else
+
+
+def _suite_id(arg: str, here: Path) -> str:
+    """A suite file or node id as the user gave it (``test_tokenizer.py::test_double_bos[m:default]``, or with
+    the path of the installed suite), relative to the suite folder."""
+    path, sep, rest = arg.partition("::")
+    full = (here / path).resolve()
+    if full == SUITE or SUITE in full.parents:
+        return full.relative_to(SUITE).as_posix() + sep + rest
+    if path and (SUITE / path).exists():
+        return Path(path).as_posix() + sep + rest
+    files = ", ".join(sorted(p.name for p in SUITE.glob("test_*.py")))
+    raise TemplatecheckError(
+        f"{arg!r}: a --model run collects only the conformance suite; name one of its files ({files}) or a "
+        "node id it printed, or run your own tests without --model"
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Select the suite files and node ids named on the command line (relative to the suite folder), and keep
+    one item of each model that does not load (``test_renders`` when it is selected): its error is said once."""
+    chosen = [s.removeprefix("./") for s in config.stash.get(SELECTED, [])]
+    named = [i for i in items if not chosen or any(_names(s, i) for s in chosen)]
+    carriers: dict[str, pytest.Item] = {}
+    for item in named:
+        ref, template = _target(item)
+        if (
+            ref is not None
+            and template is None
+            and (ref not in carriers or item.name.startswith("test_renders["))
+        ):
+            carriers[ref] = item
+    carried = {id(i) for i in carriers.values()}
+    kept = [i for i in named if _target(i)[1] is not None or id(i) in carried]
+    if len(kept) < len(items):
+        selected = {id(i) for i in named}
+        config.hook.pytest_deselected(items=[i for i in items if id(i) not in selected])
+        items[:] = kept  # the other items of a model that did not load say nothing new
+
+
+def _names(chosen: str, item: pytest.Item) -> bool:
+    """Whether a suite file or node id (relative to the suite folder) names ``item``."""
+    if SUITE not in item.path.parents:
+        return False
+    key = f"{item.path.relative_to(SUITE).as_posix()}::{item.name}"
+    return chosen in ("", ".") or key == chosen or key.startswith((chosen + "::", chosen + "["))
+
+
+def _target(item: pytest.Item) -> tuple[str | None, str | None]:
+    """The (model source, template) a suite item tests; the template is ``None`` for a model that did not load."""
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("tc") if callspec is not None else None
+    return (target[0], target[1]) if isinstance(target, tuple) else (None, "")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -230,8 +238,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             "tc", [pytest.param(None, marks=pytest.mark.skip(reason="no --model given"))], indirect=True
         )
         return
-    targets = list(catalog.targets())
-    metafunc.parametrize("tc", [t for t, _ in targets], ids=[i for _, i in targets], indirect=True)
+    mark = getattr(pytest.mark, MARKER)
+    params = [pytest.param(target, id=name, marks=mark) for target, name in catalog.targets()]
+    metafunc.parametrize("tc", params, indirect=True)
+
+
+def options_from(config: pytest.Config) -> Options:
+    """The check settings of this run, from the command line (parsed and checked once)."""
+    if OPTIONS not in config.stash:
+        from templatecheck import settings
+
+        values = {name.replace("-", "_"): option(config, name.replace("-", "_")) for name, _ in _OPTIONS}
+        config.stash[OPTIONS] = settings.options(values)
+    return config.stash[OPTIONS]
 
 
 class CheckRunner:
@@ -251,63 +270,31 @@ class CheckRunner:
                 pytest.fail(str(error), pytrace=False)
         result = config.stash[CATALOG].run(check, self.model, self.template)
         _record(self.request, result)
-        strict = config.getoption("strict_checks")
-        if config.getoption("update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
+        if option(config, "update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
             return result  # its findings are written to the baseline at the end of the run
         if result.outcome is Outcome.ERROR:
             pytest.fail(result.message, pytrace=False)
+        strict = option(config, "strict_checks")
         if result.outcome is Outcome.FAILED or (strict and result.outcome is Outcome.WARNING):
             pytest.fail(result.message + _accept_hint(config), pytrace=False)
         if result.outcome is Outcome.WARNING:
-            first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
-            causes = ", ".join(dict.fromkeys(f.cause for f in first))
             from templatecheck.report import first_line
 
+            first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
+            causes = ", ".join(dict.fromkeys(f.cause for f in first))
             warnings.warn(TemplatecheckWarning(f"{causes}: {first_line(first[0].message)}"), stacklevel=2)
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
 
 
-def _settings(config: pytest.Config) -> dict[str, Any]:
-    from templatecheck.session import settings
-
-    return settings(
-        options_from(config),
-        strict=bool(config.getoption("strict_checks")),
-        baseline=config.getoption("baseline"),
-    )
-
-
-def options_from(config: pytest.Config) -> Options:
-    """The check settings of this run, from the command line (parsed once, at configuration)."""
-    if OPTIONS not in config.stash:
-        config.stash[OPTIONS] = _options(config)
-    return config.stash[OPTIONS]
-
-
-def _options(config: pytest.Config) -> Options:
-    from templatecheck import settings as checked
-
-    return Options(
-        examples=config.getoption("examples"),
-        reference=config.getoption("reference"),
-        generate=config.getoption("generate"),
-        device=config.getoption("device"),
-        max_new_tokens=config.getoption("max_new_tokens"),
-        probe_file=config.getoption("probe_file"),
-        consumers=checked.parse_consumers(config.getoption("consumer")),
-        template_vars=checked.parse_template_vars(config.getoption("template_var")),
-    )
-
-
 def _accept_hint(config: pytest.Config) -> str:
-    """The command that accepts the run's findings, for a run with ``--baseline``."""
-    if config.getoption("baseline") is None:
+    """The command that accepts the run's findings, for a run with ``--tc-baseline``."""
+    if option(config, "baseline") is None:
         return ""
     from templatecheck.session import accept_command
 
-    command = accept_command(config.getoption("model"), config.getoption("baseline"))
+    command = accept_command(config.getoption("model"), option(config, "baseline"))
     return f"\n  not in the baseline; to accept it: {command}"
 
 
@@ -326,7 +313,7 @@ def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
 
 @pytest.fixture
 def tc(request: pytest.FixtureRequest) -> CheckRunner:
-    """The (model, template) under test, as a runner of checks."""
+    """The (model, template) under test, as a runner of checks; a model that did not load fails here, once."""
     from templatecheck.checks import REGISTRY
     from templatecheck.model import short_name
     from templatecheck.session import error_result
@@ -344,38 +331,20 @@ def tc(request: pytest.FixtureRequest) -> CheckRunner:
 
 @pytest.fixture
 def pin_check(request: pytest.FixtureRequest) -> Check:
-    """``test_pins``' check: compare the renderings with the pins in ``--pin-dir`` (or write them)."""
-    if request.config.getoption("pin_dir") is None:
-        pytest.skip("no --pin-dir given (pinning compares each template's renderings with golden files)")
+    """``test_pins``' check: compare the renderings with the pins in ``--tc-pin-dir`` (or write them)."""
+    if option(request.config, "pin_dir") is None:
+        pytest.skip("no --tc-pin-dir given (pinning compares each template's renderings with golden files)")
     return _pins_check(request)
 
 
 def _pins_check(request: pytest.FixtureRequest) -> Check:
-    from templatecheck import pins
-    from templatecheck.checks import Check
-    from templatecheck.result import Finding, Layer
-
     config = request.config
-    root = Path(config.getoption("pin_dir") or ".")
 
-    def run(subject: Subject) -> list[Finding]:
-        """A rendering or token ids that differ from the pinned ones: any change of behaviour of a template
-        (a publisher's edit, a transformers or tokenizer upgrade) since the pins were written."""
-        if not config.getoption("update_pins"):
-            return pins.compare(subject, root, _update_command(config, subject.model.ref.text))
-        for path in pins.update(subject, root):
-            request.node.user_properties.append((_PINNED, str(path)))
-        return []
+    def written(path: Path) -> None:
+        request.node.user_properties.append((_PINNED, str(path)))
 
-    return Check("pins", Layer.TEMPLATE, run)
-
-
-def _update_command(config: pytest.Config, source: str) -> str:
-    import shlex
-
-    words = ["pytest", "--model", source, "--pin-dir", config.getoption("pin_dir"), "--update-pins"]
-    chosen = config.getoption("chat_template")
-    return shlex.join([*words, *(["--chat-template", chosen] if chosen else [])])
+    root = Path(option(config, "pin_dir") or ".")
+    return config.stash[CATALOG].pins_check(root, bool(option(config, "update_pins")), written)
 
 
 class _ResultCollector:
@@ -394,60 +363,47 @@ class _ResultCollector:
                 self.config.stash[PINNED].append(str(value))
 
 
-BASELINE_WRITTEN = pytest.StashKey[str]()
-
-
-def _finish_baseline(config: pytest.Config, results: list[CheckResult]) -> None:
-    """Write the baseline (``--update-baseline``): this run's findings, plus the entries of checks that did
-    not run here (a ``-k`` selection keeps what it did not select)."""
-    accepted = config.stash.get(BASELINE, None)
-    if accepted is None or not config.getoption("update_baseline"):
-        return
-    entries = accepted.rewrite(results)
-    config.stash[BASELINE_WRITTEN] = f"{accepted.path} ({len(entries)} accepted findings)"
-
-
-def _report_path(config: pytest.Config, option: str, interrupted: bool) -> Path | None:
+def _report_path(config: pytest.Config, name: str, interrupted: bool) -> Path | None:
     """Where a report goes: the path given, or beside it (``NAME.interrupted.EXT``) for an interrupted run,
     so a partial report never replaces the last complete one."""
-    name = config.getoption(option)
-    if not name or CATALOG not in config.stash or hasattr(config, "workerinput"):
+    given = option(config, name)
+    if not given or CATALOG not in config.stash or hasattr(config, "workerinput"):
         return None
-    path = Path(name)
+    path = Path(given)
     return path.with_name(f"{path.stem}.interrupted{path.suffix}") if interrupted else path
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    catalog = config.stash.get(CATALOG, None)
+    if catalog is None or hasattr(config, "workerinput"):
+        return
+    results = config.stash[RESULTS]
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    if CATALOG in config.stash and not hasattr(config, "workerinput") and not interrupted:
-        _finish_baseline(config, config.stash[RESULTS])
-    path = _report_path(config, "report_json", interrupted)
-    if path is not None:
+    accepted = config.stash.get(BASELINE, None)
+    if accepted is not None and option(config, "update_baseline") and not interrupted:
+        # this run's findings, plus the entries of checks that did not run here (-k keeps what it skipped)
+        entries = accepted.rewrite(results)
+        config.stash[BASELINE_WRITTEN] = f"{accepted.path} ({len(entries)} accepted findings)"
+    json_path = _report_path(config, "report_json", interrupted)
+    if json_path is not None:
         from templatecheck.report import write_json_report
+        from templatecheck.session import provenance, settings
 
-        results: list[CheckResult] = config.stash[RESULTS]
-        from templatecheck.session import provenance
-
-        write_json_report(
-            path,
-            results,
-            {**_settings(config), "interrupted": interrupted},
-            provenance(config.stash.get(CATALOG, None)),
-        )
+        recorded = settings(options_from(config), strict=bool(option(config, "strict_checks")),
+                            baseline=option(config, "baseline"))  # fmt: skip
+        write_json_report(json_path, results, {**recorded, "interrupted": interrupted}, provenance(catalog))
     md_path = _report_path(config, "report_md", interrupted)
     if md_path is not None:
         from templatecheck.markdown import markdown_report
         from templatecheck.report import write_atomically
 
-        results = config.stash[RESULTS]
-        catalog = config.stash[CATALOG]
         text = markdown_report(
             results, catalog.capabilities(), catalog.reference_notes(results), catalog.refs
         )
-        if interrupted:
-            text = "> **Interrupted run**: this report is partial.\n\n" + text
-        write_atomically(md_path, text)
+        write_atomically(
+            md_path, ("> **Interrupted run**: this report is partial.\n\n" if interrupted else "") + text
+        )
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -472,16 +428,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     rewritten = config.stash.get(BASELINE_WRITTEN, None)
     if rewritten:
         terminalreporter.write_line(f"baseline written: {rewritten}")
-    elif accepted is not None:
-        stale = accepted.stale(results)
-        if stale:
-            terminalreporter.write_line(
-                f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
-                f"--update-baseline:{_accept_hint(config).split(':', 1)[1]}"
-            )
-            for entry in stale:
-                terminalreporter.write_line(f"  stale: {entry.model}:{entry.template} {entry.cause}")
-    for option, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
-        path = config.getoption(option)
-        if path:
-            terminalreporter.write_line(f"{label}: {path}")
+    elif accepted is not None and (stale := accepted.stale(results)):
+        terminalreporter.write_line(
+            f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
+            f"--tc-update-baseline:{_accept_hint(config).split(':', 1)[1]}"
+        )
+        for entry in stale:
+            terminalreporter.write_line(f"  stale: {entry.model}:{entry.template} {entry.cause}")
+    for name, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
+        if option(config, name):
+            terminalreporter.write_line(f"{label}: {option(config, name)}")
