@@ -62,21 +62,11 @@ def _check_parser() -> argparse.ArgumentParser:
         "pytest; print each finding once, or the JSON report with --json. Exit 1 when a check fails.",
     )
     parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
-    # the names of the pytest options (--tc-...), and here also without the prefix
-    parser.add_argument("--tc-chat-template", "--chat-template", dest="chat_template", metavar="NAME_OR_FILE")
-    parser.add_argument("--tc-examples", "--examples", dest="examples", type=int, default=100, metavar="N")
-    parser.add_argument(
-        "--tc-consumer", "--consumer", dest="consumer", action="append", default=[], metavar="NAME"
-    )
-    parser.add_argument(
-        "--tc-template-var",
-        "--template-var",
-        dest="template_var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-    )
-    parser.add_argument("--tc-reference", "--reference", dest="reference", metavar="FAMILY")
+    from templatecheck.settings import OPTIONS
+
+    for name in ("chat-template", "examples", "consumer", "template-var", "reference"):
+        # the pytest option's name and settings; here also without the prefix
+        parser.add_argument(f"--tc-{name}", f"--{name}", dest=name.replace("-", "_"), **OPTIONS[name])
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     return parser
 

@@ -132,6 +132,64 @@ class Session:
                 notes[ref] = "reference: " + choose(model, self.options).short()
         return notes
 
+    def load_error(self, ref: str, check: Check) -> CheckResult:
+        """The result that says once that model ``ref`` did not load (on the item of ``check`` carrying it)."""
+        from templatecheck.model import short_name
+
+        return error_result(ref, short_name(ref), "", check, str(self.get(ref)))
+
+    def accept_hint(self) -> str:
+        """The line a failure adds in a run with a baseline: the command that accepts the run's findings."""
+        if self.baseline is None:
+            return ""
+        return f"\n  not in the baseline; to accept it: {accept_command(self.refs, str(self.baseline.path))}"
+
+    def rewrite_baseline(self, results: list[CheckResult]) -> str:
+        """Write the baseline file: this run's findings, plus the entries of checks that did not run here (a
+        ``-k`` selection keeps what it did not select); what was written, for the summary."""
+        assert self.baseline is not None
+        entries = self.baseline.rewrite(results)
+        return f"{self.baseline.path} ({len(entries)} accepted findings)"
+
+    def write_reports(
+        self,
+        results: list[CheckResult],
+        recorded: dict[str, Any],
+        json_path: Path | None,
+        md_path: Path | None,
+    ) -> None:
+        """The JSON report (with ``recorded`` settings and the provenance) and the Markdown report, atomically;
+        an interrupted run (``recorded["interrupted"]``) says it is partial."""
+        from templatecheck.report import write_atomically, write_json_report
+
+        if json_path is not None:
+            write_json_report(json_path, results, recorded, provenance(self))
+        if md_path is not None:
+            from templatecheck.markdown import markdown_report
+
+            text = markdown_report(results, self.capabilities(), self.reference_notes(results), self.refs)
+            partial = (
+                "> **Interrupted run**: this report is partial.\n\n" if recorded.get("interrupted") else ""
+            )
+            write_atomically(md_path, partial + text)
+
+    def summary(self, results: list[CheckResult], rewritten: str | None) -> list[str]:
+        """The terminal summary: per model its table and findings, then what became of the baseline."""
+        from templatecheck.report import summary_lines
+
+        lines = summary_lines(results, self.reference_notes(results), self.refs)
+        if rewritten:
+            return [*lines, f"baseline written: {rewritten}"]
+        stale = self.baseline.stale(results) if self.baseline is not None else []
+        if stale and self.baseline is not None:
+            command = accept_command(self.refs, str(self.baseline.path))
+            lines.append(
+                f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
+                f"--tc-update-baseline: {command}"
+            )
+            lines += [f"  stale: {entry.model}:{entry.template} {entry.cause}" for entry in stale]
+        return lines
+
     def pins_check(self, root: Path, update: bool, written: Callable[[Path], None]) -> Check:
         """``test_pins``' check: compare each template's renderings and token ids with the pins under ``root``,
         or (``update``) write them, telling ``written`` each path written or removed."""
@@ -162,6 +220,24 @@ def error_result(source: str, name: str, template: str, check: Check, message: s
     return CheckResult(
         name, source, template, check.name, check.layer, Outcome.ERROR, (Finding(Outcome.ERROR, message),)
     )
+
+
+def warning_line(result: CheckResult) -> str:
+    """A warning result in one line: the causes of its unaccepted warnings and the first one's message."""
+    from templatecheck.report import first_line
+
+    first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
+    causes = ", ".join(dict.fromkeys(f.cause for f in first))
+    return f"{causes}: {first_line(first[0].message)}"
+
+
+def report_path(given: str | None, interrupted: bool) -> Path | None:
+    """Where a report goes: the path given, or beside it (``NAME.interrupted.EXT``) for an interrupted run, so
+    a partial report never replaces the last complete one."""
+    if not given:
+        return None
+    path = Path(given)
+    return path.with_name(f"{path.stem}.interrupted{path.suffix}") if interrupted else path
 
 
 def models_from(directories: list[str]) -> list[str]:
@@ -258,5 +334,7 @@ __all__ = [
     "models_from",
     "provenance",
     "read_baseline",
+    "report_path",
     "settings",
+    "warning_line",
 ]

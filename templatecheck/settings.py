@@ -13,6 +13,104 @@ from templatecheck.causes import CONSUMERS
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
 
+#: Every option of the pytest plugin but ``--model``, by its name after ``--tc-``: its argparse settings (the
+#: CLI's ``check`` and ``render`` take the same). A help text says what the option does, then its default.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "chat-template": {
+        "metavar": "NAME_OR_FILE",
+        "help": "test only this named template of each model, or a candidate template file (or a folder of "
+        "them: *.jinja and template *.json files) with the model's tokenizer",
+    },
+    "report-json": {"metavar": "PATH", "help": "write every check result of the run to PATH as JSON"},
+    "report-md": {
+        "metavar": "PATH",
+        "help": "write a Markdown report to PATH (capabilities, checks and findings per model), for a model "
+        "card or a pull-request comment",
+    },
+    "models-from": {
+        "action": "append",
+        "default": [],
+        "metavar": "DIR",
+        "help": "add every subdirectory of DIR that holds a tokenizer_config.json or chat_template.jinja as a "
+        "--model (a sweep in one session); repeatable",
+    },
+    "pin-dir": {
+        "metavar": "DIR",
+        "help": "compare each template's renderings and token ids of a fixed probe set with the pins in DIR "
+        "(test_pins); a missing or different pin fails",
+    },
+    "update-pins": {
+        "action": "store_true",
+        "help": "with --tc-pin-dir: write the current renderings as the pins instead of comparing",
+    },
+    "strict-checks": {
+        "action": "store_true",
+        "help": "treat warnings of the checks as failures (pytest itself owns --strict)",
+    },
+    "examples": {
+        "type": int,
+        "default": Options.examples,
+        "metavar": "N",
+        "help": f"hypothesis conversations per property check (default: {Options.examples}, hypothesis' own "
+        "budget)",
+    },
+    "render-timeout": {
+        "type": float,
+        "default": 2.0,
+        "metavar": "SECONDS",
+        "help": "wall-time bound of one template render; a render past it is a finding (default: 2)",
+    },
+    "reference": {
+        "metavar": "FAMILY",
+        "help": "compare templates with this reference format family instead of the detected one; 'none' "
+        "skips the comparison (families: see README, or templatecheck.formats.names())",
+    },
+    "consumer": {
+        "action": "append",
+        "default": [],
+        "metavar": "NAME",
+        "help": "make this consumer path's hazards fail instead of warn: apply_chat_template, server (rendering "
+        "encoded without special tokens: vLLM, SGLang, TGI) or naive (tokenizer(prompt)); repeatable",
+    },
+    "template-var": {
+        "action": "append",
+        "default": [],
+        "metavar": "NAME=VALUE",
+        "help": "pass a template variable to every render, as apply_chat_template's keyword arguments are "
+        "(date_string, enable_thinking, ...); VALUE is read as JSON when it parses, else as a string; repeatable",
+    },
+    "baseline": {
+        "metavar": "FILE",
+        "help": "accept the findings FILE lists (by model, template and cause): they are reported, not failed; "
+        "a new finding still fails",
+    },
+    "update-baseline": {
+        "action": "store_true",
+        "help": "with --tc-baseline: write every failed and warning finding of the run to FILE instead of "
+        "failing",
+    },
+    "generate": {
+        "action": "store_true",
+        "help": "run the generation layer: load the weights (needs torch) and prompt the model with the probe set",
+    },
+    "device": {
+        "metavar": "DEVICE",
+        "help": "torch device of the generation layer: cpu, cuda, cuda:N, mps (default: CUDA when available, "
+        "else CPU)",
+    },
+    "max-new-tokens": {
+        "type": int,
+        "default": Options.max_new_tokens,
+        "metavar": "N",
+        "help": f"token budget of each greedy reply of the generation layer (default: {Options.max_new_tokens}; "
+        "tool calls get 64)",
+    },
+    "probe-file": {
+        "metavar": "PATH",
+        "help": "JSON-lines probes added to the generation layer's built-in set (format: see README)",
+    },
+}
+
 #: Variables the suite itself passes to every render; a --tc-template-var cannot replace them.
 RESERVED = frozenset({"messages", "tools", "documents", "add_generation_prompt", "continue_final_message"})
 
@@ -134,6 +232,7 @@ def options(values: Mapping[str, Any]) -> Options:
 
 __all__ = [
     "MAX_RENDER_SECONDS",
+    "OPTIONS",
     "RESERVED",
     "check_examples",
     "check_reference",
