@@ -84,7 +84,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
                 setattr(early_config, name, empty)  # another project's configuration, found above a model
         inipath = None
     old = early_config.rootpath
-    root = Path(namespace.rootdir) if namespace.rootdir else run_root(old, inipath, here, models)
+    root = old if namespace.rootdir else run_root(old, inipath, here, models)  # --rootdir: the user's choice
     if root == SUITE:  # started inside a model directory: no cache, rather than one in the model
         for plugin in ("cacheprovider", "stepwise"):  # as -p no:cacheprovider does
             early_config.pluginmanager.set_blocked(plugin)
