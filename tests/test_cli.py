@@ -209,6 +209,9 @@ def test_check_reports_bad_input_once(run_cli: Callable[..., Ran], tmp_path: Pat
     assert missing.stderr.startswith("templatecheck: error: model ") and "no such directory" in missing.stderr
     bad = run_cli("check", HERMES, "--tc-examples", "0")
     assert bad.returncode == cli.USAGE and "--tc-examples 0:" in bad.stderr
+    # the command also takes the option without the plugin's prefix; the message names the one pytest takes
+    short = run_cli("check", HERMES, "--examples", "0")
+    assert short.returncode == cli.USAGE and "--tc-examples 0:" in short.stderr
 
 
 def test_checks_lists_every_check_and_its_causes(run_cli: Callable[..., Ran]) -> None:
