@@ -9,8 +9,8 @@
 3. Our batched greedy loop alone against ``model.generate(do_sample=False)`` over exactly the same rows,
    batches (left-padded, grouped by length), token budget and stop set; both must produce the same tokens.
    Generated tokens count each row up to and including its stop token.
-4. ``pytest --model MODEL_DIR --generate`` end to end in a subprocess, beside the same run without
-   ``--generate``.
+4. ``pytest --model MODEL_DIR --tc-generate`` end to end in a subprocess, beside the same run without
+   ``--tc-generate``.
 Prints the figures and their ratios; best of ``--repeats`` for the in-process numbers.
 """
 
@@ -99,13 +99,13 @@ def main() -> None:
 
     def wall(extra: list[str]) -> float:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--model", args.model]
-        command += extra + (["--device", args.device] if args.device else [])
+        command += extra + (["--tc-device", args.device] if args.device else [])
         begin = time.perf_counter()
         subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
         return time.perf_counter() - begin
 
     static_run = min(wall([]) for _ in range(2))
-    generate_run = min(wall(["--generate"]) for _ in range(2))
+    generate_run = min(wall(["--tc-generate"]) for _ in range(2))
 
     def show(label: str, value: str) -> None:
         print(f"{label:<44}{value}")
@@ -122,7 +122,7 @@ def main() -> None:
     show("ratio model.generate / our loop:", f"{theirs_s / ours_s:8.2f}x   same tokens: {same}")
     show("ratio time to verdict / our loop:", f"{verdict_s / ours_s:8.2f}x")
     show("pytest --model, static layers only:", f"{static_run:8.1f} s")
-    show("pytest --model --generate, end to end:", f"{generate_run:8.1f} s")
+    show("pytest --model --tc-generate, end to end:", f"{generate_run:8.1f} s")
 
 
 if __name__ == "__main__":

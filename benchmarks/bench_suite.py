@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from templatecheck.checks import REGISTRY  # noqa: E402
+from templatecheck.checks import tokenizer as tokenizer_checks  # noqa: E402
 from templatecheck.model import Subject, load_model  # noqa: E402
 from templatecheck.render import Renderer  # noqa: E402
 from templatecheck.sample import _draw  # noqa: E402
@@ -49,15 +50,31 @@ def main() -> None:
     renders: list[tuple[str, Any, dict[str, Any]]] = []
     encodes: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
     applied: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    original_render = Renderer.render
+    original_render_many = Renderer.render_many
+    original_forked = tokenizer_checks.run_forked
     tokenizer_class = type(tokenizer)
     original_call = tokenizer_class.__call__
     original_apply = tokenizer_class.apply_chat_template
     inside_apply = False
 
-    def recording_render(self: Renderer, source: str, messages: Any, **kwargs: Any) -> Any:
-        renders.append((source, messages, kwargs))
-        return original_render(self, source, messages, **kwargs)
+    def recording_render_many(self: Renderer, source: str, calls: Any) -> Any:
+        for call in calls:
+            kwargs = {
+                **call.variables,
+                "add_generation_prompt": call.add_generation_prompt,
+                "continue_final_message": call.continue_final_message,
+                "tools": call.tools,
+                "documents": call.documents,
+            }
+            renders.append((source, call.messages, kwargs))
+        return original_render_many(self, source, calls)
+
+    def recording_forked(tasks: Any, budget: Any) -> Any:
+        """transformers' own calls run in a forked child, out of reach of the recorders: run them here once."""
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                task()
+        return original_forked(tasks, budget)
 
     def recording_call(self: Any, text: Any = None, *args: Any, **kwargs: Any) -> Any:
         if not inside_apply:
@@ -81,11 +98,13 @@ def main() -> None:
             for check in REGISTRY.values():
                 check(subject)
 
-    Renderer.render = recording_render  # type: ignore[method-assign]
+    Renderer.render_many = recording_render_many  # type: ignore[method-assign]
+    tokenizer_checks.run_forked = recording_forked
     tokenizer_class.__call__ = recording_call
     tokenizer_class.apply_chat_template = recording_apply
     run_checks()
-    Renderer.render = original_render  # type: ignore[method-assign]
+    Renderer.render_many = original_render_many  # type: ignore[method-assign]
+    tokenizer_checks.run_forked = original_forked
     tokenizer_class.__call__ = original_call
     tokenizer_class.apply_chat_template = original_apply
 

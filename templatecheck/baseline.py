@@ -1,10 +1,10 @@
 """Accepted findings: a baseline file that lets a publisher gate CI on a model with a known finding.
 
-A baseline lists findings by model, template and cause key (``--baseline FILE``). A finding it lists is
+A baseline lists findings by model, template and cause key (``--tc-baseline FILE``). A finding it lists is
 reported as accepted and does not count towards its check's outcome; a finding it does not list fails as
 usual, so a new root cause (a new key) fails even while an accepted one persists. An accepted entry that no
 longer occurs is stale: listed at the end of the run with the command that rewrites the file.
-``--update-baseline`` writes every failed and warning finding of the run (atomically) and passes.
+``--tc-update-baseline`` writes every failed and warning finding of the run (atomically) and passes.
 
 The file is JSON, sorted, one entry per (model, template, cause), with the finding's first line as a
 reminder of what was accepted::
@@ -95,14 +95,16 @@ def read(path: Path) -> Baseline:
     if not path.exists():
         return Baseline(path)
     if not path.is_file():
-        raise TemplatecheckError(f"--baseline {path}: not a regular file; pass the baseline's JSON file")
+        raise TemplatecheckError(f"--tc-baseline {path}: not a regular file; pass the baseline's JSON file")
     if path.stat().st_size > _MAX_BYTES:
-        raise TemplatecheckError(f"--baseline {path}: larger than {_MAX_BYTES:,} bytes; not a baseline file")
+        raise TemplatecheckError(
+            f"--tc-baseline {path}: larger than {_MAX_BYTES:,} bytes; not a baseline file"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TemplatecheckError(
-            f"--baseline {path}: not valid JSON ({exc}); fix it, or rewrite it with --update-baseline"
+            f"--tc-baseline {path}: not valid JSON ({exc}); fix it, or rewrite it with --tc-update-baseline"
         ) from None
     if (
         not isinstance(data, dict)
@@ -110,15 +112,15 @@ def read(path: Path) -> Baseline:
         or not isinstance(data.get("accepted"), list)
     ):
         raise TemplatecheckError(
-            f"--baseline {path}: not a templatecheck baseline (version {VERSION} with an 'accepted' list); "
-            "rewrite it with --update-baseline"
+            f"--tc-baseline {path}: not a templatecheck baseline (version {VERSION} with an 'accepted' list); "
+            "rewrite it with --tc-update-baseline"
         )
     entries = []
     for item in data["accepted"]:
         fields = ("model", "template", "cause")
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in fields):
             raise TemplatecheckError(
-                f"--baseline {path}: an entry needs string 'model', 'template' and 'cause', got {item!r:.200}"
+                f"--tc-baseline {path}: an entry needs string 'model', 'template' and 'cause', got {item!r:.200}"
             )
         entries.append(Entry(item["model"], item["template"], item["cause"], str(item.get("summary", ""))))
     return Baseline(path, tuple(entries))

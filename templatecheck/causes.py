@@ -8,7 +8,7 @@ severity is the cause's, not the check's:
 - ``failed``: what the publisher should change, or what breaks a documented way the model is used;
 - ``warning``: legal and deliberate policy (an injected default system prompt, a date in the prompt, trimming
   the family's format prescribes, raising on an unsupported input), or a hazard of one consumer path that the
-  harness fixes on its side (:attr:`Cause.hazard_of`; ``--consumer NAME`` makes that path gate).
+  harness fixes on its side (:attr:`Cause.hazard_of`; ``--tc-consumer NAME`` makes that path gate).
 
 This module is a leaf: it imports nothing of templatecheck but the outcome values.
 """
@@ -34,7 +34,7 @@ class Cause:
     key: str
     severity: Outcome
     why: str
-    #: The consumer path whose hazard this is (a warning unless ``--consumer`` names the path).
+    #: The consumer path whose hazard this is (a warning unless ``--tc-consumer`` names the path).
     hazard_of: str | None = None
 
     @property
@@ -74,7 +74,7 @@ def policy(key: str, why: str) -> Cause:
 
 
 def hazard(key: str, consumer: str, why: str) -> Cause:
-    """A warning about one consumer path; ``--consumer`` ``consumer`` makes it fail."""
+    """A warning about one consumer path; ``--tc-consumer`` ``consumer`` makes it fail."""
     return cause(key, Outcome.WARNING, why, hazard_of=consumer)
 
 
@@ -83,7 +83,7 @@ def table(causes: list[Cause] | None = None) -> str:
     --markdown`` prints it)."""
     rows = ["| cause | severity | why |", "| --- | --- | --- |"]
     for c in causes if causes is not None else list(CAUSES.values()):
-        severity = c.severity.value + (f" (fails with `--consumer {c.hazard_of}`)" if c.hazard_of else "")
+        severity = c.severity.value + (f" (fails with `--tc-consumer {c.hazard_of}`)" if c.hazard_of else "")
         why = c.why.replace("|", "\\|")
         rows.append(f"| `{c.key}` | {severity} | {why} |")
     return "\n".join(rows) + "\n"

@@ -1,7 +1,7 @@
 """The ``templatecheck`` command: the suite on models (``pytest --model ...``), and what a model sees.
 
 ``templatecheck MODEL [MODEL ...] [OPTIONS]`` runs the conformance suite in-process with pytest, passing every
-option through (``--report-md``, ``-n 2``, ``--pin-dir``, ...); its exit code is pytest's.
+option through (``--tc-report-md``, ``-n 2``, ``--tc-pin-dir``, ...); its exit code is pytest's.
 ``templatecheck render MODEL --messages FILE`` prints a rendering with control tokens and whitespace visible.
 
 Importing this module loads neither torch nor transformers: the tokenizer loads only when a command needs it.
@@ -24,14 +24,14 @@ USAGE = 2
 
 _HELP = """\
 usage: templatecheck MODEL [MODEL ...] [pytest and templatecheck options]
-       templatecheck render MODEL --messages FILE [--chat-template NAME] [--add-generation-prompt] [--tokens]
-       templatecheck check MODEL [--chat-template NAME_OR_FILE] [--examples N] [--consumer NAME]
-                           [--template-var NAME=VALUE] [--reference FAMILY] [--json]
+       templatecheck render MODEL --messages FILE [--tc-chat-template NAME] [--add-generation-prompt] [--tokens]
+       templatecheck check MODEL [--tc-chat-template NAME_OR_FILE] [--tc-examples N] [--tc-consumer NAME]
+                           [--tc-template-var NAME=VALUE] [--tc-reference FAMILY] [--json]
        templatecheck checks [--markdown]
        templatecheck --version
 
 Run the chat-template conformance suite on model directories or Hub ids (the same as
-`pytest --model MODEL ...`; every pytest and templatecheck option applies, e.g. --report-md report.md, -n 2),
+`pytest --model MODEL ...`; every pytest and templatecheck option applies, e.g. --tc-report-md report.md, -n 2),
 or show what a model sees for a conversation.
 """
 
@@ -62,11 +62,11 @@ def _check_parser() -> argparse.ArgumentParser:
         "pytest; print each finding once, or the JSON report with --json. Exit 1 when a check fails.",
     )
     parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
-    parser.add_argument("--chat-template", metavar="NAME_OR_FILE")
-    parser.add_argument("--examples", type=int, default=100, metavar="N")
-    parser.add_argument("--consumer", action="append", default=[], metavar="NAME")
-    parser.add_argument("--template-var", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--reference", metavar="FAMILY")
+    from templatecheck.settings import OPTIONS
+
+    for name in ("chat-template", "examples", "consumer", "template-var", "reference"):
+        # the pytest option's name and settings; here also without the prefix
+        parser.add_argument(f"--tc-{name}", f"--{name}", dest=name.replace("-", "_"), **OPTIONS[name])
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     return parser
 
@@ -75,19 +75,13 @@ def check_command(args: Sequence[str]) -> int:
     """``templatecheck check MODEL``: the static checks through a :class:`~templatecheck.session.Session`."""
     from templatecheck import settings as checked
     from templatecheck.checks import REGISTRY
-    from templatecheck.options import Options
     from templatecheck.report import json_report, summary_lines
     from templatecheck.result import Layer, Outcome
     from templatecheck.session import Session, provenance, settings
 
     parsed = _check_parser().parse_args(list(args))
     try:
-        options = Options(
-            examples=checked.check_examples(parsed.examples),
-            reference=parsed.reference,
-            consumers=checked.parse_consumers(parsed.consumer),
-            template_vars=checked.parse_template_vars(parsed.template_var),
-        )
+        options = checked.options(vars(parsed))
         session = Session([parsed.model], options, parsed.chat_template)
         model = session.get(parsed.model)
         if isinstance(model, TemplatecheckError):
@@ -151,7 +145,7 @@ def suite_argv(args: Sequence[str]) -> list[str]:
 
 def suite_command(args: Sequence[str]) -> int:
     argv = suite_argv(args)
-    if "--model" not in argv and "--models-from" not in argv:
+    if "--model" not in argv and "--tc-models-from" not in argv:
         print("templatecheck: error: name at least one MODEL (a directory or Hub id)", file=sys.stderr)
         return USAGE
     import pytest
@@ -176,7 +170,11 @@ def _render_parser() -> argparse.ArgumentParser:
         help="a JSON list of messages, or an object with 'messages' (and optionally 'tools'); '-' reads stdin",
     )
     parser.add_argument(
-        "--chat-template", metavar="NAME_OR_FILE", help="a named template of the model, or a template file"
+        "--tc-chat-template",
+        "--chat-template",
+        dest="chat_template",
+        metavar="NAME_OR_FILE",
+        help="a named template of the model, or a template file",
     )
     parser.add_argument("--add-generation-prompt", action="store_true", help="end with the assistant header")
     parser.add_argument("--tokens", action="store_true", help="also list every token: [id 'piece']")

@@ -1,4 +1,4 @@
-"""The Markdown report (``--report-md``): for a model card or a pull-request comment.
+"""The Markdown report (``--tc-report-md``): for a model card or a pull-request comment.
 
 Per model: its capabilities (learnt by probing each template), a table of the checks per template, then the
 findings, most severe first, each with its message (diffs included) in a fenced block. The text depends only

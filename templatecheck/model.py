@@ -48,10 +48,11 @@ CHECK_FILES = (
     "config.json",
 )
 
-#: What ``--generate`` downloads as well, only then: the weights, as safetensors.
+#: What ``--tc-generate`` downloads as well, only then: the weights, as safetensors.
 WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json")
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: A Hub repo id: ``owner/name``, each part letters, digits and ``-_.``, not starting with ``-`` or ``.``.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
 
 
 @dataclass(frozen=True)
@@ -65,32 +66,39 @@ class ModelRef:
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
+        """A directory, else an ``owner/name[@revision]`` Hub id; anything else is an error naming the value
+        (a bare ``name`` is never looked up on the Hub: it is a mistyped path far more often than a model)."""
         path = Path(text).expanduser()
         if path.is_dir():
             return cls(text, path=path)
-        looks_like_path = text.startswith((".", "/", "~")) or "\\" in text or path.exists()
-        repo_id, _, revision = text.partition("@")
-        if looks_like_path or not _HUB_ID.match(repo_id) or repo_id.count("/") > 1:
-            if path.exists():
-                raise TemplatecheckError(
-                    f"model {text!r} is a file, not a directory: pass the model's directory"
-                )
+        if path.exists():
+            raise TemplatecheckError(f"model {text!r} is a file, not a directory: pass the model's directory")
+        repo_id, at, revision = text.partition("@")
+        looks_like_path = text.startswith((".", "/", "~")) or "\\" in text
+        if looks_like_path or not _HUB_ID.match(repo_id) or (at and not revision):
             raise TemplatecheckError(
-                f"model {text!r}: no such directory, and not a Hub repo id (expected 'org/name' or "
-                "'org/name@revision'); check the path"
+                f"model {text!r}: no such directory, and not a Hub repo id (expected 'owner/name' or "
+                "'owner/name@revision'); check the path, or give the Hub id with its owner"
             )
         return cls(text, repo_id=repo_id, revision=revision or None)
 
     @property
     def name(self) -> str:
-        """The short name test ids carry: the last part of the id or directory, lower-cased."""
-        return short_name(self.repo_id if self.repo_id is not None else str(self.path))
+        """The name ids, summaries, reports and baselines carry: the directory's own name (``.`` is named by
+        the folder it resolves to), or the Hub id with the revision asked for (``owner/name@rev``)."""
+        if self.repo_id is not None:
+            return self.repo_id + (f"@{self.revision}" if self.revision else "")
+        assert self.path is not None
+        return self.path.resolve().name or str(self.path)
 
 
 def short_name(text: str) -> str:
-    """``org/Name@rev`` -> ``name``; ``./models/Name/`` -> ``name``."""
-    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1]
-    return (last.split("@")[0] or last or text).lower()
+    """The name of a model given as ``text`` that did not load: its folder's own name for a path (``.`` and
+    ``..`` resolved), else the text itself (``owner/name@rev``)."""
+    path = Path(text).expanduser()
+    if text.startswith((".", "/", "~")) or "\\" in text or path.exists():
+        return path.resolve().name or text
+    return text
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,7 @@ def read_templates(directory: Path) -> dict[str, Template]:
 
 
 def templates_in_folder(folder: Path) -> dict[str, Template]:
-    """Candidate templates for ``--chat-template DIR``: every ``*.jinja`` file, and every template of the
+    """Candidate templates for ``--tc-chat-template DIR``: every ``*.jinja`` file, and every template of the
     corpus-format ``*.json`` files (see :mod:`templatecheck.corpus`)."""
     from templatecheck.corpus import read_corpus
 
@@ -201,17 +209,17 @@ def templates_in_folder(folder: Path) -> dict[str, Template]:
         found.update(read_corpus(folder))
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise TemplatecheckError(
-            f"--chat-template {folder}: a .json file there is not a template file ({exc})"
+            f"--tc-chat-template {folder}: a .json file there is not a template file ({exc})"
         ) from None
     if not found:
         raise TemplatecheckError(
-            f"--chat-template {folder}: the folder holds no *.jinja template and no template *.json file"
+            f"--tc-chat-template {folder}: the folder holds no *.jinja template and no template *.json file"
         )
     return found
 
 
 def template_from_file(path: Path) -> Template:
-    """A candidate template file, for ``--chat-template FILE`` (a regular file of at most
+    """A candidate template file, for ``--tc-chat-template FILE`` (a regular file of at most
     :data:`~templatecheck.modeldir.TEXT_LIMIT` bytes, anywhere)."""
     return Template(path.stem, modeldir.read_text(path, None), str(path))
 
@@ -309,13 +317,13 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
             templates = {chat_template: templates[chat_template]}
         else:
             raise TemplatecheckError(
-                f"--chat-template {chat_template!r}: no such file, and model {text!r} has no template of that "
+                f"--tc-chat-template {chat_template!r}: no such file, and model {text!r} has no template of that "
                 f"name (it has: {', '.join(sorted(templates)) or 'none'})"
             )
     if not templates:
         raise TemplatecheckError(
             f"model {text!r} has no chat template (looked in chat_template.jinja, additional_chat_templates/, "
-            "tokenizer_config.json and chat_template.json); a base model has none: pass --chat-template FILE "
+            "tokenizer_config.json and chat_template.json); a base model has none: pass --tc-chat-template FILE "
             "to test a candidate template"
         )
     generation_config, config = read_configs(directory)

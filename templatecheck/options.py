@@ -22,8 +22,8 @@ class Options:
     max_new_tokens: int = 16
     #: A user probe file added to the built-in probe set of the generation layer.
     probe_file: str | None = None
-    #: Consumer paths whose hazards fail instead of warn (``--consumer``; see :data:`templatecheck.causes.CONSUMERS`).
+    #: Consumer paths whose hazards fail instead of warn (``--tc-consumer``; see :data:`templatecheck.causes.CONSUMERS`).
     consumers: tuple[str, ...] = ()
     #: Extra template variables passed to every render, as ``apply_chat_template``'s keyword arguments are
-    #: (``--template-var NAME=VALUE``): ``date_string``, ``enable_thinking``, ``tools_in_user_message``, ...
+    #: (``--tc-template-var NAME=VALUE``): ``date_string``, ``enable_thinking``, ``tools_in_user_message``, ...
     template_vars: dict[str, Any] = field(default_factory=dict)

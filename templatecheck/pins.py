@@ -1,6 +1,6 @@
 """Pins: a template's exact renderings and token ids of a fixed probe set, kept as golden files.
 
-The publisher's regression gate. ``--pin-dir DIR --update-pins`` writes, per model and template,
+The publisher's regression gate. ``--tc-pin-dir DIR --tc-update-pins`` writes, per model and template,
 ``DIR/<model>/<template>/<probe>.txt`` (the rendering, exact bytes) and ``<probe>.ids.json`` (its token ids);
 later runs compare. The semantics follow syrupy: a missing or different pin fails with a diff (whitespace
 visible) and the exact command that updates the pins; updating writes atomically only what changed, removes

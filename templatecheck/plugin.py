@@ -1,7 +1,9 @@
-"""The pytest plugin: options, parametrization over models and templates, results and reports.
+"""The pytest plugin: options, parametrization over models and templates, outcomes and reports.
 
 Imported by pytest on every run of every project where templatecheck is installed, so it imports nothing
-heavy: models, tokenizers and transformers load only inside the fixtures of a ``--model`` run.
+heavy (models, tokenizers and transformers load only in a ``--model`` run) and every option but ``--model``
+carries the ``--tc-`` prefix, so that no other plugin or conftest collides with it. The work is the library
+:class:`~templatecheck.session.Session`'s; this module maps it onto pytest.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +22,15 @@ from templatecheck.options import Options
 from templatecheck.result import CheckResult, Layer, Outcome
 
 if TYPE_CHECKING:
-    from templatecheck.baseline import Baseline
     from templatecheck.checks import Check
-    from templatecheck.model import Model, Subject
+    from templatecheck.model import Model
     from templatecheck.session import Session
 
-SUITE = Path(__file__).parent / "suite"
+SUITE = Path(__file__).parent / "suite"  # templatecheck.suite.FOLDER, without importing it
+MARKER = "templatecheck"
 _PROPERTY = "templatecheck"
 _PINNED = "templatecheck-pinned"
+PREFIX = "tc_"
 
 
 class TemplatecheckWarning(UserWarning):
@@ -35,212 +39,146 @@ class TemplatecheckWarning(UserWarning):
 
 CATALOG: pytest.StashKey[Session] = pytest.StashKey()
 OPTIONS = pytest.StashKey[Options]()
-BASELINE: pytest.StashKey[Baseline | None] = pytest.StashKey()
 RESULTS = pytest.StashKey[list[CheckResult]]()
 PINNED = pytest.StashKey[list[str]]()
+SELECTED = pytest.StashKey[list[str]]()
+BASELINE_WRITTEN = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("templatecheck", "templatecheck: chat-template conformance")
-    group.addoption(
-        "--model",
-        action="append",
-        default=[],
-        metavar="PATH_OR_ID",
-        help="run the conformance suite (only it) on a model directory or Hub id ('org/name[@revision]'); "
-        "repeat for several models",
-    )
-    group.addoption(
-        "--chat-template",
-        metavar="NAME_OR_FILE",
-        help="test only this named template of each model, or a candidate template file (or a folder of "
-        "them: *.jinja and template *.json files) with the model's tokenizer",
-    )
-    group.addoption(
-        "--report-json", metavar="PATH", help="write every check result of the run to PATH as JSON"
-    )
-    group.addoption(
-        "--report-md",
-        metavar="PATH",
-        help="write a Markdown report to PATH (capabilities, checks and findings per model), for a model card "
-        "or a pull-request comment",
-    )
-    group.addoption(
-        "--models-from",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="add every subdirectory of DIR that holds a tokenizer_config.json or chat_template.jinja as a "
-        "--model (a sweep in one session); repeatable",
-    )
-    group.addoption(
-        "--pin-dir",
-        metavar="DIR",
-        help="compare each template's renderings and token ids of a fixed probe set with the pins in DIR "
-        "(test_pins); a missing or different pin fails",
-    )
-    group.addoption(
-        "--update-pins",
-        action="store_true",
-        help="with --pin-dir: write the current renderings as the pins instead of comparing",
-    )
-    group.addoption(
-        "--strict-checks",
-        action="store_true",
-        help="treat warnings of the checks as failures (pytest itself owns --strict)",
-    )
-    group.addoption(
-        "--examples",
-        type=int,
-        default=100,
-        metavar="N",
-        help="hypothesis conversations per property check (default: 100, hypothesis' own budget)",
-    )
-    group.addoption(
-        "--render-timeout",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="wall-time bound of one template render; a render past it is a finding (default: 2)",
-    )
-    group.addoption(
-        "--reference",
-        metavar="FAMILY",
-        help="compare templates with this reference format family instead of the detected one; "
-        "'none' skips the comparison (families: see README, or templatecheck.formats.names())",
-    )
-    group.addoption(
-        "--consumer",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="make this consumer path's hazards fail instead of warn: apply_chat_template, server (rendering "
-        "encoded without special tokens: vLLM, SGLang, TGI) or naive (tokenizer(prompt)); repeatable",
-    )
-    group.addoption(
-        "--template-var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="pass a template variable to every render, as apply_chat_template's keyword arguments are "
-        "(date_string, enable_thinking, ...); VALUE is read as JSON when it parses, else as a string; repeatable",
-    )
-    group.addoption(
-        "--baseline",
-        metavar="FILE",
-        help="accept the findings FILE lists (by model, template and cause): they are reported, not failed; "
-        "a new finding still fails",
-    )
-    group.addoption(
-        "--update-baseline",
-        action="store_true",
-        help="with --baseline: write every failed and warning finding of the run to FILE instead of failing",
-    )
-    group.addoption(
-        "--generate",
-        action="store_true",
-        help="run the generation layer: load the weights (needs torch) and prompt the model with the probe set",
-    )
-    group.addoption(
-        "--device",
-        metavar="DEVICE",
-        help="torch device of the generation layer: cpu, cuda, cuda:N, mps (default: CUDA when available, else CPU)",
-    )
-    group.addoption(
-        "--max-new-tokens",
-        type=int,
-        default=Options.max_new_tokens,
-        metavar="N",
-        help=f"token budget of each greedy reply of the generation layer (default: {Options.max_new_tokens}; "
-        "tool calls get 64)",
-    )
-    group.addoption(
-        "--probe-file",
-        metavar="PATH",
-        help="JSON-lines probes added to the generation layer's built-in set (format: see README)",
-    )
+    group.addoption("--model", action="append", default=[], metavar="PATH_OR_ID", help="run the conformance "
+                    "suite (only it) on a model directory or Hub id ('owner/name[@revision]'); repeatable; a "
+                    "project with its own --model disables this plugin with -p no:templatecheck")  # fmt: skip
+    from templatecheck.settings import OPTIONS
+
+    for name, settings in OPTIONS.items():
+        group.addoption("--tc-" + name, **settings)
+
+
+def option(config: pytest.Config, name: str) -> Any:
+    """The value of ``--tc-NAME`` (``name`` with underscores: ``report_json``)."""
+    return config.getoption(PREFIX + name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Keep the rootdir (with ``.pytest_cache`` and the paths pytest prints) and the ini-file out of the models.
+
+    pytest chooses both before it loads any plugin, from the free arguments of the command line, and takes the
+    value of ``--model DIR`` for one: the rootdir becomes the model directory or a folder above it, and another
+    project's ``pyproject.toml`` above the model configures the run. No hook comes earlier and pytest has no
+    public setter, so the choice is corrected here, on pytest's private attributes (each only where it exists)."""
+    namespace = early_config.known_args_namespace
+    given = [*getattr(namespace, "model", []), *getattr(namespace, PREFIX + "models_from", [])]
+    if not given:
+        return
+    from templatecheck.suite import holds, run_root
+
+    models = [p.resolve() for p in (Path(g).expanduser() for g in given) if p.is_dir()]
+    here = early_config.invocation_params.dir.resolve()
+    inipath = early_config.inipath
+    if inipath is not None and not namespace.inifilename and not holds(inipath.parent, here):
+        for name, empty in (("_inipath", None), ("_inicfg", {}), ("_inicache", {})):
+            if hasattr(early_config, name):
+                setattr(early_config, name, empty)  # another project's configuration, found above a model
+        inipath = None
+    old = early_config.rootpath
+    root = old if namespace.rootdir else run_root(old, inipath, here, models)  # --rootdir: the user's choice
+    if root == SUITE:  # started inside a model directory: no cache, rather than one in the model
+        for plugin in ("cacheprovider", "stepwise"):  # as -p no:cacheprovider does
+            early_config.pluginmanager.set_blocked(plugin)
+    if root != old and hasattr(early_config, "_rootpath"):
+        early_config._rootpath = root
+        if namespace.confcutdir == str(old):
+            namespace.confcutdir = str(root)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "templatecheck: a conformance check of templatecheck")
+    config.addinivalue_line("markers", f"{MARKER}: a conformance check of templatecheck (a --model run)")
     config.stash[RESULTS] = []
     config.stash[PINNED] = []
     config.pluginmanager.register(_ResultCollector(config), "templatecheck-results")
-    reference = config.getoption("reference")
-    if reference is not None:
-        from templatecheck.formats import NONE, get
-
-        if reference != NONE:
-            try:
-                get(reference)
-            except TemplatecheckError as error:
-                raise pytest.UsageError(str(error)) from None
-    if config.getoption("update_pins") and config.getoption("pin_dir") is None:
-        raise pytest.UsageError("--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too")
-    from templatecheck import settings as checked
-    from templatecheck.session import read_baseline
+    from templatecheck.session import Session, models_from, read_baseline
+    from templatecheck.suite import node_id
 
     try:
-        checked.check_render_timeout(config.getoption("render_timeout"))
-        checked.check_examples(config.getoption("examples"))
-        for option in ("report_json", "report_md"):
-            checked.check_report_path("--" + option.replace("_", "-"), config.getoption(option))
-        if config.getoption("probe_file") and not config.getoption("generate"):
-            raise TemplatecheckError(
-                "--probe-file adds probes to the generation layer, which runs only with --generate: pass --generate"
-            )
         options_from(config)  # parsed and checked once, here, where a bad value is a usage error
-        config.stash[BASELINE] = read_baseline(
-            config.getoption("baseline"), config.getoption("update_baseline")
-        )
-    except TemplatecheckError as error:
-        raise pytest.UsageError(str(error)) from None
-    from templatecheck.session import Session, models_from
+        baseline = read_baseline(option(config, "baseline"), option(config, "update_baseline"))
+        refs = [*config.getoption("model"), *models_from(option(config, "models_from"))]
+        if not refs:
+            return
+        catalog = Session(
+            refs, options_from(config), option(config, "chat_template"), option(config, "render_timeout"), baseline
+        )  # fmt: skip
+        catalog.require_one()
+        if options_from(config).generate:
+            from templatecheck.checks.generation import prepare
 
-    try:
-        refs: list[str] = [*(config.getoption("model") or []), *models_from(config.getoption("models_from"))]
-    except TemplatecheckError as error:
-        raise pytest.UsageError(str(error)) from None
-    if not refs:
-        return
-    config.stash[CATALOG] = Session(
-        refs,
-        options_from(config),
-        config.getoption("chat_template"),
-        config.getoption("render_timeout"),
-        config.stash[BASELINE],
-    )
-    if config.getoption("generate"):
-        from templatecheck.checks.generation import prepare
-
-        try:
             prepare(options_from(config))
-        except TemplatecheckError as error:
-            raise pytest.UsageError(str(error)) from None
-    # `--model` runs the conformance suite and nothing else, whatever paths were given.
-    config.args[:] = [str(SUITE)]
+        chosen = config.args if config.args_source is pytest.Config.ArgsSource.ARGS else []
+        config.stash[SELECTED] = [node_id(a, config.invocation_params.dir) for a in chosen]
+    except TemplatecheckError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[CATALOG] = catalog
+    config.args[:] = [str(SUITE)]  # a --model run collects the conformance suite and nothing else
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Select the suite files and node ids named on the command line (relative to the suite folder), and keep
+    one item of each model that does not load (``test_renders`` when it is selected): its error is said once."""
+    from templatecheck.suite import selects
+
+    chosen = config.stash.get(SELECTED, [])
+    named = [i for i in items if not chosen or any(selects(s, i.path, i.name) for s in chosen)]
+    first: dict[str, pytest.Item] = {}
+    for item in named:
+        ref, template = _target(item)
+        if template is None and (ref not in first or item.name.startswith("test_renders[")):
+            first[ref] = item
+    kept = [i for i in named if _target(i)[1] is not None or first.get(_target(i)[0]) is i]
+    if len(kept) < len(items):
+        selected = {id(i) for i in named}
+        config.hook.pytest_deselected(items=[i for i in items if id(i) not in selected])
+        items[:] = kept  # the other items of a model that did not load say nothing new
+
+
+def _target(item: pytest.Item) -> tuple[str, str | None]:
+    """The (model source, template) a suite item tests; the template is ``None`` for a model that did not load."""
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("tc") if callspec is not None else None
+    return target if isinstance(target, tuple) else ("", "")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "tc" not in metafunc.fixturenames:
         return
     catalog = metafunc.config.stash.get(CATALOG, None)
-    if catalog is None:
-        metafunc.parametrize(
-            "tc", [pytest.param(None, marks=pytest.mark.skip(reason="no --model given"))], indirect=True
-        )
-        return
-    targets = list(catalog.targets())
-    metafunc.parametrize("tc", [t for t, _ in targets], ids=[i for _, i in targets], indirect=True)
+    if catalog is None:  # the suite's files collected without --model
+        return metafunc.parametrize("tc", [pytest.param(None, marks=pytest.mark.skip("no --model given"))])
+    mark = getattr(pytest.mark, MARKER)
+    params = [pytest.param(target, id=name, marks=mark) for target, name in catalog.targets()]
+    metafunc.parametrize("tc", params, indirect=True)
 
 
+def options_from(config: pytest.Config) -> Options:
+    """The check settings of this run, from the command line (parsed and checked once)."""
+    if OPTIONS not in config.stash:
+        from templatecheck.settings import options
+
+        given = {k.removeprefix(PREFIX): v for k, v in vars(config.option).items() if k.startswith(PREFIX)}
+        config.stash[OPTIONS] = options(given)
+    return config.stash[OPTIONS]
+
+
+@dataclass(frozen=True)
 class CheckRunner:
     """What a suite test holds: runs one check on its (model, template) and turns the result into an outcome."""
 
-    def __init__(self, request: pytest.FixtureRequest, model: Model, template: str) -> None:
-        self.request = request
-        self.model = model
-        self.template = template
+    request: pytest.FixtureRequest
+    model: Model
+    template: str
 
     def run(self, check: Check) -> CheckResult:
         config = self.request.config
@@ -251,64 +189,20 @@ class CheckRunner:
                 pytest.fail(str(error), pytrace=False)
         result = config.stash[CATALOG].run(check, self.model, self.template)
         _record(self.request, result)
-        strict = config.getoption("strict_checks")
-        if config.getoption("update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
+        if option(config, "update_baseline") and result.outcome in (Outcome.FAILED, Outcome.WARNING):
             return result  # its findings are written to the baseline at the end of the run
         if result.outcome is Outcome.ERROR:
             pytest.fail(result.message, pytrace=False)
+        strict = option(config, "strict_checks")
         if result.outcome is Outcome.FAILED or (strict and result.outcome is Outcome.WARNING):
-            pytest.fail(result.message + _accept_hint(config), pytrace=False)
+            pytest.fail(result.message + config.stash[CATALOG].accept_hint(), pytrace=False)
         if result.outcome is Outcome.WARNING:
-            first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
-            causes = ", ".join(dict.fromkeys(f.cause for f in first))
-            from templatecheck.report import first_line
+            from templatecheck.session import warning_line
 
-            warnings.warn(TemplatecheckWarning(f"{causes}: {first_line(first[0].message)}"), stacklevel=2)
+            warnings.warn(TemplatecheckWarning(warning_line(result)), stacklevel=2)
         if result.outcome is Outcome.SKIPPED:
             pytest.skip(result.message)
         return result
-
-
-def _settings(config: pytest.Config) -> dict[str, Any]:
-    from templatecheck.session import settings
-
-    return settings(
-        options_from(config),
-        strict=bool(config.getoption("strict_checks")),
-        baseline=config.getoption("baseline"),
-    )
-
-
-def options_from(config: pytest.Config) -> Options:
-    """The check settings of this run, from the command line (parsed once, at configuration)."""
-    if OPTIONS not in config.stash:
-        config.stash[OPTIONS] = _options(config)
-    return config.stash[OPTIONS]
-
-
-def _options(config: pytest.Config) -> Options:
-    from templatecheck import settings as checked
-
-    return Options(
-        examples=config.getoption("examples"),
-        reference=config.getoption("reference"),
-        generate=config.getoption("generate"),
-        device=config.getoption("device"),
-        max_new_tokens=config.getoption("max_new_tokens"),
-        probe_file=config.getoption("probe_file"),
-        consumers=checked.parse_consumers(config.getoption("consumer")),
-        template_vars=checked.parse_template_vars(config.getoption("template_var")),
-    )
-
-
-def _accept_hint(config: pytest.Config) -> str:
-    """The command that accepts the run's findings, for a run with ``--baseline``."""
-    if config.getoption("baseline") is None:
-        return ""
-    from templatecheck.session import accept_command
-
-    command = accept_command(config.getoption("model"), config.getoption("baseline"))
-    return f"\n  not in the baseline; to accept it: {command}"
 
 
 def _fetch_weights(config: pytest.Config, model: Model) -> None:
@@ -326,17 +220,15 @@ def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
 
 @pytest.fixture
 def tc(request: pytest.FixtureRequest) -> CheckRunner:
-    """The (model, template) under test, as a runner of checks."""
+    """The (model, template) under test, as a runner of checks; a model that did not load fails here, once."""
     from templatecheck.checks import REGISTRY
-    from templatecheck.model import short_name
-    from templatecheck.session import error_result
 
     ref, template = request.param
-    model = request.config.stash[CATALOG].get(ref)
+    catalog = request.config.stash[CATALOG]
+    model = catalog.get(ref)
     if isinstance(model, TemplatecheckError):
-        name = request.function.__name__.removeprefix("test_")
-        check = REGISTRY.get(name) or _pins_check(request)
-        _record(request, error_result(ref, short_name(ref), "", check, str(model)))
+        check = REGISTRY.get(request.function.__name__.removeprefix("test_")) or _pins_check(request)
+        _record(request, catalog.load_error(ref, check))
         pytest.fail(str(model), pytrace=False)
     assert template is not None
     return CheckRunner(request, model, template)
@@ -344,38 +236,16 @@ def tc(request: pytest.FixtureRequest) -> CheckRunner:
 
 @pytest.fixture
 def pin_check(request: pytest.FixtureRequest) -> Check:
-    """``test_pins``' check: compare the renderings with the pins in ``--pin-dir`` (or write them)."""
-    if request.config.getoption("pin_dir") is None:
-        pytest.skip("no --pin-dir given (pinning compares each template's renderings with golden files)")
+    """``test_pins``' check: compare the renderings with the pins in ``--tc-pin-dir`` (or write them)."""
+    if option(request.config, "pin_dir") is None:
+        pytest.skip("no --tc-pin-dir given (pinning compares each template's renderings with golden files)")
     return _pins_check(request)
 
 
 def _pins_check(request: pytest.FixtureRequest) -> Check:
-    from templatecheck import pins
-    from templatecheck.checks import Check
-    from templatecheck.result import Finding, Layer
-
-    config = request.config
-    root = Path(config.getoption("pin_dir") or ".")
-
-    def run(subject: Subject) -> list[Finding]:
-        """A rendering or token ids that differ from the pinned ones: any change of behaviour of a template
-        (a publisher's edit, a transformers or tokenizer upgrade) since the pins were written."""
-        if not config.getoption("update_pins"):
-            return pins.compare(subject, root, _update_command(config, subject.model.ref.text))
-        for path in pins.update(subject, root):
-            request.node.user_properties.append((_PINNED, str(path)))
-        return []
-
-    return Check("pins", Layer.TEMPLATE, run)
-
-
-def _update_command(config: pytest.Config, source: str) -> str:
-    import shlex
-
-    words = ["pytest", "--model", source, "--pin-dir", config.getoption("pin_dir"), "--update-pins"]
-    chosen = config.getoption("chat_template")
-    return shlex.join([*words, *(["--chat-template", chosen] if chosen else [])])
+    root, update = Path(option(request.config, "pin_dir") or "."), bool(option(request.config, "update_pins"))
+    written = request.node.user_properties.append  # each path written, as (_PINNED, path)
+    return request.config.stash[CATALOG].pins_check(root, update, lambda path: written((_PINNED, str(path))))
 
 
 class _ResultCollector:
@@ -394,94 +264,37 @@ class _ResultCollector:
                 self.config.stash[PINNED].append(str(value))
 
 
-BASELINE_WRITTEN = pytest.StashKey[str]()
-
-
-def _finish_baseline(config: pytest.Config, results: list[CheckResult]) -> None:
-    """Write the baseline (``--update-baseline``): this run's findings, plus the entries of checks that did
-    not run here (a ``-k`` selection keeps what it did not select)."""
-    accepted = config.stash.get(BASELINE, None)
-    if accepted is None or not config.getoption("update_baseline"):
-        return
-    entries = accepted.rewrite(results)
-    config.stash[BASELINE_WRITTEN] = f"{accepted.path} ({len(entries)} accepted findings)"
-
-
-def _report_path(config: pytest.Config, option: str, interrupted: bool) -> Path | None:
-    """Where a report goes: the path given, or beside it (``NAME.interrupted.EXT``) for an interrupted run,
-    so a partial report never replaces the last complete one."""
-    name = config.getoption(option)
-    if not name or CATALOG not in config.stash or hasattr(config, "workerinput"):
-        return None
-    path = Path(name)
-    return path.with_name(f"{path.stem}.interrupted{path.suffix}") if interrupted else path
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    catalog = config.stash.get(CATALOG, None)
+    if catalog is None or hasattr(config, "workerinput"):  # an xdist worker: the controller reports
+        return
+    from templatecheck.session import report_path, settings
+
+    results = config.stash[RESULTS]
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    if CATALOG in config.stash and not hasattr(config, "workerinput") and not interrupted:
-        _finish_baseline(config, config.stash[RESULTS])
-    path = _report_path(config, "report_json", interrupted)
-    if path is not None:
-        from templatecheck.report import write_json_report
-
-        results: list[CheckResult] = config.stash[RESULTS]
-        from templatecheck.session import provenance
-
-        write_json_report(
-            path,
-            results,
-            {**_settings(config), "interrupted": interrupted},
-            provenance(config.stash.get(CATALOG, None)),
-        )
-    md_path = _report_path(config, "report_md", interrupted)
-    if md_path is not None:
-        from templatecheck.markdown import markdown_report
-        from templatecheck.report import write_atomically
-
-        results = config.stash[RESULTS]
-        catalog = config.stash[CATALOG]
-        text = markdown_report(
-            results, catalog.capabilities(), catalog.reference_notes(results), catalog.refs
-        )
-        if interrupted:
-            text = "> **Interrupted run**: this report is partial.\n\n" + text
-        write_atomically(md_path, text)
+    if catalog.baseline is not None and option(config, "update_baseline") and not interrupted:
+        config.stash[BASELINE_WRITTEN] = catalog.rewrite_baseline(results)
+    recorded = settings(
+        options_from(config), strict=option(config, "strict_checks"), baseline=option(config, "baseline")
+    )
+    paths = (report_path(option(config, name), interrupted) for name in ("report_json", "report_md"))
+    catalog.write_reports(results, {**recorded, "interrupted": interrupted}, *paths)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     written: list[str] = config.stash.get(PINNED, [])
-    pinned = sorted(written)
-    if pinned:
-        terminalreporter.write_sep("=", f"templatecheck pins: {len(pinned)} files written or removed")
-        for path in pinned:
+    if written:
+        terminalreporter.write_sep("=", f"templatecheck pins: {len(written)} files written or removed")
+        for path in sorted(written):
             terminalreporter.write_line(path)
     results = config.stash.get(RESULTS, [])
-    if not results:
-        return
-    from templatecheck.report import summary_lines
-
-    terminalreporter.write_sep("=", "templatecheck summary")
     catalog = config.stash.get(CATALOG, None)
-    sources = catalog.refs if catalog is not None else []
-    notes = catalog.reference_notes(results) if catalog is not None else {}
-    for line in summary_lines(results, notes, sources):
+    if not results or catalog is None:
+        return
+    terminalreporter.write_sep("=", "templatecheck summary")
+    for line in catalog.summary(results, config.stash.get(BASELINE_WRITTEN, None)):
         terminalreporter.write_line(line)
-    accepted = config.stash.get(BASELINE, None)
-    rewritten = config.stash.get(BASELINE_WRITTEN, None)
-    if rewritten:
-        terminalreporter.write_line(f"baseline written: {rewritten}")
-    elif accepted is not None:
-        stale = accepted.stale(results)
-        if stale:
-            terminalreporter.write_line(
-                f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
-                f"--update-baseline:{_accept_hint(config).split(':', 1)[1]}"
-            )
-            for entry in stale:
-                terminalreporter.write_line(f"  stale: {entry.model}:{entry.template} {entry.cause}")
-    for option, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
-        path = config.getoption(option)
-        if path:
-            terminalreporter.write_line(f"{label}: {path}")
+    for name, label in (("report_json", "JSON report"), ("report_md", "Markdown report")):
+        if option(config, name):
+            terminalreporter.write_line(f"{label}: {option(config, name)}")

@@ -1,6 +1,6 @@
 """Generations and likelihoods: the model's weights, run with torch on the probe set under prompt variants.
 
-Only the generation layer imports this module, and only under ``--generate``: it imports torch at once and
+Only the generation layer imports this module, and only under ``--tc-generate``: it imports torch at once and
 transformers when it loads weights. Weights load once per process and device (``AutoModelForCausalLM``, never
 ``trust_remote_code``; bf16 on CUDA, fp32 elsewhere); each template is evaluated once per process, and every
 generation check reads that one :class:`Evaluation`.
@@ -66,15 +66,15 @@ def pick_device(requested: str | None) -> torch.device:
         device = torch.device(requested)
     except RuntimeError:
         raise TemplatecheckError(
-            f"--device {requested!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+            f"--tc-device {requested!r} is not a torch device; use cpu, cuda, cuda:N or mps"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TemplatecheckError(
-            f"--device {requested!r}: CUDA is not available to torch {torch.__version__}; "
-            "use --device cpu, or install a CUDA build of torch"
+            f"--tc-device {requested!r}: CUDA is not available to torch {torch.__version__}; "
+            "use --tc-device cpu, or install a CUDA build of torch"
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise TemplatecheckError(f"--device {requested!r}: MPS is not available; use --device cpu")
+        raise TemplatecheckError(f"--tc-device {requested!r}: MPS is not available; use --tc-device cpu")
     return device
 
 
@@ -90,8 +90,8 @@ def load(model: Model, device: str | None = None) -> Loaded:
     directory = weights_directory(model)
     if not any(directory.glob("*.safetensors")):
         raise TemplatecheckError(
-            f"model {model.ref.text!r}: no *.safetensors weights in {directory}; --generate loads safetensors "
-            "only (never pickled .bin files): convert the checkpoint, or run without --generate"
+            f"model {model.ref.text!r}: no *.safetensors weights in {directory}; --tc-generate loads safetensors "
+            "only (never pickled .bin files): convert the checkpoint, or run without --tc-generate"
         )
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
     start = time.perf_counter()
@@ -104,7 +104,7 @@ def load(model: Model, device: str | None = None) -> Loaded:
     except Exception as exc:
         raise TemplatecheckError(
             f"model {model.ref.text!r}: the weights in {directory} do not load as a causal LM "
-            f"({type(exc).__name__}: {exc}); --generate needs a model class of transformers (no remote code)"
+            f"({type(exc).__name__}: {exc}); --tc-generate needs a model class of transformers (no remote code)"
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -147,9 +147,11 @@ def read_probe_file(path: Path) -> tuple[Probe, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise TemplatecheckError(f"--probe-file {str(path)!r}: no such file") from None
+        raise TemplatecheckError(f"--tc-probe-file {str(path)!r}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TemplatecheckError(f"--probe-file {str(path)!r} cannot be read as UTF-8 text: {exc}") from None
+        raise TemplatecheckError(
+            f"--tc-probe-file {str(path)!r} cannot be read as UTF-8 text: {exc}"
+        ) from None
     probes = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -163,7 +165,9 @@ def read_probe_file(path: Path) -> tuple[Probe, ...]:
             ) from None
         probes.append(_probe_from(item, where, f"{path.stem}-{number}"))
     if not probes:
-        raise TemplatecheckError(f"--probe-file {str(path)!r} holds no probes; see the format in the README")
+        raise TemplatecheckError(
+            f"--tc-probe-file {str(path)!r} holds no probes; see the format in the README"
+        )
     return tuple(probes)
 
 

@@ -34,7 +34,7 @@ class Finding:
 
     ``cause`` is the stable key of the root cause (see :mod:`templatecheck.causes`); the first line of
     ``message`` says what is wrong, the rest is the evidence (the smallest conversation, the diff, the
-    tokens); ``fix`` is what to change. ``accepted`` marks a finding a ``--baseline`` file accepts: it is
+    tokens); ``fix`` is what to change. ``accepted`` marks a finding a ``--tc-baseline`` file accepts: it is
     reported, and does not count towards the outcome.
     """
 

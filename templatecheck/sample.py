@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -44,8 +45,27 @@ def _draw(count: int) -> tuple[Conversation, ...]:
     def collect(conversation: Conversation) -> None:
         drawn.append(conversation)
 
-    collect()
+    with _storage_elsewhere():
+        collect()
     return tuple(drawn)
+
+
+@contextmanager
+def _storage_elsewhere() -> Iterator[None]:
+    """Hypothesis' storage (its ``.hypothesis/`` folder: caches of constants and of the Unicode tables, even
+    with no example database) in a temporary folder while we draw, so that a run writes nothing into the
+    working directory; the caller's storage folder is restored after."""
+    import tempfile
+
+    from hypothesis import configuration
+
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="templatecheck-hypothesis-") as home:
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)
 
 
 def project(conversation: Conversation, support: Support, *, end_with_user: bool) -> Conversation | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +22,9 @@ from templatecheck.result import CheckResult, Finding, Outcome
 if TYPE_CHECKING:
     from templatecheck.baseline import Baseline
     from templatecheck.checks import Check
-    from templatecheck.model import Model
+    from templatecheck.model import Model, Subject
 
-#: The files that mark a folder as a model directory for ``--models-from``.
+#: The files that mark a folder as a model directory for ``--tc-models-from``.
 MODEL_MARKERS = ("tokenizer_config.json", "chat_template.jinja")
 
 
@@ -40,18 +40,33 @@ class Session:
     loaded: dict[str, Model | TemplatecheckError] = field(default_factory=dict)
 
     def get(self, ref: str) -> Model | TemplatecheckError:
-        """The model ``ref`` names, loaded on first use, or the error that stopped it loading."""
+        """The model ``ref`` names, loaded on first use (its templates and its tokenizer), or the error that
+        stopped it loading: a missing or broken file is one error for the model, not one per check."""
         if ref not in self.loaded:
             from templatecheck.model import load_model
             from templatecheck.render import Limits
 
             try:
-                self.loaded[ref] = load_model(
+                model = load_model(
                     ref, chat_template=self.chat_template, limits=Limits(seconds=self.render_timeout)
                 )
+                _ = model.tokenizer
+                self.loaded[ref] = model
             except TemplatecheckError as error:
                 self.loaded[ref] = error
         return self.loaded[ref]
+
+    def require_one(self) -> None:
+        """Raise when no model of the run loads (then there is nothing to test: a usage error), naming each
+        model's error; stops at the first model that loads."""
+        errors = []
+        for ref in self.refs:
+            model = self.get(ref)
+            if not isinstance(model, TemplatecheckError):
+                return
+            errors.append(str(model))
+        if errors:
+            raise TemplatecheckError("no model of the run loads:\n  " + "\n  ".join(errors))
 
     def models(self) -> Iterator[tuple[str, Model]]:
         """``(ref, model)`` for every model that loads."""
@@ -117,12 +132,112 @@ class Session:
                 notes[ref] = "reference: " + choose(model, self.options).short()
         return notes
 
+    def load_error(self, ref: str, check: Check) -> CheckResult:
+        """The result that says once that model ``ref`` did not load (on the item of ``check`` carrying it)."""
+        from templatecheck.model import short_name
+
+        return error_result(ref, short_name(ref), "", check, str(self.get(ref)))
+
+    def accept_hint(self) -> str:
+        """The line a failure adds in a run with a baseline: the command that accepts the run's findings."""
+        if self.baseline is None:
+            return ""
+        return f"\n  not in the baseline; to accept it: {accept_command(self.refs, str(self.baseline.path))}"
+
+    def rewrite_baseline(self, results: list[CheckResult]) -> str:
+        """Write the baseline file: this run's findings, plus the entries of checks that did not run here (a
+        ``-k`` selection keeps what it did not select); what was written, for the summary."""
+        assert self.baseline is not None
+        entries = self.baseline.rewrite(results)
+        return f"{self.baseline.path} ({len(entries)} accepted findings)"
+
+    def write_reports(
+        self,
+        results: list[CheckResult],
+        recorded: dict[str, Any],
+        json_path: Path | None,
+        md_path: Path | None,
+    ) -> None:
+        """The JSON report (with ``recorded`` settings and the provenance) and the Markdown report, atomically;
+        an interrupted run (``recorded["interrupted"]``) says it is partial."""
+        from templatecheck.report import write_atomically, write_json_report
+
+        if json_path is not None:
+            write_json_report(json_path, results, recorded, provenance(self))
+        if md_path is not None:
+            from templatecheck.markdown import markdown_report
+
+            text = markdown_report(results, self.capabilities(), self.reference_notes(results), self.refs)
+            partial = (
+                "> **Interrupted run**: this report is partial.\n\n" if recorded.get("interrupted") else ""
+            )
+            write_atomically(md_path, partial + text)
+
+    def summary(self, results: list[CheckResult], rewritten: str | None) -> list[str]:
+        """The terminal summary: per model its table and findings, then what became of the baseline."""
+        from templatecheck.report import summary_lines
+
+        lines = summary_lines(results, self.reference_notes(results), self.refs)
+        if rewritten:
+            return [*lines, f"baseline written: {rewritten}"]
+        stale = self.baseline.stale(results) if self.baseline is not None else []
+        if stale and self.baseline is not None:
+            command = accept_command(self.refs, str(self.baseline.path))
+            lines.append(
+                f"baseline: {len(stale)} accepted findings no longer occur (stale); rewrite with "
+                f"--tc-update-baseline: {command}"
+            )
+            lines += [f"  stale: {entry.model}:{entry.template} {entry.cause}" for entry in stale]
+        return lines
+
+    def pins_check(self, root: Path, update: bool, written: Callable[[Path], None]) -> Check:
+        """``test_pins``' check: compare each template's renderings and token ids with the pins under ``root``,
+        or (``update``) write them, telling ``written`` each path written or removed."""
+        from templatecheck import pins
+        from templatecheck.checks import Check
+        from templatecheck.result import Layer
+
+        def run(subject: Subject) -> list[Finding]:
+            """A rendering or token ids that differ from the pinned ones: any change of behaviour of a template
+            (a publisher's edit, a transformers or tokenizer upgrade) since the pins were written."""
+            if not update:
+                return pins.compare(subject, root, self.update_pins_command(subject.model.ref.text, root))
+            for path in pins.update(subject, root):
+                written(path)
+            return []
+
+        return Check("pins", Layer.TEMPLATE, run)
+
+    def update_pins_command(self, source: str, root: Path) -> str:
+        """The command that rewrites the pins of model ``source`` under ``root``."""
+        words = ["pytest", "--model", source, "--tc-pin-dir", str(root), "--tc-update-pins"]
+        chosen = ["--tc-chat-template", self.chat_template] if self.chat_template else []
+        return shlex.join([*words, *chosen])
+
 
 def error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
     """The result of a check that could not run: one ``error`` finding."""
     return CheckResult(
         name, source, template, check.name, check.layer, Outcome.ERROR, (Finding(Outcome.ERROR, message),)
     )
+
+
+def warning_line(result: CheckResult) -> str:
+    """A warning result in one line: the causes of its unaccepted warnings and the first one's message."""
+    from templatecheck.report import first_line
+
+    first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
+    causes = ", ".join(dict.fromkeys(f.cause for f in first))
+    return f"{causes}: {first_line(first[0].message)}"
+
+
+def report_path(given: str | None, interrupted: bool) -> Path | None:
+    """Where a report goes: the path given, or beside it (``NAME.interrupted.EXT``) for an interrupted run, so
+    a partial report never replaces the last complete one."""
+    if not given:
+        return None
+    path = Path(given)
+    return path.with_name(f"{path.stem}.interrupted{path.suffix}") if interrupted else path
 
 
 def models_from(directories: list[str]) -> list[str]:
@@ -132,7 +247,7 @@ def models_from(directories: list[str]) -> list[str]:
         directory = Path(name).expanduser()
         if not directory.is_dir():
             raise TemplatecheckError(
-                f"--models-from {name!r}: no such directory; pass a folder of model directories"
+                f"--tc-models-from {name!r}: no such directory; pass a folder of model directories"
             )
         models = [
             str(sub)
@@ -141,7 +256,7 @@ def models_from(directories: list[str]) -> list[str]:
         ]
         if not models:
             raise TemplatecheckError(
-                f"--models-from {name!r}: no subdirectory holds a tokenizer_config.json or chat_template.jinja; "
+                f"--tc-models-from {name!r}: no subdirectory holds a tokenizer_config.json or chat_template.jinja; "
                 "pass the folder that contains the model directories"
             )
         found += models
@@ -149,11 +264,11 @@ def models_from(directories: list[str]) -> list[str]:
 
 
 def read_baseline(name: str | None, update: bool) -> Baseline | None:
-    """The ``--baseline`` file, read once; ``None`` without the option."""
+    """The ``--tc-baseline`` file, read once; ``None`` without the option."""
     if name is None:
         if update:
             raise TemplatecheckError(
-                "--update-baseline writes the file of --baseline FILE: pass --baseline too"
+                "--tc-update-baseline writes the file of --tc-baseline FILE: pass --tc-baseline too"
             )
         return None
     from templatecheck import baseline
@@ -161,7 +276,7 @@ def read_baseline(name: str | None, update: bool) -> Baseline | None:
     path = Path(name).expanduser()
     if not path.parent.is_dir():
         raise TemplatecheckError(
-            f"--baseline {name}: the folder {path.parent} does not exist; create it first"
+            f"--tc-baseline {name}: the folder {path.parent} does not exist; create it first"
         )
     return baseline.read(path)
 
@@ -169,7 +284,7 @@ def read_baseline(name: str | None, update: bool) -> Baseline | None:
 def accept_command(models: list[str], baseline: str) -> str:
     """The command that accepts a run's findings into ``baseline``."""
     words = [w for m in models for w in ("--model", m)]
-    return shlex.join(["pytest", *words, "--baseline", baseline, "--update-baseline"])
+    return shlex.join(["pytest", *words, "--tc-baseline", baseline, "--tc-update-baseline"])
 
 
 def provenance(session: Session | None) -> dict[str, Any]:
@@ -219,5 +334,7 @@ __all__ = [
     "models_from",
     "provenance",
     "read_baseline",
+    "report_path",
     "settings",
+    "warning_line",
 ]

@@ -294,7 +294,7 @@ WORKER_TEMPLATES = [
 
 @dataclass(frozen=True)
 class InputCase:
-    """A bad input: ``build(tmp_path)`` returns the ``--model`` value (and optional ``--chat-template``)."""
+    """A bad input: ``build(tmp_path)`` returns the ``--model`` value (and optional ``--tc-chat-template``)."""
 
     name: str
     message: str
@@ -307,7 +307,7 @@ INPUTS = [
     InputCase("a directory with no tokenizer", "has no tokenizer files"),
     InputCase("malformed tokenizer_config.json", "is not valid JSON (line 1, column"),
     InputCase("a base model with no chat template", "has no chat template"),
-    InputCase("an unknown --chat-template name", "no such file, and model"),
+    InputCase("an unknown --tc-chat-template name", "no such file, and model"),
     InputCase("a template file that is not UTF-8", "is not UTF-8 text; re-save it as UTF-8"),
     InputCase("a tokenizer that needs remote code", "never runs (no trust_remote_code)"),
     InputCase("chat_template of the wrong type", "chat_template must be a string or a list"),

@@ -1,4 +1,4 @@
-"""Accepted findings (--baseline), template variables (--template-var) and consumer paths (--consumer)."""
+"""Accepted findings (--tc-baseline), template variables (--tc-template-var) and consumer paths (--tc-consumer)."""
 
 from __future__ import annotations
 
@@ -32,36 +32,38 @@ def _run(pytester: pytest.Pytester, template: str, *args: str) -> pytest.RunResu
     candidate = pytester.path / "candidate.jinja"
     candidate.write_text(template)
     return pytester.runpytest(
-        "--model", HERMES, "--chat-template", str(candidate), "-k", "renders or sandbox", *args
+        "--model", HERMES, "--tc-chat-template", str(candidate), "-k", "renders or sandbox", *args
     )
 
 
 def test_a_baseline_accepts_known_findings_and_fails_new_ones(pytester: pytest.Pytester) -> None:
     file = pytester.path / "baseline.json"
-    first = _run(pytester, UNPARSED, "--baseline", str(file))
+    first = _run(pytester, UNPARSED, "--tc-baseline", str(file))
     first.assert_outcomes(failed=1, skipped=1)
     first.stdout.fnmatch_lines(
-        ["*not in the baseline; to accept it: pytest --model * --baseline *baseline.json --update-baseline"]
+        [
+            "*not in the baseline; to accept it: pytest --model * --tc-baseline *baseline.json --tc-update-baseline"
+        ]
     )
-    _run(pytester, UNPARSED, "--baseline", str(file), "--update-baseline").assert_outcomes(
+    _run(pytester, UNPARSED, "--tc-baseline", str(file), "--tc-update-baseline").assert_outcomes(
         passed=1, skipped=1
     )
     written = json.loads(file.read_text())
     assert [(e["template"], e["cause"]) for e in written["accepted"]] == [("candidate", "renders.syntax")]
-    accepted = _run(pytester, UNPARSED, "--baseline", str(file))
+    accepted = _run(pytester, UNPARSED, "--tc-baseline", str(file))
     accepted.assert_outcomes(passed=1, skipped=1)
     accepted.stdout.fnmatch_lines(["*accepted renders.syntax: the template does not parse*"])
     # the template is repaired but gains a new cause: the new one fails, the old entry is stale
-    changed = _run(pytester, ESCAPE, "--baseline", str(file))
+    changed = _run(pytester, ESCAPE, "--tc-baseline", str(file))
     changed.assert_outcomes(passed=1, failed=1)
     changed.stdout.fnmatch_lines(
         [
             "*FAILED sandbox.escape_attempt: security: the template reaches for '__class__'*",
-            "baseline: 1 accepted findings no longer occur (stale); rewrite with --update-baseline: pytest *",
+            "baseline: 1 accepted findings no longer occur (stale); rewrite with --tc-update-baseline: pytest *",
             "  stale: hermes-3-tiny:candidate renders.syntax",
         ]
     )
-    _run(pytester, CLEAN, "--baseline", str(file), "--update-baseline").assert_outcomes(passed=2)
+    _run(pytester, CLEAN, "--tc-baseline", str(file), "--tc-update-baseline").assert_outcomes(passed=2)
     assert json.loads(file.read_text())["accepted"] == []
 
 
@@ -94,14 +96,16 @@ def test_a_malformed_baseline_is_one_clear_error(tmp_path: Path, text: str, mess
 
 
 def test_baseline_options_are_checked_at_start(pytester: pytest.Pytester) -> None:
-    alone = pytester.runpytest("--model", HERMES, "--update-baseline")
+    alone = pytester.runpytest("--model", HERMES, "--tc-update-baseline")
     assert alone.ret == pytest.ExitCode.USAGE_ERROR
     alone.stderr.fnmatch_lines(
-        ["*--update-baseline writes the file of --baseline FILE: pass --baseline too*"]
+        ["*--tc-update-baseline writes the file of --tc-baseline FILE: pass --tc-baseline too*"]
     )
-    nowhere = pytester.runpytest("--model", HERMES, "--baseline", "no/such/dir/b.json")
+    nowhere = pytester.runpytest("--model", HERMES, "--tc-baseline", "no/such/dir/b.json")
     assert nowhere.ret == pytest.ExitCode.USAGE_ERROR
-    nowhere.stderr.fnmatch_lines(["*--baseline no/such/dir/b.json: the folder no/such/dir does not exist*"])
+    nowhere.stderr.fnmatch_lines(
+        ["*--tc-baseline no/such/dir/b.json: the folder no/such/dir does not exist*"]
+    )
 
 
 # ------------------------------------------------------------------------------------------ template variables
@@ -132,8 +136,8 @@ def test_template_vars_reach_every_render_and_the_report(pytester: pytest.Pytest
     candidate = pytester.path / "dated.jinja"
     candidate.write_text(dated)
     pytester.runpytest(
-        "--model", HERMES, "--chat-template", str(candidate), "-k", "renders",
-        "--template-var", "date_string=1 Jan", "--report-json", str(report),
+        "--model", HERMES, "--tc-chat-template", str(candidate), "-k", "renders",
+        "--tc-template-var", "date_string=1 Jan", "--tc-report-json", str(report),
     ).assert_outcomes(passed=1)  # fmt: skip
     data = json.loads(report.read_text())
     settings = data["settings"]
@@ -160,7 +164,9 @@ def test_a_hazard_fails_only_for_the_consumer_that_gates() -> None:
     gated = type(base)(base.model, base.template, Options(consumers=("naive",)))
     result = check(gated)
     assert result.outcome is Outcome.FAILED
-    assert result.message.endswith("(fails: --consumer naive)\n  fix: encode with add_special_tokens=False")
+    assert result.message.endswith(
+        "(fails: --tc-consumer naive)\n  fix: encode with add_special_tokens=False"
+    )
     assert (
         check(type(base)(base.model, base.template, Options(consumers=("server",)))).outcome
         is Outcome.WARNING
@@ -183,7 +189,7 @@ def test_a_template_that_does_not_parse_skips_every_other_check() -> None:
 
 def test_consumers_are_checked() -> None:
     assert parse_consumers(["naive", "server", "naive"]) == ("naive", "server")
-    with pytest.raises(TemplatecheckError, match="--consumer 'vllm': not a consumer path; choose from"):
+    with pytest.raises(TemplatecheckError, match="--tc-consumer 'vllm': not a consumer path; choose from"):
         parse_consumers(["vllm"])
 
 

@@ -161,7 +161,7 @@ def test_clock_reports_date_injection_and_the_variable_that_pins_it() -> None:
     assert result.outcome is Outcome.WARNING
     assert causes(result) == [("clock.date_injected", Outcome.WARNING)]
     assert result.message.startswith("the template writes the current date from strftime_now ('15 Jan 2026'")
-    assert "pin it with --template-var date_string=... (apply_chat_template(..., date_string=...))" in (
+    assert "pin it with --tc-template-var date_string=... (apply_chat_template(..., date_string=...))" in (
         result.message
     )
 
@@ -174,7 +174,7 @@ def test_clock_reports_a_fixed_date_from_a_variable_default() -> None:
     assert result.message.startswith(
         "the template writes a fixed date, '26 Jul 2024', from the default of the variable date_string"
     )
-    assert "pin it with --template-var date_string=..." in result.message
+    assert "pin it with --tc-template-var date_string=..." in result.message
 
 
 @pytest.mark.parametrize("source", [CLOCK_DATE, FIXED_DATE])

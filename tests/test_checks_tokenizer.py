@@ -160,7 +160,7 @@ def test_the_naive_hazard_fails_when_the_naive_path_is_a_declared_consumer() -> 
     result = double_bos(replace(s, options=Options(consumers=("naive",))))
     finding = only(result, Outcome.FAILED)
     assert finding.cause == "double_bos.text_with_special_tokens"
-    assert finding.message.endswith("\n  (fails: --consumer naive)")
+    assert finding.message.endswith("\n  (fails: --tc-consumer naive)")
     assert double_bos(replace(s, options=Options(consumers=("server",)))).outcome is Outcome.WARNING
 
 

@@ -65,17 +65,17 @@ def messages(tmp_path: Path) -> Path:
 
 
 def test_suite_argv_turns_leading_models_into_model_options() -> None:
-    assert cli.suite_argv(["a", "org/b", "-n", "2", "--report-md", "r.md"]) == [
+    assert cli.suite_argv(["a", "org/b", "-n", "2", "--tc-report-md", "r.md"]) == [
         "--model",
         "a",
         "--model",
         "org/b",
         "-n",
         "2",
-        "--report-md",
+        "--tc-report-md",
         "r.md",
     ]
-    assert cli.suite_argv(["--models-from", "dir"]) == ["--models-from", "dir"]
+    assert cli.suite_argv(["--tc-models-from", "dir"]) == ["--tc-models-from", "dir"]
 
 
 def test_suite_runs_with_pytest_options_and_returns_pytests_exit_code(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_render_picks_a_named_template_and_passes_tools(tmp_path: Path, run_cli:
     out = run_cli("render", HERMES, "--messages", str(path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# hermes-3-tiny:tool_use") and "lookup_zq" in out.stdout
-    named = run_cli("render", HERMES, "--messages", str(path), "--chat-template", "default")
+    named = run_cli("render", HERMES, "--messages", str(path), "--tc-chat-template", "default")
     assert named.stdout.startswith("# hermes-3-tiny:default")
 
 
@@ -144,9 +144,9 @@ def test_render_reads_stdin(run_cli: Callable[..., Ran]) -> None:
         (["render", HERMES, "--messages", "m.json"], '[{"content": "no role"}]', "with a 'role' each"),
         (["render", "./no-such-model", "--messages", "m.json"], "[]", "no such directory"),
         (
-            ["render", HERMES, "--messages", "m.json", "--chat-template", "rag"],
+            ["render", HERMES, "--messages", "m.json", "--tc-chat-template", "rag"],
             "[]",
-            "--chat-template 'rag': no such file",
+            "--tc-chat-template 'rag': no such file",
         ),
     ],
 )
@@ -174,7 +174,7 @@ def test_a_template_that_refuses_exits_1(tmp_path: Path, run_cli: Callable[..., 
     template.write_text("{{ raise_exception('no system role') if messages[0].role == 'system' }}x")
     path = tmp_path / "m.json"
     path.write_text('[{"role": "system", "content": "s"}]')
-    out = run_cli("render", HERMES, "--messages", str(path), "--chat-template", str(template))
+    out = run_cli("render", HERMES, "--messages", str(path), "--tc-chat-template", str(template))
     assert out.returncode == 1 and "no system role" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -189,11 +189,11 @@ def test_bad_input_from_the_console_script_has_no_traceback(tmp_path: Path) -> N
 
 
 def test_check_runs_the_static_checks_without_pytest(run_cli: Callable[..., Ran]) -> None:
-    clean = run_cli("check", HERMES, "--examples", "10")
+    clean = run_cli("check", HERMES, "--tc-examples", "10")
     assert clean.returncode == 0, clean.stdout
     assert clean.stdout.startswith(f"hermes-3-tiny ({HERMES})")
     assert "  default: " in clean.stdout and "\n  generation " not in clean.stdout
-    broken = run_cli("check", NO_BOS, "--examples", "10", "--json")
+    broken = run_cli("check", NO_BOS, "--tc-examples", "10", "--json")
     assert broken.returncode == 1
     report = json.loads(broken.stdout)
     assert report["provenance"]["versions"]["templatecheck"]
@@ -207,8 +207,11 @@ def test_check_reports_bad_input_once(run_cli: Callable[..., Ran], tmp_path: Pat
     missing = run_cli("check", str(tmp_path / "nope"))
     assert missing.returncode == cli.USAGE
     assert missing.stderr.startswith("templatecheck: error: model ") and "no such directory" in missing.stderr
-    bad = run_cli("check", HERMES, "--examples", "0")
-    assert bad.returncode == cli.USAGE and "--examples 0:" in bad.stderr
+    bad = run_cli("check", HERMES, "--tc-examples", "0")
+    assert bad.returncode == cli.USAGE and "--tc-examples 0:" in bad.stderr
+    # the command also takes the option without the plugin's prefix; the message names the one pytest takes
+    short = run_cli("check", HERMES, "--examples", "0")
+    assert short.returncode == cli.USAGE and "--tc-examples 0:" in short.stderr
 
 
 def test_checks_lists_every_check_and_its_causes(run_cli: Callable[..., Ran]) -> None:

@@ -31,7 +31,7 @@ def test_the_ci_workflow_runs_the_suite_and_uploads_the_report() -> None:
     steps = workflow["jobs"]["templatecheck"]["steps"]
     runs = [step.get("run", "") for step in steps]
     assert any(r.startswith("pip install templatecheck") for r in runs)
-    assert any(r.startswith("pytest --model . --report-md report.md") for r in runs)
+    assert any(r.startswith("pytest --model . --tc-report-md report.md") for r in runs)
     upload = next(step for step in steps if str(step.get("uses", "")).startswith("actions/upload-artifact"))
     assert "report.md" in upload["with"]["path"] and upload["if"] == "always()"
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true

@@ -317,7 +317,9 @@ def test_an_unknown_name_lists_the_known_families() -> None:
     with pytest.raises(TemplatecheckError) as info:
         get("llama4")
     message = str(info.value)
-    assert message.startswith("--reference 'llama4': no such reference format; known: chatml, chatml-plain, ")
+    assert message.startswith(
+        "--tc-reference 'llama4': no such reference format; known: chatml, chatml-plain, "
+    )
     assert "(or 'none' to skip the comparison)" in message
     with pytest.raises(TemplatecheckError, match="reserved"):
         register(Format("none", _acme, "nothing"))
@@ -434,7 +436,7 @@ def test_a_family_without_a_reference_is_named(template: str, looks_like: str) -
     how = detect(Evidence(tokens=frozenset({"<|im_start|>", "[INST]"}), templates=(template,))).how
     assert how.startswith(f"the template looks like {looks_like} (it writes ")
     assert how.endswith(
-        "a family templatecheck has no reference format for; pass --reference NAME to compare with one anyway"
+        "a family templatecheck has no reference format for; pass --tc-reference NAME to compare with one anyway"
     )
 
 
@@ -443,7 +445,7 @@ def test_without_a_telling_template_the_tokenizer_only_suggests() -> None:
     assert choice.format is None
     assert choice.how == (
         "the template writes the literals of no known format; the tokenizer suggests chatml (the tokenizer has "
-        "<|im_start|> and <|im_end|>): --reference chatml compares with it; pass --reference NAME"
+        "<|im_start|> and <|im_end|>): --tc-reference chatml compares with it; pass --tc-reference NAME"
     )
 
 
@@ -494,8 +496,8 @@ def test_the_choice_says_how_it_was_made() -> None:
     assert detected.short() == "llama3 (detected)"
     assert detected.describe() == "llama3 (detected: the template writes <|start_header_id|> and <|eot_id|>)"
     assert detect(Evidence()).short() == "none (not detected)"
-    assert Choice(get("gemma"), "--reference").short() == "gemma (--reference)"
-    assert Choice(None, "--reference none").short() == "none (--reference none)"
+    assert Choice(get("gemma"), "--tc-reference").short() == "gemma (--tc-reference)"
+    assert Choice(None, "--tc-reference none").short() == "none (--tc-reference none)"
 
 
 # ------------------------------------------------------------------------------ free wording and policy

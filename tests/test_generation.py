@@ -53,13 +53,13 @@ def test_the_generation_checks_are_registered_in_their_layer() -> None:
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.name)
 def test_every_check_is_skipped_without_generate(check: object) -> None:
     result = check(subject("hermes-3-tiny"))  # type: ignore[operator]
-    assert result.outcome is Outcome.SKIPPED and result.message == "run with --generate"
+    assert result.outcome is Outcome.SKIPPED and result.message == "run with --tc-generate"
 
 
 def test_require_torch_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(generation.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
-        TemplatecheckError, match=re.escape("--generate needs torch, which is not installed: pip install")
+        TemplatecheckError, match=re.escape("--tc-generate needs torch, which is not installed: pip install")
     ):
         require_torch()
     assert "pip install 'templatecheck[generate]'" in INSTALL and "pip install torch" in INSTALL
@@ -72,11 +72,11 @@ def test_require_torch_names_the_install_command(monkeypatch: pytest.MonkeyPatch
 @needs_torch
 def test_prepare_checks_the_probe_file_and_the_budget(tmp_path: object) -> None:
     prepare(GENERATE)
-    with pytest.raises(TemplatecheckError, match=r"--probe-file '/nonexistent\.jsonl': no such file"):
+    with pytest.raises(TemplatecheckError, match=r"--tc-probe-file '/nonexistent\.jsonl': no such file"):
         prepare(Options(generate=True, probe_file="/nonexistent.jsonl"))
-    with pytest.raises(TemplatecheckError, match="--max-new-tokens must be at least 1, got 0"):
+    with pytest.raises(TemplatecheckError, match="--tc-max-new-tokens must be at least 1, got 0"):
         prepare(Options(generate=True, max_new_tokens=0))
-    with pytest.raises(TemplatecheckError, match="--device 'gpu' is not a torch device"):
+    with pytest.raises(TemplatecheckError, match="--tc-device 'gpu' is not a torch device"):
         prepare(Options(generate=True, device="gpu"))
 
 

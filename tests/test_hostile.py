@@ -74,7 +74,7 @@ def test_hostile_template(case: TemplateCase, canary: Path) -> None:
 
 
 def build_input(case: InputCase, tmp_path: Path) -> tuple[str, str | None]:
-    """The ``--model`` value (and ``--chat-template``) of a bad-input case, built under ``tmp_path``."""
+    """The ``--model`` value (and ``--tc-chat-template``) of a bad-input case, built under ``tmp_path``."""
     model = tmp_path / "model"
     shutil.copytree(HERMES, model)
     config = model / "tokenizer_config.json"
@@ -89,7 +89,7 @@ def build_input(case: InputCase, tmp_path: Path) -> tuple[str, str | None]:
         config.write_text('{"bos_token": "<s>",,}')
     elif name == "a base model with no chat template":
         return str(FIXTURES / "base-no-template"), None
-    elif name == "an unknown --chat-template name":
+    elif name == "an unknown --tc-chat-template name":
         return str(model), "rag"
     elif name == "a template file that is not UTF-8":
         bad = tmp_path / "latin1.jinja"
@@ -142,15 +142,15 @@ def test_a_hostile_model_does_not_stop_the_run(pytester: pytest.Pytester, tmp_pa
         str(tmp_path / "missing"),
         "--model",
         str(HERMES),
-        "--render-timeout",
+        "--tc-render-timeout",
         "1",
-        "--examples",
+        "--tc-examples",
         "10",
         "-n",
         "2",
         "-p",
         "no:cacheprovider",
-        "--report-json",
+        "--tc-report-json",
         str(report),
     )
     elapsed = time.perf_counter() - start
@@ -266,17 +266,17 @@ def test_links_leak_nothing_into_any_output(
         *models,
         "-p",
         "no:cacheprovider",
-        "--examples",
+        "--tc-examples",
         "5",
         "-k",
         "renders or sandbox or pins",
-        "--report-json",
+        "--tc-report-json",
         str(report),
-        "--report-md",
+        "--tc-report-md",
         str(markdown),
-        "--pin-dir",
+        "--tc-pin-dir",
         str(pins),
-        "--update-pins",
+        "--tc-update-pins",
     )
     elapsed = time.perf_counter() - start
     results = {m["source"]: m["results"] for m in json.loads(report.read_text())["models"]}
@@ -319,9 +319,9 @@ def test_templates_only_the_worker_stops_cost_a_run_little(
         str(model),
         "-p",
         "no:cacheprovider",
-        "--report-json",
+        "--tc-report-json",
         str(report),
-        "--report-md",
+        "--tc-report-md",
         str(markdown),
     )
     elapsed = time.perf_counter() - start

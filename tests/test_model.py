@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from templatecheck.errors import TemplatecheckError
-from templatecheck.model import ModelRef, load_model, read_templates
+from templatecheck.model import ModelRef, load_model, read_templates, short_name
 from tests.conftest import FIXTURES
 
 HERMES = FIXTURES / "hermes-3-tiny"
@@ -38,9 +38,24 @@ def test_ref_parses_directories_and_hub_ids() -> None:
     assert (ref.repo_id, ref.revision, ref.name) == (
         "NousResearch/Hermes-3-Llama-3.1-8B",
         "v1.0",
-        "hermes-3-llama-3.1-8b",
+        "NousResearch/Hermes-3-Llama-3.1-8B@v1.0",  # the revision asked for is part of the name
     )
-    assert ModelRef.parse("gpt2").repo_id == "gpt2"
+    assert ModelRef.parse("openai-community/gpt2").name == "openai-community/gpt2"
+
+
+def test_a_directory_is_named_by_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "Llama-3-Mine"
+    model.mkdir()
+    monkeypatch.chdir(model)
+    assert ModelRef.parse(".").name == "Llama-3-Mine"
+    assert ModelRef.parse(f"{model}/").name == "Llama-3-Mine"
+    assert short_name("./gone") == "gone" and short_name("..") == tmp_path.name
+
+
+@pytest.mark.parametrize("text", ["nope-model", "gpt2", "owner/name@", "a/b/c", "owner/-name"])
+def test_a_bare_name_or_malformed_id_is_an_error_not_a_hub_lookup(text: str) -> None:
+    with pytest.raises(TemplatecheckError, match=r"not a Hub repo id \(expected 'owner/name' or"):
+        ModelRef.parse(text)
 
 
 def test_a_missing_directory_names_the_path() -> None:
@@ -89,7 +104,7 @@ def test_a_base_model_without_template_says_what_to_do() -> None:
     with pytest.raises(TemplatecheckError) as info:
         load_model(str(FIXTURES / "base-no-template"))
     assert "has no chat template" in str(info.value)
-    assert "pass --chat-template FILE to test a candidate template" in str(info.value)
+    assert "pass --tc-chat-template FILE to test a candidate template" in str(info.value)
 
 
 def test_a_candidate_template_file_replaces_the_model_templates(tmp_path: Path) -> None:
@@ -102,7 +117,7 @@ def test_a_candidate_template_file_replaces_the_model_templates(tmp_path: Path) 
 def test_an_unknown_template_name_lists_the_known_ones() -> None:
     with pytest.raises(
         TemplatecheckError,
-        match=r"--chat-template 'rag': no such file, and model .* has no "
+        match=r"--tc-chat-template 'rag': no such file, and model .* has no "
         r"template of that name \(it has: default, tool_use\)",
     ):
         load_model(str(HERMES), chat_template="rag")

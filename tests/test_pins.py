@@ -1,4 +1,4 @@
-"""Pinning: the library (templatecheck.pins) and the publisher's life cycle through ``--pin-dir``."""
+"""Pinning: the library (templatecheck.pins) and the publisher's life cycle through ``--tc-pin-dir``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ CHATML = (
     "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-COMMAND = "pytest --model M --pin-dir DIR --update-pins"
+COMMAND = "pytest --model M --tc-pin-dir DIR --tc-update-pins"
 
 
 def test_the_probe_set_is_the_plain_conversations_plus_tools_where_supported() -> None:
@@ -151,13 +151,15 @@ def _import_transformers_first() -> None:
 def test_without_pin_dir_test_pins_is_skipped_with_the_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--model", str(FIXTURES / "hermes-3-tiny"), "-k", "pins", "-rs")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no --pin-dir given*"])
+    result.stdout.fnmatch_lines(["*no --tc-pin-dir given*"])
 
 
 def test_update_pins_without_a_pin_dir_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--model", str(FIXTURES / "hermes-3-tiny"), "--update-pins")
+    result = pytester.runpytest("--model", str(FIXTURES / "hermes-3-tiny"), "--tc-update-pins")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--update-pins writes the pins of --pin-dir DIR: pass --pin-dir too*"])
+    result.stderr.fnmatch_lines(
+        ["*--tc-update-pins writes the pins of --tc-pin-dir DIR: pass --tc-pin-dir too*"]
+    )
 
 
 def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
@@ -165,8 +167,8 @@ def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
     shutil.copytree(FIXTURES / "hermes-3-tiny", model)
     template = model / "chat_template.jinja"  # takes precedence over tokenizer_config.json's templates
     template.write_text(CHATML)
-    args = ["--model", str(model), "--pin-dir", "pins", "-k", "pins", "-p", "no:cacheprovider"]
-    command = f"pytest --model {model} --pin-dir pins --update-pins"
+    args = ["--model", str(model), "--tc-pin-dir", "pins", "-k", "pins", "-p", "no:cacheprovider"]
+    command = f"pytest --model {model} --tc-pin-dir pins --tc-update-pins"
 
     missing = pytester.runpytest(*args)
     missing.assert_outcomes(failed=1)
@@ -175,7 +177,7 @@ def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
     )
 
     # under xdist the written paths travel to the controller's summary
-    updated = pytester.runpytest_subprocess(*args, "--update-pins", "-n", "2")
+    updated = pytester.runpytest_subprocess(*args, "--tc-update-pins", "-n", "2")
     updated.assert_outcomes(passed=1)
     updated.stdout.fnmatch_lines(
         [
@@ -205,7 +207,7 @@ def test_the_publishers_pinning_life_cycle(pytester: pytest.Pytester) -> None:
         ]
     )
 
-    rewritten = pytester.runpytest(*args, "--update-pins")
+    rewritten = pytester.runpytest(*args, "--tc-update-pins")
     rewritten.assert_outcomes(passed=1)
     rewritten.stdout.fnmatch_lines(["*= templatecheck pins: * files written or removed =*"])
     pytester.runpytest(*args).assert_outcomes(passed=1)

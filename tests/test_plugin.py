@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=28, skipped=18, warnings=4)  # test_pins skips without --pin-dir
+    result.assert_outcomes(passed=28, skipped=18, warnings=4)  # test_pins skips without --tc-pin-dir
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -64,10 +65,41 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 
 
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", NO_BOS)
-    result.assert_outcomes(passed=54, failed=2, skipped=37, errors=22, warnings=8)
+    result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", NO_BOS, "-v")
+    # the model that does not load is one error item, not one per check
+    result.assert_outcomes(passed=54, failed=2, skipped=36, errors=1, warnings=8)
     result.stdout.fnmatch_lines(
-        ["*model './does-not-exist': no such directory, and not a Hub repo id*check the path*"]
+        [
+            "*test_template.py::test_renders[[]does-not-exist:load-error[]] ERROR*",
+            "*model './does-not-exist': no such directory, and not a Hub repo id*check the path*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_model_that_does_not_load_is_one_error_even_under_k(project: pytest.Pytester) -> None:
+    broken = project.mkdir("broken-model")
+    (broken / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    result = project.runpytest("--model", HERMES, "--model", str(broken), "-k", "double_bos", "-v")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_tokenizer.py::test_double_bos[[]broken-model:load-error[]] ERROR*",
+            "*model '*broken-model': * has no tokenizer files (tokenizer.json, *",
+        ]
+    )
+
+
+def test_when_no_model_loads_it_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--model", "./nope", "--model", "nope-model")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*no model of the run loads:",
+            "*model './nope': no such directory, and not a Hub repo id*",
+            # a bare name is not looked up on the Hub
+            "*model 'nope-model': no such directory, and not a Hub repo id (expected 'owner/name'*",
+        ]
     )
 
 
@@ -91,7 +123,9 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
 
 def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) -> None:
     report = tmp_path / "out" / "report.json"
-    project.runpytest("--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--report-json", str(report))
+    project.runpytest(
+        "--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--tc-report-json", str(report)
+    )
     data = json.loads(report.read_text())
     assert data["version"] == 1
     assert [m["model"] for m in data["models"]] == ["hermes-3-tiny", "no-bos", "nope"]
@@ -109,7 +143,7 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
         ("reference", "tool_use"),  # the Hermes tool prompt's wording is not fixed
         ("mistral_common", "default"),
         ("mistral_common", "tool_use"),
-    } | {  # the generation layer runs only with --generate
+    } | {  # the generation layer runs only with --tc-generate
         (check, template)
         for template in ("default", "tool_use")
         for check in ("stops", "clean_start", "probe_accuracy", "template_sensitivity", "tool_call")
@@ -123,12 +157,12 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
     ]
     assert "give no BOS" in failed[0]["message"]
     errors = data["models"][2]["results"]
-    assert {r["outcome"] for r in errors} == {"error"} and len(errors) == len(REGISTRY)
+    assert [(r["check"], r["outcome"]) for r in errors] == [("renders", "error")]  # once, not per check
     assert "no such directory" in errors[0]["message"]
 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
-    project.runpytest("--model", HERMES, "--chat-template", "tool_use").assert_outcomes(
+    project.runpytest("--model", HERMES, "--tc-chat-template", "tool_use").assert_outcomes(
         passed=14, skipped=9, warnings=2
     )
     candidate = project.path / "candidate.jinja"
@@ -137,7 +171,7 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
         "raise_exception('Only string content') }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    result = project.runpytest("--model", NO_BOS, "--chat-template", str(candidate), "-v")
+    result = project.runpytest("--model", NO_BOS, "--tc-chat-template", str(candidate), "-v")
     # the candidate forgets {{ bos_token }}, which this tokenizer adds only with special tokens: the BOS check
     # catches it
     assert result.parseoutcomes()["failed"] == 1
@@ -145,9 +179,9 @@ def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.
 
 
 def test_unknown_chat_template_name_is_one_clear_error(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", HERMES, "--chat-template", "rag")
-    result.assert_outcomes(errors=22, skipped=1)
-    result.stdout.fnmatch_lines(["*--chat-template 'rag': no such file*(it has: default, tool_use)*"])
+    result = project.runpytest("--model", HERMES, "--tc-chat-template", "rag")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # no model is left to test
+    result.stderr.fnmatch_lines(["*--tc-chat-template 'rag': no such file*(it has: default, tool_use)*"])
 
 
 def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
@@ -158,11 +192,11 @@ def test_warnings_pass_unless_strict(project: pytest.Pytester) -> None:
         "<|im_start|>{{ m.role }}\n{{ m.content if m.content is string else raise_exception('Only string content') }}"
         "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    result = project.runpytest("--model", HERMES, "--chat-template", str(candidate))
+    result = project.runpytest("--model", HERMES, "--tc-chat-template", str(candidate))
     outcomes = result.parseoutcomes()
     assert "failed" not in outcomes and outcomes["warnings"] >= 2
     result.stdout.fnmatch_lines(["*TemplatecheckWarning: renders.*: the template refuses a system message*"])
-    strict = project.runpytest("--model", HERMES, "--chat-template", str(candidate), "--strict-checks")
+    strict = project.runpytest("--model", HERMES, "--tc-chat-template", str(candidate), "--tc-strict-checks")
     assert strict.parseoutcomes()["failed"] == outcomes["warnings"]
     strict.stdout.fnmatch_lines(["FAILED *test_renders[[]hermes-3-tiny:no-system[]]*"])
 
@@ -183,12 +217,18 @@ def test_k_x_lf_and_junitxml_work_as_usual(project: pytest.Pytester) -> None:
 def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     serial, parallel = tmp_path / "serial.json", tmp_path / "parallel.json"
-    args = ["--model", HERMES, "--model", NO_BOS, "-p", "no:cacheprovider", "--examples", "20"]
+    args = ["--model", HERMES, "--model", NO_BOS, "-p", "no:cacheprovider", "--tc-examples", "20"]
     project.runpytest_subprocess(
-        *args, "--report-json", str(serial), "--report-md", str(serial.with_suffix(".md"))
+        *args, "--tc-report-json", str(serial), "--tc-report-md", str(serial.with_suffix(".md"))
     ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=8)
     run = project.runpytest_subprocess(
-        *args, "-n", "2", "--report-json", str(parallel), "--report-md", str(parallel.with_suffix(".md"))
+        *args,
+        "-n",
+        "2",
+        "--tc-report-json",
+        str(parallel),
+        "--tc-report-md",
+        str(parallel.with_suffix(".md")),
     )
     outcomes = run.parseoutcomes()
     assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 36)
@@ -217,7 +257,7 @@ def test_models_from_adds_every_model_directory(project: pytest.Pytester) -> Non
     )
     assert len(expected) >= 10 and "broken" not in expected  # a folder of folders is not a model
     result = project.runpytest(
-        "--models-from", str(families), "--model", HERMES, "-k", "renders", "--co", "-q"
+        "--tc-models-from", str(families), "--model", HERMES, "-k", "renders", "--co", "-q"
     )
     ids = [line.split("[", 1)[1].rstrip("]") for line in result.stdout.lines if "::test_renders[" in line]
     assert ids == ["hermes-3-tiny:default", "hermes-3-tiny:tool_use"] + [
@@ -226,12 +266,117 @@ def test_models_from_adds_every_model_directory(project: pytest.Pytester) -> Non
 
 
 def test_models_from_a_bad_folder_is_a_usage_error(project: pytest.Pytester) -> None:
-    missing = project.runpytest("--models-from", "no-such-dir")
+    missing = project.runpytest("--tc-models-from", "no-such-dir")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR
     missing.stderr.fnmatch_lines(
-        ["*--models-from 'no-such-dir': no such directory; pass a folder of model directories*"]
+        ["*--tc-models-from 'no-such-dir': no such directory; pass a folder of model directories*"]
     )
     (project.path / "empty" / "sub").mkdir(parents=True)
-    empty = project.runpytest("--models-from", "empty")
+    empty = project.runpytest("--tc-models-from", "empty")
     assert empty.ret == pytest.ExitCode.USAGE_ERROR
-    empty.stderr.fnmatch_lines(["*--models-from 'empty': no subdirectory holds a tokenizer_config.json*"])
+    empty.stderr.fnmatch_lines(["*--tc-models-from 'empty': no subdirectory holds a tokenizer_config.json*"])
+
+
+def test_a_project_with_its_own_device_and_examples_options_still_runs(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n"
+        "    parser.addoption('--device', default='cpu')\n"
+        "    parser.addoption('--examples', type=int, default=1)\n"
+    )
+    pytester.makepyfile(
+        test_own="def test_own(request):\n"
+        "    assert request.config.getoption('device') == 'tpu'\n"
+        "    assert request.config.getoption('examples') == 3\n"
+    )
+    pytester.runpytest("--device", "tpu", "--examples", "3").assert_outcomes(passed=1)
+    # templatecheck is loaded in that project all the same, under its own prefix
+    pytester.runpytest("--help").stdout.fnmatch_lines(["*--tc-examples=N*", "*--tc-device=DEVICE*"])
+
+
+def test_a_project_with_its_own_model_option_disables_the_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--model', default='x')\n")
+    pytester.makepyfile(
+        test_own="def test_own(request):\n    assert request.config.getoption('model') == 'm'\n"
+    )
+    pytester.runpytest("-p", "no:templatecheck", "--model", "m").assert_outcomes(passed=1)
+
+
+def _copy_model(source: str, folder: Path) -> Path:
+    return Path(shutil.copytree(source, folder / Path(source).name))
+
+
+def _listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_a_run_from_another_directory_writes_nothing_beside_the_model(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
+    model = _copy_model(NO_BOS, tmp_path / "models")
+    before = _listing(model)
+    # a subprocess: the hypothesis draw of this process is cached already
+    result = project.runpytest_subprocess("--model", str(model), "--tc-examples", "20")
+    result.assert_outcomes(passed=26, failed=2, skipped=18, warnings=4)
+    result.stdout.fnmatch_lines(
+        [
+            f"rootdir: {project.path}",
+            "test_tokenizer.py ..F*",  # the suite's file as the node ids name it, not a path into the model
+            "FAILED test_tokenizer.py::test_double_bos[[]no-bos:default[]] - *",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*../*test_*.py*")
+    assert _listing(model) == before
+    assert not (project.path / ".hypothesis").exists()
+    assert (project.path / ".pytest_cache").is_dir()  # the cache is the working directory's, as usual
+    # --lf reads it back
+    project.runpytest_subprocess("--model", str(model), "--tc-examples", "20", "--lf").assert_outcomes(
+        failed=2
+    )
+
+
+def test_model_dot_is_named_by_its_folder_and_writes_nothing_there(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model = Path(shutil.copytree(HERMES, tmp_path / "My-Model"))
+    before = _listing(model)
+    command = [sys.executable, "-m", "pytest", "--model", ".", "-k", "renders", "-v", "--tc-examples", "20"]
+    # pytest-benchmark, where installed, writes its own folder into the working directory
+    run = subprocess.run(
+        [*command, "-p", "no:benchmark"], cwd=model, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "test_template.py::test_renders[My-Model:default] PASSED" in run.stdout
+    assert "My-Model (.)" in run.stdout  # the summary names it by its folder, as it was written
+    assert _listing(model) == before  # no .pytest_cache, no .hypothesis in the model
+
+
+def test_node_ids_and_suite_files_select_what_they_name(project: pytest.Pytester) -> None:
+    from templatecheck.plugin import SUITE
+
+    result = project.runpytest("--model", HERMES, "test_tokenizer.py::test_double_bos", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_tokenizer.py::test_double_bos[[]hermes-3-tiny:default[]] PASSED*"])
+    # a node id the suite printed runs again, as does the suite file by its installed path
+    one = project.runpytest("--model", HERMES, "test_tokenizer.py::test_double_bos[hermes-3-tiny:tool_use]")
+    one.assert_outcomes(passed=1)
+    whole = project.runpytest("--model", HERMES, str(SUITE / "test_roles.py"), "--co", "-q")
+    assert [line for line in whole.stdout.lines if "::" in line] == [
+        f"test_roles.py::{test}[hermes-3-tiny:{template}]"
+        for test in ("test_role_policy", "test_default_system_prompt", "test_clock")
+        for template in ("default", "tool_use")
+    ]
+
+
+def test_a_path_outside_the_suite_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--model", HERMES, "test_own.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*'test_own.py': a --model run collects only the conformance suite; name one of its files (*"]
+    )
+
+
+def test_the_marker_selects_the_suite(project: pytest.Pytester) -> None:
+    project.runpytest("--model", HERMES, "-m", "templatecheck", "-k", "clock").assert_outcomes(passed=2)
+    project.runpytest("--model", HERMES, "-m", "not templatecheck").assert_outcomes(deselected=46)
+    project.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.templatecheck: *"])

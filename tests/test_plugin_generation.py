@@ -1,4 +1,4 @@
-"""`pytest --model ... --generate` end to end (pytester), and `--generate` without torch (a subprocess)."""
+"""`pytest --model ... --tc-generate` end to end (pytester), and `--tc-generate` without torch (a subprocess)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_the_options_reach_the_checks(pytester: pytest.Pytester) -> None:
     config = pytester.parseconfig(
-        "--generate", "--device", "cpu", "--max-new-tokens", "8", "--probe-file", "mine.jsonl"
+        "--tc-generate", "--tc-device", "cpu", "--tc-max-new-tokens", "8", "--tc-probe-file", "mine.jsonl"
     )
     assert options_from(config) == Options(
         generate=True, device="cpu", max_new_tokens=8, probe_file="mine.jsonl"
@@ -62,20 +62,20 @@ GENERATION = "test_generation"
 def test_without_generate_the_layer_is_skipped(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", TINY, "-rs", "-k", GENERATION)
     result.assert_outcomes(passed=2, skipped=10)
-    result.stdout.fnmatch_lines(["*SKIPPED [[]10[]] *: run with --generate"])
+    result.stdout.fnmatch_lines(["*SKIPPED [[]10[]] *: run with --tc-generate"])
 
 
 @needs_torch
 @needs_torch
 def test_the_bundled_trained_model_passes_the_whole_suite_with_generate(project: pytest.Pytester) -> None:
     """The reference aligns with the default system prompt the model needs: no option is required."""
-    result = project.runpytest("--model", TINY, "--generate")
+    result = project.runpytest("--model", TINY, "--tc-generate")
     assert result.ret == 0, result.stdout.str()[-3000:]
     assert "failed" not in result.parseoutcomes()
 
 
 def test_the_correct_model_passes_and_prints_its_table(project: pytest.Pytester) -> None:
-    result = project.runpytest("--model", TINY, "--generate", "-v", "-k", GENERATION)
+    result = project.runpytest("--model", TINY, "--tc-generate", "-v", "-k", GENERATION)
     result.assert_outcomes(passed=11, skipped=1)
     result.stdout.fnmatch_lines(
         [
@@ -113,7 +113,7 @@ def test_each_broken_variant_fails_its_checks(
 ) -> None:
     report = tmp_path / "report.json"
     result = project.runpytest(
-        "--model", BROKEN[name], "--generate", "--report-json", str(report), "-k", GENERATION
+        "--model", BROKEN[name], "--tc-generate", "--tc-report-json", str(report), "-k", GENERATION
     )
     results = {r["check"]: r for r in json.loads(report.read_text())["models"][0]["results"]}
     assert {c for c, r in results.items() if r["outcome"] == "failed"} == failing
@@ -127,7 +127,7 @@ def test_each_broken_variant_fails_its_checks(
 @needs_torch
 def test_the_json_report_carries_the_table(project: pytest.Pytester, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    project.runpytest("--model", TINY, "--generate", "-k", "sensitivity", "--report-json", str(report))
+    project.runpytest("--model", TINY, "--tc-generate", "-k", "sensitivity", "--tc-report-json", str(report))
     (result,) = [
         r for r in json.loads(report.read_text())["models"][0]["results"] if r["template"] == "default"
     ]
@@ -150,7 +150,7 @@ def test_a_probe_file_adds_probes(project: pytest.Pytester) -> None:
         + "\n"
     )
     result = project.runpytest(
-        "--model", TINY, "--generate", "--probe-file", str(probes), "-k", "default and sensitivity"
+        "--model", TINY, "--tc-generate", "--tc-probe-file", str(probes), "-k", "default and sensitivity"
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*passed template_sensitivity: 25 probes, greedy*"])
@@ -160,15 +160,15 @@ def test_a_probe_file_adds_probes(project: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--probe-file", "nope.jsonl"], "*--probe-file 'nope.jsonl': no such file*"),
-        (["--device", "gpu"], "*--device 'gpu' is not a torch device; use cpu, cuda, cuda:N or mps*"),
-        (["--max-new-tokens", "0"], "*--max-new-tokens must be at least 1, got 0*"),
+        (["--tc-probe-file", "nope.jsonl"], "*--tc-probe-file 'nope.jsonl': no such file*"),
+        (["--tc-device", "gpu"], "*--tc-device 'gpu' is not a torch device; use cpu, cuda, cuda:N or mps*"),
+        (["--tc-max-new-tokens", "0"], "*--tc-max-new-tokens must be at least 1, got 0*"),
     ],
 )
 def test_bad_generation_options_stop_the_run_at_once(
     project: pytest.Pytester, args: list[str], message: str
 ) -> None:
-    result = project.runpytest("--model", TINY, "--generate", *args)
+    result = project.runpytest("--model", TINY, "--tc-generate", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message.lstrip('*')}"])
 
@@ -196,10 +196,10 @@ def run_without_torch(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedP
 
 
 def test_without_torch_generate_fails_at_once_with_the_install_command(tmp_path: Path) -> None:
-    done, seconds = run_without_torch(tmp_path, "--generate")
+    done, seconds = run_without_torch(tmp_path, "--tc-generate")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert (
-        "ERROR: --generate needs torch, which is not installed: pip install 'templatecheck[generate]'"
+        "ERROR: --tc-generate needs torch, which is not installed: pip install 'templatecheck[generate]'"
         in done.stderr
     )
     assert "collected" not in done.stdout  # before any test

@@ -90,11 +90,11 @@ def test_weights_load_once_per_directory_and_device() -> None:
 
 
 def test_device_errors_say_what_to_use() -> None:
-    with pytest.raises(TemplatecheckError, match="--device 'gpu' is not a torch device; use cpu, cuda"):
+    with pytest.raises(TemplatecheckError, match="--tc-device 'gpu' is not a torch device; use cpu, cuda"):
         probe.pick_device("gpu")
     if not torch.cuda.is_available():
         with pytest.raises(
-            TemplatecheckError, match=r"--device 'cuda': CUDA is not available .* use --device cpu"
+            TemplatecheckError, match=r"--tc-device 'cuda': CUDA is not available .* use --tc-device cpu"
         ):
             probe.pick_device("cuda")
     assert probe.pick_device("cpu").type == "cpu"
@@ -126,7 +126,7 @@ def test_stop_tokens_refuse_what_is_not_a_token_id(eos: Any) -> None:
 def test_a_directory_without_safetensors_is_one_clear_error() -> None:
     model = fixture_model("hermes-3-tiny")
     with pytest.raises(
-        TemplatecheckError, match=r"no \*.safetensors weights in .*hermes-3-tiny; --generate loads"
+        TemplatecheckError, match=r"no \*.safetensors weights in .*hermes-3-tiny; --tc-generate loads"
     ):
         probe.load(model, "cpu")
 
@@ -183,7 +183,7 @@ def test_weights_that_do_not_load_are_one_clear_error(tmp_path: Path) -> None:
         shutil.copyfile(FIXTURES / TRAINED / name, tmp_path / name)
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(
-        TemplatecheckError, match=r"the weights in .* do not load as a causal LM \(.*\); --generate needs"
+        TemplatecheckError, match=r"the weights in .* do not load as a causal LM \(.*\); --tc-generate needs"
     ):
         probe.load(load_model(str(tmp_path)), "cpu")
 

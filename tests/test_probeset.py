@@ -136,7 +136,7 @@ def test_probe_file_errors_name_the_line_and_the_field(tmp_path: Path, line: str
 
 
 def test_missing_or_empty_probe_file(tmp_path: Path) -> None:
-    with pytest.raises(TemplatecheckError, match=r"--probe-file '.*nope\.jsonl': no such file"):
+    with pytest.raises(TemplatecheckError, match=r"--tc-probe-file '.*nope\.jsonl': no such file"):
         read_probe_file(tmp_path / "nope.jsonl")
     with pytest.raises(TemplatecheckError, match="holds no probes; see the format in the README"):
         read_probe_file(write(tmp_path, "# nothing yet"))

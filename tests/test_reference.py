@@ -377,11 +377,11 @@ def test_a_hard_coded_date_is_the_templates_and_a_missing_date_line_is_not() -> 
 def test_reference_none_skips_and_a_named_family_replaces_detection() -> None:
     off = reference(family_subject("chatml", reference="none"))
     assert off.outcome is Outcome.SKIPPED
-    assert off.message == "no reference format: --reference none"
+    assert off.message == "no reference format: --tc-reference none"
     forced = reference(family_subject("chatml", examples=5, reference="llama3"))
     assert forced.outcome is Outcome.FAILED
-    assert "(reference llama3 (--reference))" in forced.message
-    with pytest.raises(TemplatecheckError, match="--reference 'llama9': no such reference format"):
+    assert "(reference llama3 (--tc-reference))" in forced.message
+    with pytest.raises(TemplatecheckError, match="--tc-reference 'llama9': no such reference format"):
         reference(family_subject("chatml", reference="llama9"))
 
 
@@ -392,7 +392,7 @@ def test_a_template_of_no_known_family_is_skipped_with_the_way_out() -> None:
     result = reference(Subject(model, template))
     assert result.outcome is Outcome.SKIPPED
     assert result.message == (
-        "no reference format: the template writes the literals of no known format; pass --reference NAME"
+        "no reference format: the template writes the literals of no known format; pass --tc-reference NAME"
     )
 
 
@@ -404,7 +404,7 @@ def test_the_tokenizer_does_not_override_a_template_that_shows_no_family() -> No
     assert result.message.startswith(
         "no reference format: the template writes the literals of no known format; the tokenizer suggests "
         "llama3.1 (the tokenizer has <|start_header_id|>, <|eom_id|> and <|python_tag|> (Llama 3.1+)): "
-        "--reference llama3.1 compares with it"
+        "--tc-reference llama3.1 compares with it"
     )
 
 
@@ -429,7 +429,7 @@ def test_a_family_without_a_reference_is_skipped_with_its_name(source: str, fami
     result = reference(Subject(replace(model, templates={"other": template}), template))
     assert result.outcome is Outcome.SKIPPED
     assert result.message.startswith(f"no reference format: the template looks like {family}")
-    assert "a family templatecheck has no reference format for; pass --reference NAME" in result.message
+    assert "a family templatecheck has no reference format for; pass --tc-reference NAME" in result.message
 
 
 def test_a_template_whose_conversations_the_reference_leaves_undefined_is_skipped() -> None:

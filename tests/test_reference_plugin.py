@@ -35,7 +35,7 @@ def test_a_correct_model_passes_and_the_summary_names_its_family(
 ) -> None:
     report = tmp_path / "report.json"
     result = pytester.runpytest(
-        "--model", model("llama3.1"), "-v", "-rs", "--report-json", str(report), "-k", REFERENCE_CHECKS
+        "--model", model("llama3.1"), "-v", "-rs", "--tc-report-json", str(report), "-k", REFERENCE_CHECKS
     )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(
@@ -55,7 +55,7 @@ def test_a_correct_model_passes_and_the_summary_names_its_family(
 def test_a_broken_variant_fails_with_the_diff_and_the_tokens(pytester: pytest.Pytester) -> None:
     candidate = FAMILIES / "broken" / "mistral-v3" / "system-moved.jinja"
     result = pytester.runpytest(
-        "--model", model("mistral-v3"), "--chat-template", str(candidate), "-k", REFERENCE_CHECKS
+        "--model", model("mistral-v3"), "--tc-chat-template", str(candidate), "-k", REFERENCE_CHECKS
     )
     result.assert_outcomes(failed=1, skipped=1)  # reference fails; mistral_common skips
     result.stdout.fnmatch_lines(
@@ -77,34 +77,36 @@ def test_a_broken_variant_fails_with_the_diff_and_the_tokens(pytester: pytest.Py
 
 def test_reference_none_skips_the_comparison(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
-        "--model", model("chatml"), "--reference", "none", "-rs", "-k", REFERENCE_CHECKS
+        "--model", model("chatml"), "--tc-reference", "none", "-rs", "-k", REFERENCE_CHECKS
     )
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(
         [
-            "chatml (*) [[]reference: none (--reference none)[]]",
-            "SKIPPED * no reference format: --reference none",
+            "chatml (*) [[]reference: none (--tc-reference none)[]]",
+            "SKIPPED * no reference format: --tc-reference none",
         ]
     )
 
 
 def test_reference_family_replaces_detection(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--model", model("chatml"), "--reference", "llama3", "-k", REFERENCE_CHECKS)
+    result = pytester.runpytest(
+        "--model", model("chatml"), "--tc-reference", "llama3", "-k", REFERENCE_CHECKS
+    )
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "*differs from the llama3 reference, in * (reference llama3 (--reference))",
-            "chatml (*) [[]reference: llama3 (--reference)[]]",
+            "*differs from the llama3 reference, in * (reference llama3 (--tc-reference))",
+            "chatml (*) [[]reference: llama3 (--tc-reference)[]]",
         ]
     )
 
 
 def test_an_unknown_reference_family_is_one_usage_error(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--model", model("chatml"), "--reference", "llama9")
+    result = pytester.runpytest("--model", model("chatml"), "--tc-reference", "llama9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "ERROR: --reference 'llama9': no such reference format; known: chatml, chatml-plain, gemma, gemma3, "
+            "ERROR: --tc-reference 'llama9': no such reference format; known: chatml, chatml-plain, gemma, gemma3, "
             "llama2, llama3, "
             "llama3.1, mistral-v1, * (or 'none' to skip the comparison); register your own with "
             "templatecheck.formats.register"
@@ -148,11 +150,11 @@ def test_a_format_registered_in_a_conftest_is_detected_and_named(pytester: pytes
     pytester.makeconftest(ACME_CONFTEST)
     template = pytester.path / "acme.jinja"
     template.write_text(ACME_TEMPLATE)
-    args = ["--model", model("zephyr"), "--chat-template", str(template), "-k", "reference"]
+    args = ["--model", model("zephyr"), "--tc-chat-template", str(template), "-k", "reference"]
     detected = pytester.runpytest(*args)
     detected.assert_outcomes(passed=1, skipped=1)
     detected.stdout.fnmatch_lines(["zephyr (*) [[]reference: acme (detected)[]]"])
-    named = pytester.runpytest(*args, "--reference", "acme")
+    named = pytester.runpytest(*args, "--tc-reference", "acme")
     named.assert_outcomes(passed=1, skipped=1)
     template.write_text(ACME_TEMPLATE.replace("<|acme:end|>", "<|acme:end|>\n"))
     broken = pytester.runpytest(*args)

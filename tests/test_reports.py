@@ -93,8 +93,15 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], s
     import sys
 
     out = tmp_path_factory.mktemp("reports")
-    args = ["--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--examples", "10"]
-    args += ["--report-json", str(out / "r.json"), "--report-md", str(out / "r.md"), "-p", "no:cacheprovider"]
+    args = ["--model", HERMES, "--model", NO_BOS, "--model", "./nope", "--tc-examples", "10"]
+    args += [
+        "--tc-report-json",
+        str(out / "r.json"),
+        "--tc-report-md",
+        str(out / "r.md"),
+        "-p",
+        "no:cacheprovider",
+    ]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", *args], cwd=out, capture_output=True, text=True, check=False
     )

@@ -24,19 +24,28 @@ def _import_transformers_first() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--render-timeout", "nan"], "--render-timeout nan: give the seconds one render may take*"),
-        (["--render-timeout", "inf"], "--render-timeout inf: give the seconds*"),
-        (["--render-timeout", "0"], "--render-timeout 0.0: give the seconds*"),
-        (["--examples", "-1"], "--examples -1: give the number of hypothesis conversations*, 1 or more*"),
-        (["--examples", "0"], "--examples 0: give the number*"),
-        (["--probe-file", "p.jsonl"], "--probe-file adds probes to the generation layer*pass --generate"),
+        (["--tc-render-timeout", "nan"], "--tc-render-timeout nan: give the seconds one render may take*"),
+        (["--tc-render-timeout", "inf"], "--tc-render-timeout inf: give the seconds*"),
+        (["--tc-render-timeout", "0"], "--tc-render-timeout 0.0: give the seconds*"),
         (
-            ["--report-json", "conftest.py/r.json"],
-            "--report-json conftest.py/r.json: conftest.py is not a folder*",
+            ["--tc-examples", "-1"],
+            "--tc-examples -1: give the number of hypothesis conversations*, 1 or more*",
         ),
-        (["--report-md", "."], "--report-md .: is a directory; name the file to write"),
-        (["--consumer", "vllm"], "--consumer 'vllm': not a consumer path; choose from apply_chat_template*"),
-        (["--template-var", "date_string"], "--template-var 'date_string': expected NAME=VALUE*"),
+        (["--tc-examples", "0"], "--tc-examples 0: give the number*"),
+        (
+            ["--tc-probe-file", "p.jsonl"],
+            "--tc-probe-file adds probes to the generation layer*pass --tc-generate",
+        ),
+        (
+            ["--tc-report-json", "conftest.py/r.json"],
+            "--tc-report-json conftest.py/r.json: conftest.py is not a folder*",
+        ),
+        (["--tc-report-md", "."], "--tc-report-md .: is a directory; name the file to write"),
+        (
+            ["--tc-consumer", "vllm"],
+            "--tc-consumer 'vllm': not a consumer path; choose from apply_chat_template*",
+        ),
+        (["--tc-template-var", "date_string"], "--tc-template-var 'date_string': expected NAME=VALUE*"),
     ],
 )
 def test_a_bad_option_is_one_usage_error_before_the_run(
@@ -58,7 +67,7 @@ def test_a_check_that_raises_is_an_error_result_in_the_report(
 ) -> None:
     monkeypatch.setattr(template, "renders", Check("renders", Layer.TEMPLATE, _boom, needs="nothing"))
     report = tmp_path / "r.json"
-    result = pytester.runpytest("--model", HERMES, "-k", "renders", "--report-json", str(report))
+    result = pytester.runpytest("--model", HERMES, "-k", "renders", "--tc-report-json", str(report))
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*templatecheck error in check renders: ZeroDivisionError: a bug of ours*"])
     outcomes = [r["outcome"] for m in json.loads(report.read_text())["models"] for r in m["results"]]
@@ -80,13 +89,13 @@ template.renders = Check("renders", Layer.TEMPLATE, interrupt, needs="nothing")
 
 def test_an_interrupted_run_keeps_the_last_complete_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    pytester.runpytest("--model", HERMES, "-k", "renders", "--report-json", str(report)).assert_outcomes(
+    pytester.runpytest("--model", HERMES, "-k", "renders", "--tc-report-json", str(report)).assert_outcomes(
         passed=2
     )
     complete = report.read_text()
     pytester.makepyfile(interrupting=INTERRUPTING)
     result = pytester.runpytest_subprocess(
-        "-p", "interrupting", "--model", HERMES, "-k", "renders", "--report-json", str(report)
+        "-p", "interrupting", "--model", HERMES, "-k", "renders", "--tc-report-json", str(report)
     )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert report.read_text() == complete

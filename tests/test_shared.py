@@ -44,7 +44,7 @@ def test_real_tokenizer_directories_run_without_errors_of_ours(
     pytester: pytest.Pytester, tmp_path: Path, name: str
 ) -> None:
     report = tmp_path / "report.json"
-    pytester.runpytest("--model", str(SHARED / "models" / name), "--report-json", str(report))
+    pytester.runpytest("--model", str(SHARED / "models" / name), "--tc-report-json", str(report))
     found = outcomes(report)
     assert found and Outcome.ERROR.value not in found.values(), found
 
@@ -53,7 +53,7 @@ def test_real_findings_on_real_models(pytester: pytest.Pytester, tmp_path: Path)
     """What the suite says about the real models, checked against what is known of them."""
     report = tmp_path / "report.json"
     models = [str(SHARED / "models" / n) for n in REAL_MODELS]
-    pytester.runpytest(*[a for m in models for a in ("--model", m)], "--report-json", str(report))
+    pytester.runpytest(*[a for m in models for a in ("--model", m)], "--tc-report-json", str(report))
     data = {
         m["model"]: {(r["template"], r["check"]): r for r in m["results"]}
         for m in json.loads(report.read_text())["models"]

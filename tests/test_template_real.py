@@ -58,7 +58,7 @@ def test_llama31_drops_content_next_to_tool_calls_once() -> None:
 def test_llama31_writes_a_fixed_date_and_prints_list_content_as_a_repr() -> None:
     date = run("llama-3.1-8b-instruct", "clock")
     assert causes(date, Outcome.WARNING) == ["clock.date_fixed"]
-    assert "'26 Jul 2024'" in date.message and "--template-var date_string=..." in date.message
+    assert "'26 Jul 2024'" in date.message and "--tc-template-var date_string=..." in date.message
     fidelity = run("llama-3.1-8b-instruct", "content_fidelity")
     assert "content_fidelity.list_content_repr" in causes(fidelity, Outcome.FAILED)
 

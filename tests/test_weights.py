@@ -1,4 +1,4 @@
-"""Weights are fetched only for --generate: from a Hub id once per process, with the check files."""
+"""Weights are fetched only for --tc-generate: from a Hub id once per process, with the check files."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Running a check (:meth:`Check.__call__`) applies the rules every check shares:
 - **One owner per cause.** A finding whose cause another check owns becomes a note of this check naming the
   owner (the owner reports it): one root cause fails once.
 - **Consumer paths.** A hazard of a consumer path (:attr:`~templatecheck.causes.Cause.hazard_of`) fails when
-  ``--consumer`` names that path, and warns otherwise.
+  ``--tc-consumer`` names that path, and warns otherwise.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Check:
             return replace(
                 finding,
                 outcome=Outcome.FAILED,
-                message=f"{finding.message}\n  (fails: --consumer {rule.hazard_of})",
+                message=f"{finding.message}\n  (fails: --tc-consumer {rule.hazard_of})",
             )
         return finding
 

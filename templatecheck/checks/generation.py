@@ -1,7 +1,7 @@
 """Generation layer: what the weights say about the template, from short greedy generations and likelihoods.
 
 The static layers say whether a template is consistent; only the model can say whether it is the format the
-model was trained on. These checks run only with ``--generate`` (they load the weights and need torch) and all
+model was trained on. These checks run only with ``--tc-generate`` (they load the weights and need torch) and all
 read one evaluation per template (``templatecheck/probe.py``): the probe set (``templatecheck/probeset.py``)
 under the shipped template and under prompt variants (``templatecheck/variants.py``).
 """
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
     from templatecheck.evaluation import Evaluation, Reply
 
-SKIP = "run with --generate"
+SKIP = "run with --tc-generate"
 INSTALL = (
-    "--generate needs torch, which is not installed: pip install 'templatecheck[generate]' "
+    "--tc-generate needs torch, which is not installed: pip install 'templatecheck[generate]' "
     "(or pip install torch; CPU only: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
 )
 #: The share of the probes that must pass under the shipped template: correct answers (``probe_accuracy``),
@@ -68,10 +68,10 @@ def require_torch() -> None:
 
 
 def prepare(options: Options) -> None:
-    """What ``--generate`` needs, checked before any test runs: torch, a budget, a device, the probe file."""
+    """What ``--tc-generate`` needs, checked before any test runs: torch, a budget, a device, the probe file."""
     require_torch()
     if options.max_new_tokens < 1:
-        raise TemplatecheckError(f"--max-new-tokens must be at least 1, got {options.max_new_tokens}")
+        raise TemplatecheckError(f"--tc-max-new-tokens must be at least 1, got {options.max_new_tokens}")
     from templatecheck.probe import pick_device
     from templatecheck.probeset import read_probe_file
 

@@ -158,10 +158,10 @@ def reference(subject: Subject) -> list[Finding]:
     Catches templates that are self-consistent but not the format the model was trained on, one finding per
     kind of difference: a header, a separator (a missing newline), an end-of-turn or BOS/EOS token, the
     system prompt's place, tool definitions, calls or results, escaping, the whitespace of message text, other
-    text. The family is ``--reference FAMILY`` or detected from the template (see
+    text. The family is ``--tc-reference FAMILY`` or detected from the template (see
     :mod:`templatecheck.formats.detect`); a family without a reference is skipped. The reference follows the
     template's policy first: its default system prompt, the wording the format leaves free (Llama 3.1's
-    date), the run's ``--template-var`` values. Conversations the reference does not define are skipped; a
+    date), the run's ``--tc-template-var`` values. Conversations the reference does not define are skipped; a
     leading BOS is left to ``double_bos``; a text difference with the same token ids is a warning.
     """
     choice = choose(subject.model, subject.options, subject.template)

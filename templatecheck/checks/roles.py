@@ -244,7 +244,7 @@ def clock(subject: Subject) -> list[Finding]:
     Catches templates that render differently from run to run (the ``random`` filter), which no evaluation
     can reproduce, and reports a date in the prompt (a warning): today's date from ``strftime_now`` (the
     prompt changes every day), or a fixed default of a date variable such as ``date_string``; both are
-    pinned with ``--template-var date_string=...``.
+    pinned with ``--tc-template-var date_string=...``.
     """
     conversation = conv.SYSTEM_USER
     try:
@@ -274,7 +274,7 @@ def clock(subject: Subject) -> list[Finding]:
 def _pin_hint(variables: list[str]) -> str:
     if not variables:
         return ""
-    flags = " ".join(f"--template-var {v}=..." for v in variables)
+    flags = " ".join(f"--tc-template-var {v}=..." for v in variables)
     return f"; pin it with {flags} (apply_chat_template(..., {variables[0]}=...))"
 
 

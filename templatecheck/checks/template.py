@@ -1001,7 +1001,7 @@ def _stripping_format(subject: Subject) -> str | None:
 
     try:
         chosen = choose(subject.model, subject.options).format
-    except Exception:  # an unknown --reference is reported by the reference check itself
+    except Exception:  # an unknown --tc-reference is reported by the reference check itself
         return None
     return chosen.name if chosen is not None and chosen.strips_text else None
 

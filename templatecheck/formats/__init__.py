@@ -2,7 +2,7 @@
 
 A reference renderer builds the text its family's published format prescribes, in plain Python, from the
 inputs a chat template receives. :func:`register` adds a format of your own; registered formats take part
-in detection before the built-in ones, and ``--reference NAME`` selects one by name::
+in detection before the built-in ones, and ``--tc-reference NAME`` selects one by name::
 
     from templatecheck.formats import Format, register
 
@@ -31,7 +31,7 @@ from templatecheck.formats.mistral import (
 from templatecheck.formats.phi import PHI3
 from templatecheck.formats.zephyr import ZEPHYR
 
-#: The word that switches the reference comparison off (``--reference none``).
+#: The word that switches the reference comparison off (``--tc-reference none``).
 NONE = "none"
 
 #: Built-in formats in detection order: the more specific before the more general (Qwen 2.5 before ChatML,
@@ -66,7 +66,7 @@ def register(fmt: Format, *, replace: bool = False) -> Format:
     for name in (fmt.name, *fmt.aliases):
         if name == NONE:
             raise TemplatecheckError(
-                f"format name {name!r} is reserved (--reference none switches the check off)"
+                f"format name {name!r} is reserved (--tc-reference none switches the check off)"
             )
         taken = _find(name)
         if taken is not None and not replace:
@@ -108,7 +108,7 @@ def get(name: str) -> Format:
     found = _find(name)
     if found is None:
         raise TemplatecheckError(
-            f"--reference {name!r}: no such reference format; known: {', '.join(names())} "
+            f"--tc-reference {name!r}: no such reference format; known: {', '.join(names())} "
             f"(or '{NONE}' to skip the comparison); register your own with templatecheck.formats.register"
         )
     return found

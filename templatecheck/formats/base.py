@@ -105,7 +105,7 @@ class Format:
     """A reference format family: its name, its renderer, and how to recognise a model of the family.
 
     ``render``'s docstring names the published source the renderer was written from. ``detect`` is optional:
-    a format without it is used only when asked for by name (``--reference NAME``).
+    a format without it is used only when asked for by name (``--tc-reference NAME``).
     """
 
     name: str

@@ -131,7 +131,7 @@ class Policy:
     #: What the template writes where a system message's text would go, for a conversation without one ("" for
     #: nothing): the default system prompt, when that is all it is; the classification looks for it.
     injected: str = ""
-    #: Template variables of the run (``--template-var``), which the reference receives too.
+    #: Template variables of the run (``--tc-template-var``), which the reference receives too.
     variables: Mapping[str, Any] = field(default_factory=dict)
     #: The policy was learnt from the template: a format's own default system prompt (Qwen 2.5's) then gives
     #: way to the template's (``default_system``, or none).

@@ -46,19 +46,19 @@ class Choice:
         return f"{self.name} ({self.how})"
 
     def short(self) -> str:
-        """The name and how it was chosen: ``llama3 (detected)``, ``llama3 (--reference)``."""
-        if self.how.startswith("--reference"):
+        """The name and how it was chosen: ``llama3 (detected)``, ``llama3 (--tc-reference)``."""
+        if self.how.startswith("--tc-reference"):
             return f"{self.name} ({self.how})"
         return f"{self.name} ({'detected' if self.format is not None else 'not detected'})"
 
 
 def choose(model: Model, options: Options, template: Template | None = None) -> Choice:
-    """The format ``--reference`` names, or the one detected for ``template`` (for every template of the model
+    """The format ``--tc-reference`` names, or the one detected for ``template`` (for every template of the model
     when ``None``); ``format`` is ``None`` for none."""
     if options.reference == NONE:
-        return Choice(None, "--reference none")
+        return Choice(None, "--tc-reference none")
     if options.reference is not None:
-        return Choice(get(options.reference), "--reference")
+        return Choice(get(options.reference), "--tc-reference")
     return detect(evidence_of(model, template))
 
 
@@ -132,17 +132,19 @@ def detect(evidence: Evidence) -> Choice:
             return Choice(
                 None,
                 f"the template looks like {family.name} (it writes {literals}), a family templatecheck has no "
-                "reference format for; pass --reference NAME to compare with one anyway",
+                "reference format for; pass --tc-reference NAME to compare with one anyway",
             )
     hint = _first(formats(), replace(evidence, templates=()), "")
     told = (
         f"; the tokenizer suggests {hint.name} ({hint.how.removeprefix('detected: ')}): "
-        f"--reference {hint.name} compares with it"
+        f"--tc-reference {hint.name} compares with it"
         if hint.format is not None
         else ""
     )
     return _first(
-        builtin, evidence, f"the template writes the literals of no known format{told}; pass --reference NAME"
+        builtin,
+        evidence,
+        f"the template writes the literals of no known format{told}; pass --tc-reference NAME",
     )
 
 

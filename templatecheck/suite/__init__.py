@@ -1,1 +1,59 @@
-"""The conformance suite that ``pytest --model PATH_OR_ID`` runs: one test per check, per model template."""
+"""The conformance suite that ``pytest --model PATH_OR_ID`` runs: one test per check, per model template.
+
+Its node ids are relative to this folder wherever templatecheck is installed
+(``test_tokenizer.py::test_double_bos[model:default]``): :func:`node_id` reads a suite file or node id the user
+gives back, :func:`selects` says whether it names an item, and :func:`run_root` keeps the run's rootdir out
+of the model directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from templatecheck.errors import TemplatecheckError
+
+FOLDER = Path(__file__).parent
+
+
+def node_id(arg: str, here: Path) -> str:
+    """A suite file or node id as given on the command line (relative to the suite, or with the path of the
+    installed suite; relative paths from ``here``), relative to the suite folder."""
+    path, sep, rest = arg.partition("::")
+    full = (here / path).resolve()
+    if full == FOLDER or FOLDER in full.parents:
+        return full.relative_to(FOLDER).as_posix() + sep + rest
+    if path and (FOLDER / path).is_file():
+        return Path(path).as_posix() + sep + rest
+    files = ", ".join(sorted(p.name for p in FOLDER.glob("test_*.py")))
+    raise TemplatecheckError(
+        f"{arg!r}: a --model run collects only the conformance suite; name one of its files ({files}) or a "
+        "node id it printed, or run your own tests without --model"
+    )
+
+
+def selects(chosen: str, path: Path, name: str) -> bool:
+    """Whether ``chosen`` (from :func:`node_id`) names the suite item ``name`` of the file ``path``."""
+    if FOLDER not in path.parents:
+        return False
+    key = f"{path.relative_to(FOLDER).as_posix()}::{name}"
+    chosen = chosen.removeprefix("./")
+    return chosen in ("", ".") or key == chosen or key.startswith((chosen + "::", chosen + "["))
+
+
+def holds(folder: Path, path: Path) -> bool:
+    """Whether ``path`` is ``folder`` or inside it."""
+    return folder == path or folder in path.parents
+
+
+def run_root(root: Path, inipath: Path | None, here: Path, models: list[Path]) -> Path:
+    """The rootdir of a ``--model`` run started in ``here``, given the ``root`` and ``inipath`` pytest chose:
+    pytest's when it is ``here`` or the project folder above it (it holds the ini-file or a setup.py); else
+    ``here``; the suite's own folder when ``here`` is inside one of the ``models`` (then nothing is cached)."""
+    if any(holds(m, here) for m in models):
+        return FOLDER
+    project = (inipath is not None and inipath.parent == root) or (root / "setup.py").is_file()
+    inside = any(holds(m, root) for m in models)
+    return root if root == here or (root in here.parents and project and not inside) else here
+
+
+__all__ = ["FOLDER", "holds", "node_id", "run_root", "selects"]

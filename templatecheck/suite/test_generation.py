@@ -1,4 +1,4 @@
-"""Generation layer: what the weights say about the template (run with --generate)."""
+"""Generation layer: what the weights say about the template (run with --tc-generate)."""
 
 from templatecheck.checks import generation
 from templatecheck.plugin import CheckRunner

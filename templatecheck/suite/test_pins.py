@@ -1,4 +1,4 @@
-"""Pins: each template's renderings and token ids of a fixed probe set against golden files (``--pin-dir``)."""
+"""Pins: each template's renderings and token ids of a fixed probe set against golden files (``--tc-pin-dir``)."""
 
 from templatecheck.checks import Check
 from templatecheck.plugin import CheckRunner
