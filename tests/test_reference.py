@@ -515,3 +515,73 @@ def test_the_sample_is_the_same_in_every_call() -> None:
 def test_fixture_paths_exist() -> None:
     assert all((FAMILIES / f / "chat_template.jinja").is_file() for f in FAMILY_NAMES)
     assert Path(FAMILIES / "broken" / "gemma" / "assistant-role.jinja").is_file()
+
+
+# ------------------------------------------------------------- a difference named by its root cause, once
+
+CHATML_SPECIAL = {"bos_token": "", "eos_token": "<|im_end|>"}
+LLAMA3_SPECIAL = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+
+
+def groups_of(family: str, special: dict[str, str], messages: list[dict[str, Any]], change: Any) -> list[str]:
+    """The groups of the pieces by which ``change(reference rendering)`` differs from the reference."""
+    from templatecheck.formats import get
+    from templatecheck.formats.classify import hunks
+    from templatecheck.formats.compare import Case, Difference, Reference
+
+    ref = Reference(get(family), special)
+    case = Case("chosen", tuple(messages))
+    expected = ref.render(messages, add_generation_prompt=False, tools=None)
+    actual = change(expected)
+    assert actual != expected
+    return [h.group for h in hunks(Difference(case, expected, actual, tuple(messages)), ref)]
+
+
+def without_turn_ends(token: str) -> Any:
+    """A template that drops the end of every turn (and a text that ends with the token keeps its own)."""
+    return lambda text: text.replace(f"{token}{token}", "\0").replace(token, "").replace("\0", token)
+
+
+def test_a_dropped_end_of_turn_after_text_that_ends_with_the_token_is_the_end_of_turn() -> None:
+    # The diff can read the dropped '<|im_end|>' as the text's own (the first of two): it is the turn's.
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  a\n<|im_end|>"}]
+    found = groups_of("chatml", CHATML_SPECIAL, messages, without_turn_ends("<|im_end|>"))
+    assert set(found) == {"end_of_turn"}, found
+    # the same text, the end of turn kept: nothing differs but what the template changed
+    plain = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}]
+    assert set(groups_of("chatml", CHATML_SPECIAL, plain, without_turn_ends("<|im_end|>"))) == {"end_of_turn"}
+
+
+def test_a_text_that_ends_with_a_backslash_keeps_the_next_control_token_whole() -> None:
+    # '\\<' is no escape: read as one, the dropped '<|eot_id|>' after 'k\\' was named a header difference.
+    messages = [{"role": "user", "content": "weather"}, {"role": "assistant", "content": "k\\"}]
+    found = groups_of("llama3", LLAMA3_SPECIAL, messages, lambda text: text.replace("<|eot_id|>", ""))
+    assert set(found) == {"end_of_turn"}, found
+    # a JSON escape stays one piece: '\\n' written as '\\t' is one changed piece of the text
+    escaped = [{"role": "user", "content": 'say "\\n" now'}]
+    assert groups_of("llama3", LLAMA3_SPECIAL, escaped, lambda t: t.replace("\\n", "\\t")) == ["content"]
+
+
+def test_trimmed_edge_whitespace_next_to_a_separator_is_the_texts_whitespace() -> None:
+    # '\n' + '\r\nQr6' trimmed reads as '\n\r' dropped (part separator, part text): it is the text's edge.
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\r\nQr6"}]
+    trim = groups_of("chatml", CHATML_SPECIAL, messages, lambda t: t.replace("\n\r\nQr6", "\nQr6"))
+    assert trim == ["whitespace"]
+    # a format that trims (Llama 3), and a template that keeps the edge whitespace: the trimming warning
+    kept = groups_of("llama3", LLAMA3_SPECIAL, messages, lambda t: t.replace("\n\nQr6", "\n\n\r\nQr6"))
+    assert kept == ["trimming"]
+    # a separator dropped where the text has no edge whitespace is still a separator
+    dropped = groups_of("llama3", LLAMA3_SPECIAL, [messages[0]], lambda t: t.replace("\n\nhi", "\nhi"))
+    assert dropped == ["separator"]
+
+
+def test_a_moved_system_prompt_of_few_long_words_is_the_system_placement_alone() -> None:
+    # The diff joins the two places of the moved turn into one block across a system prompt short in words.
+    system = "weatheranswerPariscityyes)6eG<tool_call>g]helloyesweather"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "\nParis{#'3"}]
+
+    def user_first(text: str) -> str:
+        system_turn, user_turn = text.split("<|im_start|>user")
+        return "<|im_start|>user" + user_turn + system_turn
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, user_first)) == {"system_placement"}

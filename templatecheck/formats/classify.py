@@ -28,7 +28,7 @@ from typing import Any
 
 from templatecheck.formats.base import Unsupported
 from templatecheck.formats.compare import Case, Difference, Reference, Render, comparable
-from templatecheck.formats.diffing import Ranges, opcodes
+from templatecheck.formats.diffing import Ranges, atoms, offsets, opcodes
 from templatecheck.render import RenderError
 
 
@@ -189,16 +189,21 @@ def hunks(difference: Difference, reference: Reference, render_template: Render 
     emptied = _emptied(difference, reference, render_template, len(ranges)) if render_template else {}
     empty = bool(emptied) and all(emptied.values())
     blank = any(not t.strip() for t in layout.system_texts)
-    moved = _moved(ref, tpl, blocks, blank) if layout.has_system else []
+    # A moved turn is one block, unless the diff joined its two places into one (the text between them is
+    # short in words: a system prompt of few long words); then the edits themselves are the blocks.
+    moved = (_moved(ref, tpl, blocks, blank) or _moved(ref, tpl, ranges, blank)) if layout.has_system else []
     found = []
-    for i1, i2, j1, j2 in ranges:
+    cuts = (set(offsets(atoms(ref))), set(offsets(atoms(tpl))))
+    for n, (e1, e2, f1, f2) in enumerate(ranges):
+        room = (ranges[n + 1][0] if n + 1 < len(ranges) else len(ref)) - e2
+        i1, i2, j1, j2 = layout.settled((e1, e2, f1, f2), tpl, cuts, room)  # moved text is found as diffed
         a, b = ref[i1:i2], tpl[j1:j2]
         span = layout.span_of(i1, i2)
         if empty or (span is not None and emptied.get(span.index - layout.offset) is not None):
             group = "empty_message"
         elif prompt is not None and tpl.endswith(prompt) and j2 > len(tpl) - len(prompt) and i1 == i2:
             group = ALWAYS_ADDED  # the generation prompt, at the end, although it was not asked for
-        elif any(m1 <= i1 and i2 <= m2 and n1 <= j1 and j2 <= n2 for m1, m2, n1, n2 in moved):
+        elif any(m1 <= e1 and e2 <= m2 and n1 <= f1 and f2 <= n2 for m1, m2, n1, n2 in moved):
             group = "system_placement"
         else:
             group = layout.group(a, b, i1, i2, j1, j2)
@@ -377,6 +382,48 @@ class Layout:
 
     # ---------------------------------------------------------------------------------------- grouping
 
+    def settled(
+        self, edit: tuple[int, int, int, int], template: str, cuts: tuple[set[int], set[int]], room: int
+    ) -> tuple[int, int, int, int]:
+        """Where a pure deletion or insertion is read: of the places it can equally be (text that repeats
+        right after it: ``<|im_end|><|im_end|>`` with one dropped, ``␤`` + ``␍␤`` with ``␤␍`` dropped), one
+        that does not cut a message's text at its edge, outside the text when it can be, and at the edge of a
+        text that has edge whitespace there when it can be (where trimming shows); else the first.
+
+        The diff puts an ambiguous edit as early as it can, which may be inside the text both sides copy (a
+        message that ends with the token the template leaves out, a trimmed ``\r\n`` read as the newline
+        before it): the same root cause would then be named by the part of the turn it happens to touch.
+        Only places that cut no control token or word (``cuts``: both sides' atom boundaries) and stay
+        within the equal text that follows (``room`` characters) count.
+        """
+        i1, i2, j1, j2 = edit
+        if (i1 == i2) == (j1 == j2):
+            return edit  # a replacement (or nothing): one place
+        ref, deletion = self.reference, i1 < i2
+        size = (i2 - i1) if deletion else (j2 - j1)
+        side, first, after = (ref, i1, i2) if deletion else (template, j1, j2)
+        reach = 0
+        while reach < room and side[first + reach] == side[after + reach]:
+            reach += 1
+        places = range(reach + 1)
+        whole = [
+            k for k in places if {i1 + k, i1 + k + (size if deletion else 0)} <= cuts[0]
+            and {j1 + k, j1 + k + (0 if deletion else size)} <= cuts[1]
+        ]  # fmt: skip
+
+        def cost(k: int) -> tuple[bool, bool, bool, int]:
+            start, end = i1 + k, i1 + k + (size if deletion else 0)
+            cut = any(a < start < b < end or start < a < end < b for a, b, _ in self.texts)
+            inside = any(a < end and start < b if start < end else a < start < b for a, b, _ in self.texts)
+            edge = any(
+                (a in (start, end) and _lead(m) != "") or (b in (start, end) and _trail(m) != "")
+                for a, b, m in self.texts
+            )
+            return cut, inside, not edge, k
+
+        k = min(whole or [0], key=cost)
+        return (i1 + k, i2 + k, j1 + k, j2 + k)
+
     def group(self, a: str, b: str, i1: int, i2: int, j1: int, j2: int) -> str:
         """The group of the piece ``a`` (reference ``[i1:i2]``) that the template writes as ``b``."""
         in_tools = self._in_tools(i1, i2)
@@ -446,14 +493,10 @@ class Layout:
         for start, end, message in self.texts:
             content = str(message.get("content") or "")
             kept = end - start == len(content)
-            if i1 <= start and not ref[i2:start].strip():  # before the text, whitespace between
-                lead = content[: len(content) - len(content.lstrip())]
-                if lead:
-                    return lead, kept
-            if i2 >= end and not ref[end:i1].strip():  # after the text, whitespace between
-                trail = content[len(content.rstrip()) :]
-                if trail:
-                    return trail, kept
+            if i1 <= start and not ref[i2:start].strip() and _lead(message):  # before the text
+                return _lead(message), kept
+            if i2 >= end and not ref[end:i1].strip() and _trail(message):  # after the text
+                return _trail(message), kept
         return None, False
 
     def _in_tools(self, i1: int, i2: int) -> bool:
@@ -572,6 +615,18 @@ def _tool_ranges(difference: Difference, reference: Reference) -> list[tuple[int
     except Exception:  # Unsupported, or a format that fails without tools
         return []
     return [(j1, j2) for _, _, j1, j2 in opcodes(bare, difference.reference)[0] if j2 > j1]
+
+
+def _lead(message: Mapping[str, Any]) -> str:
+    """The leading whitespace of a message's text."""
+    content = str(message.get("content") or "")
+    return content[: len(content) - len(content.lstrip())]
+
+
+def _trail(message: Mapping[str, Any]) -> str:
+    """The trailing whitespace of a message's text."""
+    content = str(message.get("content") or "")
+    return content[len(content.rstrip()) :]
 
 
 def _is_tool_message(message: Mapping[str, Any]) -> bool:
