@@ -224,6 +224,12 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
         CHATML_TURN,
         "{%- if message.content %}" + CHATML_TURN + "{% endif %}",
     ),
+    "reference.final_turn_open": (  # Qwen1.5's first template: the final message left open
+        "chatml",
+        "'<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+        "'<|im_start|>' + message.role + '\\n' + message.content }}"
+        "{% if not loop.last or add_generation_prompt %}{{- '<|im_end|>\\n' }}{% endif %}",
+    ),
     "reference.content": (
         "chatml",
         "'\\n' + message.content + '<|im_end|>\\n' }}",
@@ -245,6 +251,7 @@ FIRST_LINES = {
     "reference.whitespace": "the whitespace of message text differs from the chatml reference, in ",
     "reference.trimming": "the trimming of message text differs from the llama3 reference, in ",
     "reference.empty_message": "the rendering of an empty message differs from the chatml reference, in ",
+    "reference.final_turn_open": "the end of the final message (left open) differs from the chatml reference, in ",
     "reference.content": "the text differs from the chatml reference, in ",
 }
 
@@ -266,11 +273,12 @@ def test_each_kind_of_difference_is_its_own_cause(cause: str) -> None:
 
 def test_every_reference_cause_is_triggered_by_a_test() -> None:
     ours = {key for key in CAUSES if key.startswith("reference.")}
-    assert ours == {*MUTATIONS, "reference.same_tokens"}
+    assert ours == {*MUTATIONS, "reference.same_tokens", "reference.source_layout"}
     assert {f"reference.{g.name}" for g in GROUPS} == set(MUTATIONS)
-    assert {CAUSES[k].severity for k in ("reference.trimming", "reference.empty_message")} == {
-        Outcome.WARNING
-    }
+    assert {
+        CAUSES[k].severity
+        for k in ("reference.trimming", "reference.empty_message", "reference.final_turn_open")
+    } == {Outcome.WARNING}
 
 
 def test_a_text_difference_with_the_same_tokens_is_a_warning() -> None:
@@ -585,3 +593,50 @@ def test_a_moved_system_prompt_of_few_long_words_is_the_system_placement_alone()
         return "<|im_start|>user" + user_turn + system_turn
 
     assert set(groups_of("chatml", CHATML_SPECIAL, messages, user_first)) == {"system_placement"}
+
+
+# ------------------------------------------------------------------------- a template's source layout
+
+LAID_OUT = (
+    "{% for message in messages %}\n"
+    "    {{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}\n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}\n"
+    "    {{ '<|im_start|>assistant\\n' }}\n"
+    "{% endif %}"
+)
+
+
+def chatml_with(source: str) -> Subject:
+    return Subject(fixture_model("families/chatml"), Template("candidate", source, "<test>"), Options(10))
+
+
+def test_a_template_whose_indentation_renders_is_one_source_layout_finding() -> None:
+    result = reference(chatml_with(LAID_OUT))
+    assert causes(result) == ["reference.source_layout"], result.message
+    layout = next(f for f in result.findings if f.cause == "reference.source_layout")
+    assert layout.outcome is Outcome.FAILED
+    assert layout.message.startswith(
+        "the template writes its source layout into the prompt: line breaks and indentation between its tags "
+        "render as text ("
+    )
+    assert "reference; without that whitespace, 0 do, reported below)\nconversation: " in layout.message
+    assert "+␠␠␠␠<|im_start|>user␤" in layout.message
+    assert layout.fix is not None and "{%- ... -%}" in layout.fix
+    # with its whitespace controlled, the same template is ChatML
+    controlled = LAID_OUT.replace("{% ", "{%- ").replace("{{ ", "{{- ").replace(" }}", " -}}")
+    assert not causes(reference(chatml_with(controlled)))
+
+
+def test_a_laid_out_template_with_a_format_defect_too_has_both_findings() -> None:
+    bug = LAID_OUT.replace("message.role + '\\n'", "message.role + ':\\n'")
+    assert causes(reference(chatml_with(bug))) == ["reference.source_layout", "reference.header"]
+
+
+def test_whitespace_between_tags_that_is_the_format_is_not_layout() -> None:
+    # Its newlines between tags are ChatML's separators: without them it would differ more, not less.
+    source = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}:\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    assert causes(reference(chatml_with(source))) == ["reference.header"]

@@ -23,7 +23,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from templatecheck.formats.base import Unsupported
@@ -130,6 +130,15 @@ GROUPS: tuple[Group, ...] = (
         policy=True,
     ),
     Group(
+        "final_turn_open",
+        "the end of the final message (left open)",
+        "a rendering without the generation prompt that leaves only the final message open, every earlier turn "
+        "closed, is a continuation convention (the prompt ends where the model goes on writing that message); "
+        "whoever trains on whole conversations must close the final turn themselves",
+        "close the final message as every other (continue_final_message=True is how a caller leaves it open)",
+        policy=True,
+    ),
+    Group(
         "content",
         "the text",
         "the template writes text the format does not have, or leaves out text it has",
@@ -142,6 +151,9 @@ BY_NAME = {group.name: group for group in GROUPS}
 ALWAYS_ADDED = "generation_prompt.always_added"
 HTML_ESCAPED = "tools.html_escaped"
 RESULT_REENCODED = "tools.result_reencoded"
+#: The group of a final turn left open; an end-of-turn difference elsewhere in the comparison makes it that
+#: (see :func:`final_open_alone`).
+FINAL_OPEN = "final_turn_open"
 
 #: A system prompt shorter than this is not looked for in differing text (it would match by chance).
 MIN_SYSTEM = 4
@@ -184,6 +196,8 @@ def hunks(difference: Difference, reference: Reference, render_template: Render 
     prompt = _unasked_prompt(difference, reference)
     if prompt is not None and tpl == ref + prompt:
         return [Hunk(ALWAYS_ADDED, "", prompt, len(ref), len(ref))]
+    if _final_left_open(difference):
+        return [Hunk(FINAL_OPEN, ref[len(tpl) :], "", len(tpl), len(tpl))]
     layout = Layout.of(difference, reference)
     ranges, blocks = opcodes(ref, tpl)
     emptied = _emptied(difference, reference, render_template, len(ranges)) if render_template else {}
@@ -209,6 +223,18 @@ def hunks(difference: Difference, reference: Reference, render_template: Render 
             group = layout.group(a, b, i1, i2, j1, j2)
         found.append(Hunk(group, a, b, i1, j1))
     return found
+
+
+def final_open_alone(pieces: Sequence[Sequence[Hunk]], *, convention: bool = True) -> list[list[Hunk]]:
+    """The pieces of every differing rendering of one comparison, a final turn left open read as the end of a
+    turn when another rendering misses an end of turn elsewhere (a template that closes no turn leaves the
+    final one open too, and that is one root cause, not a convention), or when not ``convention`` (a
+    comparison that has no such group)."""
+    convention = convention and not any(p.group == "end_of_turn" for found in pieces for p in found)
+    return [
+        [p if convention or p.group != FINAL_OPEN else replace(p, group="end_of_turn") for p in found]
+        for found in pieces
+    ]
 
 
 def _moved(ref: str, tpl: str, blocks: Ranges, blank_system: bool) -> Ranges:
@@ -287,6 +313,15 @@ def _left_when_filled(
     return 0 if theirs == ours else len(opcodes(ours, theirs)[0])
 
 
+def _final_left_open(difference: Difference) -> bool:
+    """Without the generation prompt, the template's rendering is the reference's without the end of the final
+    turn: what follows is control tokens and whitespace only (no text of a message)."""
+    ref, tpl = difference.reference, difference.template
+    if difference.case.add_generation_prompt or not tpl.strip() or not ref.startswith(tpl) or ref == tpl:
+        return False
+    return not _without_controls(ref[len(tpl) :]).strip()
+
+
 def _unasked_prompt(difference: Difference, reference: Reference) -> str | None:
     """The generation prompt the reference writes for this conversation, when it was not asked for (a
     template that writes it anyway has the ``generation_prompt.always_added`` bug)."""
@@ -340,6 +375,7 @@ class Layout:
     strips_text: bool
     special: tuple[str, ...]
     eos: str
+    bos: str
     #: The conversation has tool definitions, calls or results.
     tools: bool
 
@@ -376,6 +412,7 @@ class Layout:
             strips_text=reference.fmt.strips_text,
             special=tuple(t for t in reference.special.values() if t),
             eos=reference.special.get("eos_token", ""),
+            bos=reference.special.get("bos_token", ""),
             tools=bool(difference.case.tools) or any(_is_tool_message(m) for m in messages),
             offset=len(messages) - len(difference.case.messages),
         )
@@ -449,8 +486,8 @@ class Layout:
             return self._whitespace(text, span, a, b, i1, i2)
         at_end = self._ends_turn(span, i1)
         if _only(a, b, self.special):
-            eos = self.eos and self.eos in a + b
-            return "end_of_turn" if eos and at_end else "bos_eos"
+            bos = bool(self.bos) and self.bos in a + b and not (self.eos and self.eos in a + b)
+            return "end_of_turn" if at_end and not bos else "bos_eos"
         if text is not None and text[0] < i1 and i2 < text[1]:
             return "content"
         if any(w.lower() not in ROLE_WORDS for w in _WORD.findall(_without_controls(a + " " + b))):
@@ -675,10 +712,12 @@ def _without_controls(text: str) -> str:
 __all__ = [
     "ALWAYS_ADDED",
     "BY_NAME",
+    "FINAL_OPEN",
     "GROUPS",
     "HTML_ESCAPED",
     "RESULT_REENCODED",
     "Group",
     "Hunk",
+    "final_open_alone",
     "hunks",
 ]
