@@ -515,6 +515,18 @@ def test_a_template_that_trims_the_turns_and_keeps_the_system_prompt_trims_as_a_
     assert finding(result, "content_fidelity.trimmed_as_format").outcome is Outcome.WARNING
 
 
+@pytest.mark.parametrize("side", ["assistant", "system"])
+def test_a_template_that_trims_only_its_own_side_trims_as_a_format(side: str) -> None:
+    source = CHATML.replace(
+        "{{ m.content }}", f"{{{{ m.content | trim if m.role == '{side}' else m.content }}}}"
+    )
+    result = content_fidelity(subject_with_template("hermes-3-tiny", source))
+    assert "content_fidelity.trimmed" not in causes(result)
+    trimmed = finding(result, "content_fidelity.trimmed_as_format")
+    assert trimmed.message.startswith(f"the {side} message ")
+    assert "the template trims the text of its own side (replies written back as history" in trimmed.message
+
+
 def test_content_fidelity_catches_content_trimmed_in_some_messages_only() -> None:
     source = CHATML.replace("{{ m.content }}", "{{ m.content | trim if m.role == 'user' else m.content }}")
     result = content_fidelity(subject_with_template("hermes-3-tiny", source))

@@ -790,12 +790,13 @@ DROPPED = defect("content_fidelity.dropped", "a message the caller sent never re
 TRIMMED = defect(
     "content_fidelity.trimmed",
     "whitespace at the edges of a message (indented code, a leading newline) is part of the text the caller "
-    "sent; a template that trims some messages and keeps others' follows no format",
+    "sent; a template that trims the user's text and keeps the replies' follows no format",
 )
 TRIMMED_AS_FORMAT = policy(
     "content_fidelity.trimmed_as_format",
-    "trimming every message's text is a format decision (Llama 3 and Gemma make it): only the user's edge "
-    "whitespace is lost; whether it is the model's format is the reference check's to judge",
+    "trimming every turn's text (Llama 3 and Gemma do), or only the template's own side (replies written back "
+    "as history, the system prompt), is a format decision: whether it is the model's format is the reference "
+    "check's to judge",
 )
 ALTERED = defect("content_fidelity.altered", "the model reads text the caller did not send")
 REPEATED = defect("content_fidelity.repeated", "a message rendered twice is a different conversation")
@@ -938,14 +939,16 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
     alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is a warning when
     the template trims every message alike, or the model's reference format strips text itself (Llama,
-    Gemma): a format decision, official or community template alike, which the reference check compares
-    with the family's format; trimming some messages and keeping others' edges is the defect.
+    Gemma), or trims only its own side's text (replies written back as history, the system prompt): a
+    format decision, official or community template alike, which the reference check compares with the
+    family's format. Trimming the user's text while keeping the replies' edges is the defect.
     A template that raises on list content is a warning naming the content format it expects.
     """
     skip = blank(subject)
     if skip is not None:
         return skip
     stripping = _stripping_format(subject) or _trims_every_message(subject)
+    keeps_replies = stripping is None and _keeps_replies(subject)
 
     def judge(conversation: conv.Conversation) -> list[Finding]:
         tagged = tag(conversation)
@@ -956,6 +959,8 @@ def content_fidelity(subject: Subject) -> list[Finding]:
         found = fidelity_findings(rendered, tagged)
         if stripping:
             found = [_as_format(f, stripping) for f in found]
+        else:
+            found = [_as_own_side(f) if not _users(f) or not keeps_replies else f for f in found]
         return distinct(found)
 
     plain = [conv.SYSTEM_USER_ASSISTANT, PADDED, *_tool_turns(subject)]
@@ -991,6 +996,32 @@ def _as_format(finding: Finding, stripping: str) -> Finding:
         f"{finding.message}, as the {stripping} format does: the model never saw edge whitespace in training, "
         "but the user's is lost"
     )
+
+
+def _users(finding: Finding) -> bool:
+    """The finding is about a user message (``the user message 2 is trimmed: ...``)."""
+    return finding.message.startswith("the user message ")
+
+
+def _as_own_side(finding: Finding) -> Finding:
+    if finding.cause != TRIMMED.key:
+        return finding
+    return TRIMMED_AS_FORMAT(
+        f"{finding.message}: the template trims the text of its own side (replies written back as history, "
+        "the system prompt), a format decision; the user's text is not trimmed with the replies kept"
+    )
+
+
+def _keeps_replies(subject: Subject) -> bool:
+    """The template writes an assistant reply's edge whitespace as it is (:data:`PADDED`): a template that
+    then trims the user's text loses the caller's whitespace where it keeps the model's, which no format
+    prescribes (the defect); one that trims replies or the system prompt only normalises its own side."""
+    tagged = tag(PADDED)
+    try:
+        rendered = subject.render(tagged)
+    except RenderError:
+        return True
+    return _message_finding(rendered, 2, tagged[2], texts(tagged[2])[0]) is None
 
 
 def _trims_every_message(subject: Subject) -> str | None:
