@@ -313,6 +313,12 @@ OWNED_ELSEWHERE = {
         "'<tool_response>\\n' + message.content | tojson",
         "the template writes a string tool result JSON-encoded a second time",
     ),
+    "content_fidelity.system_dropped": (  # left out, not placed elsewhere
+        "chatml",
+        "{%- for message in messages %}",
+        "{%- for message in messages if message.role != 'system' %}",
+        "the template leaves out the system prompt that the reference writes",
+    ),
 }
 
 

@@ -27,6 +27,7 @@ from templatecheck.formats.classify import (
     GROUPS,
     HTML_ESCAPED,
     RESULT_REENCODED,
+    SYSTEM_DROPPED,
     Hunk,
     final_open_alone,
     hunks,
@@ -83,6 +84,7 @@ FOREIGN = {
     ),
     HTML_ESCAPED: "the template HTML-escapes tool JSON (&#34; for a quote), which the reference writes as it is",
     RESULT_REENCODED: "the template writes a string tool result JSON-encoded a second time, in quotes",
+    SYSTEM_DROPPED: "the template leaves out the system prompt that the reference writes",
 }
 
 # ------------------------------------------------------------------------------------------------ sample

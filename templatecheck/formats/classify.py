@@ -11,10 +11,11 @@ changed there:
 - **what**: whitespace only (a separator, or the message text's edge whitespace), a BOS/EOS token, an
   HTML or JSON escape of the same text, a system prompt's text, words the other side does not have.
 
-Three differences are root causes other checks own, and are named with their keys: a rendering without the
+Four differences are root causes other checks own, and are named with their keys: a rendering without the
 generation prompt that already ends with it (``generation_prompt.always_added``), tool JSON escaped as HTML
-(``tools.html_escaped``), and a tool result that is a string written as a JSON string again
-(``tools.result_reencoded``).
+(``tools.html_escaped``), a tool result that is a string written as a JSON string again
+(``tools.result_reencoded``), and a system prompt that is not misplaced but left out
+(``content_fidelity.system_dropped``).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ BY_NAME = {group.name: group for group in GROUPS}
 ALWAYS_ADDED = "generation_prompt.always_added"
 HTML_ESCAPED = "tools.html_escaped"
 RESULT_REENCODED = "tools.result_reencoded"
+SYSTEM_DROPPED = "content_fidelity.system_dropped"
 #: The group of a final turn left open; an end-of-turn difference elsewhere in the comparison makes it that
 #: (see :func:`final_open_alone`).
 FINAL_OPEN = "final_turn_open"
@@ -221,6 +223,8 @@ def hunks(difference: Difference, reference: Reference, render_template: Render 
             group = "system_placement"
         else:
             group = layout.group(a, b, i1, i2, j1, j2)
+        if group == "system_placement" and layout.drops_system():
+            group = SYSTEM_DROPPED  # not placed elsewhere: left out, which content_fidelity reports
         found.append(Hunk(group, a, b, i1, j1))
     return found
 
@@ -418,6 +422,11 @@ class Layout:
         )
 
     # ---------------------------------------------------------------------------------------- grouping
+
+    def drops_system(self) -> bool:
+        """A system message's text is nowhere in the template's rendering (a blank one: its turn differs, and
+        there is no text to find it by)."""
+        return any(not t.strip() or t.strip() not in self.template for t in self.system_texts)
 
     def settled(
         self, edit: tuple[int, int, int, int], template: str, cuts: tuple[set[int], set[int]], room: int
@@ -716,6 +725,7 @@ __all__ = [
     "GROUPS",
     "HTML_ESCAPED",
     "RESULT_REENCODED",
+    "SYSTEM_DROPPED",
     "Group",
     "Hunk",
     "final_open_alone",
