@@ -646,3 +646,20 @@ def test_whitespace_between_tags_that_is_the_format_is_not_layout() -> None:
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     assert causes(reference(chatml_with(source))) == ["reference.header"]
+
+
+def test_a_system_prompt_left_out_is_dropped_even_when_a_user_turn_repeats_its_text() -> None:
+    messages = [{"role": "system", "content": "{% if %}"}, {"role": "user", "content": "{% if %}"}]
+
+    def without_system(text: str) -> str:
+        return text[text.index("<|im_start|>user") :]
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, without_system)) == {
+        "content_fidelity.system_dropped"
+    }
+
+    def user_first(text: str) -> str:
+        system_turn, user_turn = text.split("<|im_start|>user")
+        return "<|im_start|>user" + user_turn + system_turn
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, user_first)) == {"system_placement"}

@@ -373,6 +373,8 @@ class Layout:
     injected: str
     #: The system messages' texts as given (whitespace included).
     system_texts: tuple[str, ...]
+    #: The text of every message of the conversation (its string content).
+    contents: tuple[str, ...]
     #: Tool results' text as a JSON string again (what a template that re-encodes them writes).
     reencoded: tuple[str, ...]
     template: str
@@ -407,6 +409,9 @@ class Layout:
             system_texts=tuple(
                 str(m.get("content")) for m in difference.case.messages if m.get("role") == "system"
             ),
+            contents=tuple(
+                m["content"] for m in difference.case.messages if isinstance(m.get("content"), str)
+            ),
             reencoded=tuple(
                 json.dumps(m["content"], ensure_ascii=False)
                 for m in messages
@@ -424,9 +429,14 @@ class Layout:
     # ---------------------------------------------------------------------------------------- grouping
 
     def drops_system(self) -> bool:
-        """A system message's text is nowhere in the template's rendering (a blank one: its turn differs, and
-        there is no text to find it by)."""
-        return any(not t.strip() or t.strip() not in self.template for t in self.system_texts)
+        """A system message's text is not in the template's rendering as often as the conversation holds it
+        (a user turn may repeat it; a blank one: its turn differs, and there is no text to find it by)."""
+
+        def held(text: str) -> int:
+            return sum(content.count(text) for content in self.contents)
+
+        stripped = [t.strip() for t in self.system_texts]
+        return any(not t or self.template.count(t) < held(t) for t in stripped)
 
     def settled(
         self, edit: tuple[int, int, int, int], template: str, cuts: tuple[set[int], set[int]], room: int
