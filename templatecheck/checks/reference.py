@@ -161,7 +161,9 @@ def reference(subject: Subject) -> list[Finding]:
     :mod:`templatecheck.formats.detect`); a family without a reference is skipped. The reference follows the
     template's policy first: its default system prompt, the wording the format leaves free (Llama 3.1's
     date), the run's ``--template-var`` values. Conversations the reference does not define are skipped; a
-    leading BOS is left to ``double_bos``; a text difference with the same token ids is a warning.
+    leading BOS is left to ``double_bos``; a text difference with the same token ids is a warning. A template
+    whose source layout (line breaks and indentation between tags) renders is one ``source_layout`` finding,
+    and is compared without it.
     """
     choice = choose(subject.model, subject.options, subject.template)
     if choice.format is None:
@@ -200,9 +202,10 @@ def _without_layout(
     subject: Subject, fmt: Format, special: Mapping[str, str], rule: Policy, result: Comparison
 ) -> tuple[Finding, Subject, Comparison] | None:
     """When the template differs from the reference, and its source without layout whitespace (see
-    :func:`strip_layout`) differs by fewer pieces (another defect may still touch every rendering): the one ``reference.source_layout`` finding, and the
-    comparison of the template without its layout, whose differences are then the format's (one root cause,
-    one finding, instead of a separator, a header and a BOS/EOS difference that are all the layout)."""
+    :func:`strip_layout`) differs by fewer pieces (another defect may still touch every rendering): the one
+    ``reference.source_layout`` finding, and the comparison of the template without its layout, whose
+    differences are then the format's (one root cause, one finding, instead of a separator, a header and a
+    BOS/EOS difference that are all the layout)."""
     stripped = strip_layout(subject.template.source)
     if not result.differences or stripped == subject.template.source:
         return None
