@@ -254,7 +254,7 @@ class Model:
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        return load_tokenizer(self.directory, self.ref.text)
+        return shared_tokenizer(self.directory, self.ref.text)
 
     @cached_property
     def renderer(self) -> Renderer:
@@ -274,9 +274,60 @@ def weights_directory(model: Model) -> Path:
     return _WEIGHTS[model.ref.text]
 
 
-def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do; the
-    files it reads are checked first (:func:`~templatecheck.modeldir.check_directory`)."""
+@dataclass
+class _Tokenizers:
+    """The tokenizers this process loaded, by the content of their files (see :func:`tokenizer_key`)."""
+
+    loaded: dict[str, PreTrainedTokenizerBase] = field(default_factory=dict)
+    #: How many times a tokenizer was loaded from files (models that share one load it once).
+    loads: int = 0
+
+
+_TOKENIZERS = _Tokenizers()
+
+
+def tokenizer_loads() -> int:
+    """How many tokenizers this process has loaded from files."""
+    return _TOKENIZERS.loads
+
+
+def tokenizer_key(directory: Path) -> str:
+    """The sha256 of what ``AutoTokenizer.from_pretrained(directory)`` reads: the tokenizer files, the
+    configuration files, and ``tokenizer_config.json`` without its ``chat_template`` (templates are passed to
+    every render explicitly, so models that differ only there share a tokenizer)."""
+    import hashlib
+
+    root = modeldir.check_directory(directory)
+    digest = hashlib.sha256()
+    for path in modeldir.read_files(directory):
+        if path.parent != directory or path.name in _TEMPLATE_FILES:
+            continue
+        data = modeldir.read_bytes(path, root, modeldir.limit_for(path.name))
+        if path.name == "tokenizer_config.json":
+            config = modeldir.read_object(path, root)
+            config.pop("chat_template", None)
+            data = json.dumps(config, sort_keys=True).encode()
+        digest.update(f"{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+_TEMPLATE_FILES = frozenset({"chat_template.jinja", "chat_template.json", "generation_config.json"})
+
+
+def shared_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``directory`` (see :func:`load_tokenizer`), loaded once per process for every model
+    whose tokenizer files are identical (:func:`tokenizer_key`)."""
+    key = tokenizer_key(directory)
+    if key not in _TOKENIZERS.loaded:
+        _TOKENIZERS.loaded[key] = load_tokenizer(directory, label)
+        _TOKENIZERS.loads += 1
+    return _TOKENIZERS.loaded[key]
+
+
+def check_tokenizer_files(directory: Path, label: str) -> None:
+    """What :func:`load_tokenizer` checks before transformers reads anything: the files it reads are safe to
+    read (:func:`~templatecheck.modeldir.check_directory`), there are tokenizer files, and no custom code."""
     root = modeldir.check_directory(directory)
     if not any(
         modeldir.present(directory / f)
@@ -292,6 +343,12 @@ def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
             f"model {label!r}: its tokenizer needs custom code (auto_map in tokenizer_config.json), which "
             "templatecheck never runs (no trust_remote_code); test a model with a standard tokenizer class"
         )
+
+
+def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(directory)`` without remote code, with errors that say what to do; the
+    files are checked first (:func:`check_tokenizer_files`)."""
+    check_tokenizer_files(directory, label)
     if "transformers" not in sys.modules:
         # transformers advises at import that torch is missing; the static checks need no torch.
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -1,10 +1,6 @@
-"""The pytest plugin: options, parametrization over models and templates, outcomes and reports.
-
-Imported by pytest on every run of every project where templatecheck is installed, so it imports nothing
-heavy (models, tokenizers and transformers load only in a ``--model`` run) and every option but ``--model``
-carries the ``--tc-`` prefix, so that no other plugin or conftest collides with it. The work is the library
-:class:`~templatecheck.session.Session`'s; this module maps it onto pytest.
-"""
+"""The pytest plugin: options, parametrization over models and templates, outcomes and reports. Imported on
+every run of every project where templatecheck is installed, so it imports nothing heavy, and every option but
+``--model`` carries the ``--tc-`` prefix. The work is the :class:`~templatecheck.session.Session`'s."""
 
 from __future__ import annotations
 
@@ -20,6 +16,7 @@ import pytest
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
 from templatecheck.result import CheckResult, Layer, Outcome
+from templatecheck.suite import model_scheduler
 
 if TYPE_CHECKING:
     from templatecheck.checks import Check
@@ -63,12 +60,9 @@ def option(config: pytest.Config, name: str) -> Any:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Keep the rootdir (with ``.pytest_cache`` and the paths pytest prints) and the ini-file out of the models.
-
-    pytest chooses both before it loads any plugin, from the free arguments of the command line, and takes the
-    value of ``--model DIR`` for one: the rootdir becomes the model directory or a folder above it, and another
-    project's ``pyproject.toml`` above the model configures the run. No hook comes earlier and pytest has no
-    public setter, so the choice is corrected here, on pytest's private attributes (each only where it exists)."""
+    """Keep the rootdir (``.pytest_cache``, the paths pytest prints) and the ini-file out of the models: pytest
+    picks both before any plugin loads, taking ``--model DIR`` for a path argument, and has no public setter,
+    so they are corrected on its private attributes (each only where it exists)."""
     namespace = early_config.known_args_namespace
     given = [*getattr(namespace, "model", []), *getattr(namespace, PREFIX + "models_from", [])]
     if not given:
@@ -111,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         catalog = Session(
             refs, options_from(config), option(config, "chat_template"), option(config, "render_timeout"), baseline
         )  # fmt: skip
+        catalog.eager = not (config.getoption("numprocesses", None) or hasattr(config, "workerinput"))
         catalog.require_one()
         if options_from(config).generate:
             from templatecheck.checks.generation import prepare
@@ -142,6 +137,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         selected = {id(i) for i in named}
         config.hook.pytest_deselected(items=[i for i in items if id(i) not in selected])
         items[:] = kept  # the other items of a model that did not load say nothing new
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:  # each model's items on one worker
+    return model_scheduler(config, log, len(config.stash[CATALOG].refs) if CATALOG in config.stash else 0)
 
 
 def _target(item: pytest.Item) -> tuple[str, str | None]:

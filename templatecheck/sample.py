@@ -10,6 +10,7 @@ that fails the same way.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,9 +26,33 @@ from templatecheck.strategies import Support, conversations
 BASE_COUNT = 100
 
 
+@contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis without the constants it collects from loaded modules, for the time of one draw.
+
+    Hypothesis mixes string and number literals of every "local" module in ``sys.modules`` into what it
+    generates, so the same derandomized draw differs between processes that imported different modules (a
+    pytest run, an xdist worker, the CLI) and so would the verdicts. The draw uses hypothesis' global
+    constants only; the module's cache of permitted constants is swapped for an empty one meanwhile (its
+    entries hold local constants) and both are restored afterwards. Reached through ``importlib``: these are
+    hypothesis internals without a public way to switch them off.
+    """
+    providers: Any = importlib.import_module("hypothesis.internal.conjecture.providers")
+    constants: Any = importlib.import_module("hypothesis.internal.constants_ast")
+    cache: Any = importlib.import_module("hypothesis.internal.cache")
+    saved_get, saved_cache = providers._get_local_constants, providers.CONSTANTS_CACHE
+    providers._get_local_constants = lambda: constants.Constants()  # nothing counts as local
+    providers.CONSTANTS_CACHE = cache.LRUCache(1024)
+    try:
+        yield
+    finally:
+        providers._get_local_constants, providers.CONSTANTS_CACHE = saved_get, saved_cache
+
+
 @lru_cache(maxsize=8)
 def _draw(count: int) -> tuple[Conversation, ...]:
-    """``count`` conversations with every feature, ending with an assistant reply (one hypothesis run)."""
+    """``count`` conversations with every feature, ending with an assistant reply (one hypothesis run, the
+    same in every process: see :func:`_no_local_constants`)."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
     drawn: list[Conversation] = []
@@ -45,7 +70,7 @@ def _draw(count: int) -> tuple[Conversation, ...]:
     def collect(conversation: Conversation) -> None:
         drawn.append(conversation)
 
-    with _storage_elsewhere():
+    with _storage_elsewhere(), _no_local_constants():
         collect()
     return tuple(drawn)
 

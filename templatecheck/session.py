@@ -38,19 +38,25 @@ class Session:
     render_timeout: float = 2.0
     baseline: Baseline | None = None
     loaded: dict[str, Model | TemplatecheckError] = field(default_factory=dict)
+    #: Load each model's tokenizer with the model (else on first use: under pytest-xdist, each worker loads
+    #: only its models' tokenizers; its files are still checked at once).
+    eager: bool = True
 
     def get(self, ref: str) -> Model | TemplatecheckError:
         """The model ``ref`` names, loaded on first use (its templates and its tokenizer), or the error that
         stopped it loading: a missing or broken file is one error for the model, not one per check."""
         if ref not in self.loaded:
-            from templatecheck.model import load_model
+            from templatecheck.model import check_tokenizer_files, load_model
             from templatecheck.render import Limits
 
             try:
                 model = load_model(
                     ref, chat_template=self.chat_template, limits=Limits(seconds=self.render_timeout)
                 )
-                _ = model.tokenizer
+                if self.eager:
+                    _ = model.tokenizer
+                else:
+                    check_tokenizer_files(model.directory, ref)
                 self.loaded[ref] = model
             except TemplatecheckError as error:
                 self.loaded[ref] = error

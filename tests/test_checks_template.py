@@ -352,6 +352,20 @@ def test_generation_prompt_catches_continue_final_message_that_closes_the_turn()
     )
 
 
+def test_continuing_a_reply_with_trailing_whitespace_in_a_trimming_template_is_open() -> None:
+    """The closed turn trims 'é\\r' to 'é' (a format decision); the continued one keeps what the caller wrote."""
+    source = CHATML.replace("{{ m.content }}", "{{ m.content | trim }} ")
+    assert "generation_prompt.continue_closed" not in causes(
+        generation_prompt(subject_with_template("hermes-3-tiny", source))
+    )
+    doubled = CHATML.replace(
+        "{{ m.content }}", "{{ m.content | trim }} {% if loop.last %}{{ m.content }}{% endif %}"
+    )
+    assert "generation_prompt.continue_closed" in causes(
+        generation_prompt(subject_with_template("hermes-3-tiny", doubled))
+    )
+
+
 def test_generation_prompt_is_skipped_when_nothing_renders() -> None:
     result = generation_prompt(subject("broken/template-raises"))
     assert result.outcome is Outcome.SKIPPED
@@ -494,13 +508,50 @@ def test_content_fidelity_catches_a_dropped_reply() -> None:
     )
 
 
-def test_content_fidelity_catches_trimmed_content() -> None:
-    result = content_fidelity(subject("broken/trims-content"))
-    assert result.outcome is Outcome.FAILED
-    assert (
-        "is trimmed: ' ⟪0⟫' renders as '⟪0⟫' (leading/trailing whitespace removed)"
-        in finding(result, "content_fidelity.trimmed").message
+def test_a_template_that_trims_the_turns_and_keeps_the_system_prompt_trims_as_a_format() -> None:
+    source = CHATML.replace("{{ m.content }}", "{{ m.content if m.role == 'system' else m.content | trim }}")
+    result = content_fidelity(subject_with_template("hermes-3-tiny", source))
+    assert "content_fidelity.trimmed" not in causes(result)
+    assert finding(result, "content_fidelity.trimmed_as_format").outcome is Outcome.WARNING
+
+
+@pytest.mark.parametrize("side", ["assistant", "system"])
+def test_a_template_that_trims_only_its_own_side_trims_as_a_format(side: str) -> None:
+    source = CHATML.replace(
+        "{{ m.content }}", f"{{{{ m.content | trim if m.role == '{side}' else m.content }}}}"
     )
+    result = content_fidelity(subject_with_template("hermes-3-tiny", source))
+    assert "content_fidelity.trimmed" not in causes(result)
+    trimmed = finding(result, "content_fidelity.trimmed_as_format")
+    assert trimmed.message.startswith(f"the {side} message ")
+    assert "the template trims the text of its own side (replies written back as history" in trimmed.message
+
+
+def test_content_fidelity_catches_content_trimmed_in_some_messages_only() -> None:
+    source = CHATML.replace("{{ m.content }}", "{{ m.content | trim if m.role == 'user' else m.content }}")
+    result = content_fidelity(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.FAILED
+    trimmed = finding(result, "content_fidelity.trimmed")
+    assert trimmed.outcome is Outcome.FAILED
+    assert "is trimmed: '\\t⟪0⟫' renders as '⟪0⟫' (leading/trailing whitespace removed)" in trimmed.message
+    assert "content_fidelity.trimmed_as_format" not in causes(result)
+
+
+def test_a_template_that_trims_every_message_trims_as_a_format_and_the_reference_judges_the_format() -> None:
+    # The same rule for any template, official or community: trimming every role alike is a format decision.
+    # This fixture is ChatML, whose format keeps whitespace: the reference check owns that defect, once.
+    trims = subject("broken/trims-content")
+    result = content_fidelity(trims)
+    trimmed = finding(result, "content_fidelity.trimmed_as_format")
+    assert trimmed.outcome is Outcome.WARNING
+    assert "is trimmed: '\\t⟪0⟫' renders as '⟪0⟫' (leading/trailing whitespace removed)" in trimmed.message
+    assert "the template trims every turn's text (the user's and the assistant's alike)" in trimmed.message
+    assert "content_fidelity.trimmed" not in causes(result)
+    from templatecheck.checks.reference import reference
+
+    assert [f.cause for f in reference(trims).findings if f.outcome is Outcome.FAILED] == [
+        "reference.whitespace"
+    ]
 
 
 def test_trimming_is_a_warning_when_the_reference_format_trims() -> None:

@@ -201,3 +201,32 @@ def test_a_folder_of_candidate_templates(tmp_path: Path) -> None:
     (folder / "corpus-entry.json").unlink()
     with pytest.raises(TemplatecheckError, match=r"the folder holds no \*\.jinja template"):
         load_model(str(HERMES), chat_template=str(folder))
+
+
+def test_models_that_share_tokenizer_files_load_the_tokenizer_once(tmp_path: Path) -> None:
+    """A sweep of fine-tunes that ship one tokenizer with different templates pays one tokenizer load; a
+    tokenizer whose files differ in any byte (here its added tokens) is loaded on its own."""
+    from templatecheck.model import load_model, tokenizer_loads
+
+    source = FIXTURES / "hermes-3-tiny"
+    folders = []
+    for i in range(3):
+        folder = tmp_path / f"finetune-{i}"
+        shutil.copytree(source, folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        config["chat_template"] = (
+            f"{{{{ 'variant {i}' }}}}{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}"
+        )
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        folders.append(folder)
+    before = tokenizer_loads()
+    tokenizers = [load_model(str(f)).tokenizer for f in folders]
+    assert tokenizer_loads() == before + 1
+    assert tokenizers[0] is tokenizers[1] is tokenizers[2]
+    other = tmp_path / "other"
+    shutil.copytree(source, other)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 77
+    (other / "tokenizer_config.json").write_text(json.dumps(config))
+    assert load_model(str(other)).tokenizer is not tokenizers[0]
+    assert tokenizer_loads() == before + 2

@@ -224,6 +224,12 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
         CHATML_TURN,
         "{%- if message.content %}" + CHATML_TURN + "{% endif %}",
     ),
+    "reference.final_turn_open": (  # Qwen1.5's first template: the final message left open
+        "chatml",
+        "'<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+        "'<|im_start|>' + message.role + '\\n' + message.content }}"
+        "{% if not loop.last or add_generation_prompt %}{{- '<|im_end|>\\n' }}{% endif %}",
+    ),
     "reference.content": (
         "chatml",
         "'\\n' + message.content + '<|im_end|>\\n' }}",
@@ -245,6 +251,7 @@ FIRST_LINES = {
     "reference.whitespace": "the whitespace of message text differs from the chatml reference, in ",
     "reference.trimming": "the trimming of message text differs from the llama3 reference, in ",
     "reference.empty_message": "the rendering of an empty message differs from the chatml reference, in ",
+    "reference.final_turn_open": "the end of the final message (left open) differs from the chatml reference, in ",
     "reference.content": "the text differs from the chatml reference, in ",
 }
 
@@ -266,11 +273,12 @@ def test_each_kind_of_difference_is_its_own_cause(cause: str) -> None:
 
 def test_every_reference_cause_is_triggered_by_a_test() -> None:
     ours = {key for key in CAUSES if key.startswith("reference.")}
-    assert ours == {*MUTATIONS, "reference.same_tokens"}
+    assert ours == {*MUTATIONS, "reference.same_tokens", "reference.source_layout"}
     assert {f"reference.{g.name}" for g in GROUPS} == set(MUTATIONS)
-    assert {CAUSES[k].severity for k in ("reference.trimming", "reference.empty_message")} == {
-        Outcome.WARNING
-    }
+    assert {
+        CAUSES[k].severity
+        for k in ("reference.trimming", "reference.empty_message", "reference.final_turn_open")
+    } == {Outcome.WARNING}
 
 
 def test_a_text_difference_with_the_same_tokens_is_a_warning() -> None:
@@ -304,6 +312,12 @@ OWNED_ELSEWHERE = {
         "'<tool_response>\\n' + message.content",
         "'<tool_response>\\n' + message.content | tojson",
         "the template writes a string tool result JSON-encoded a second time",
+    ),
+    "content_fidelity.system_dropped": (  # left out, not placed elsewhere
+        "chatml",
+        "{%- for message in messages %}",
+        "{%- for message in messages if message.role != 'system' %}",
+        "the template leaves out the system prompt that the reference writes",
     ),
 }
 
@@ -515,3 +529,137 @@ def test_the_sample_is_the_same_in_every_call() -> None:
 def test_fixture_paths_exist() -> None:
     assert all((FAMILIES / f / "chat_template.jinja").is_file() for f in FAMILY_NAMES)
     assert Path(FAMILIES / "broken" / "gemma" / "assistant-role.jinja").is_file()
+
+
+# ------------------------------------------------------------- a difference named by its root cause, once
+
+CHATML_SPECIAL = {"bos_token": "", "eos_token": "<|im_end|>"}
+LLAMA3_SPECIAL = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+
+
+def groups_of(family: str, special: dict[str, str], messages: list[dict[str, Any]], change: Any) -> list[str]:
+    """The groups of the pieces by which ``change(reference rendering)`` differs from the reference."""
+    from templatecheck.formats import get
+    from templatecheck.formats.classify import hunks
+    from templatecheck.formats.compare import Case, Difference, Reference
+
+    ref = Reference(get(family), special)
+    case = Case("chosen", tuple(messages))
+    expected = ref.render(messages, add_generation_prompt=False, tools=None)
+    actual = change(expected)
+    assert actual != expected
+    return [h.group for h in hunks(Difference(case, expected, actual, tuple(messages)), ref)]
+
+
+def without_turn_ends(token: str) -> Any:
+    """A template that drops the end of every turn (and a text that ends with the token keeps its own)."""
+    return lambda text: text.replace(f"{token}{token}", "\0").replace(token, "").replace("\0", token)
+
+
+def test_a_dropped_end_of_turn_after_text_that_ends_with_the_token_is_the_end_of_turn() -> None:
+    # The diff can read the dropped '<|im_end|>' as the text's own (the first of two): it is the turn's.
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  a\n<|im_end|>"}]
+    found = groups_of("chatml", CHATML_SPECIAL, messages, without_turn_ends("<|im_end|>"))
+    assert set(found) == {"end_of_turn"}, found
+    # the same text, the end of turn kept: nothing differs but what the template changed
+    plain = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}]
+    assert set(groups_of("chatml", CHATML_SPECIAL, plain, without_turn_ends("<|im_end|>"))) == {"end_of_turn"}
+
+
+def test_a_text_that_ends_with_a_backslash_keeps_the_next_control_token_whole() -> None:
+    # '\\<' is no escape: read as one, the dropped '<|eot_id|>' after 'k\\' was named a header difference.
+    messages = [{"role": "user", "content": "weather"}, {"role": "assistant", "content": "k\\"}]
+    found = groups_of("llama3", LLAMA3_SPECIAL, messages, lambda text: text.replace("<|eot_id|>", ""))
+    assert set(found) == {"end_of_turn"}, found
+    # a JSON escape stays one piece: '\\n' written as '\\t' is one changed piece of the text
+    escaped = [{"role": "user", "content": 'say "\\n" now'}]
+    assert groups_of("llama3", LLAMA3_SPECIAL, escaped, lambda t: t.replace("\\n", "\\t")) == ["content"]
+
+
+def test_trimmed_edge_whitespace_next_to_a_separator_is_the_texts_whitespace() -> None:
+    # '\n' + '\r\nQr6' trimmed reads as '\n\r' dropped (part separator, part text): it is the text's edge.
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\r\nQr6"}]
+    trim = groups_of("chatml", CHATML_SPECIAL, messages, lambda t: t.replace("\n\r\nQr6", "\nQr6"))
+    assert trim == ["whitespace"]
+    # a format that trims (Llama 3), and a template that keeps the edge whitespace: the trimming warning
+    kept = groups_of("llama3", LLAMA3_SPECIAL, messages, lambda t: t.replace("\n\nQr6", "\n\n\r\nQr6"))
+    assert kept == ["trimming"]
+    # a separator dropped where the text has no edge whitespace is still a separator
+    dropped = groups_of("llama3", LLAMA3_SPECIAL, [messages[0]], lambda t: t.replace("\n\nhi", "\nhi"))
+    assert dropped == ["separator"]
+
+
+def test_a_moved_system_prompt_of_few_long_words_is_the_system_placement_alone() -> None:
+    # The diff joins the two places of the moved turn into one block across a system prompt short in words.
+    system = "weatheranswerPariscityyes)6eG<tool_call>g]helloyesweather"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "\nParis{#'3"}]
+
+    def user_first(text: str) -> str:
+        system_turn, user_turn = text.split("<|im_start|>user")
+        return "<|im_start|>user" + user_turn + system_turn
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, user_first)) == {"system_placement"}
+
+
+# ------------------------------------------------------------------------- a template's source layout
+
+LAID_OUT = (
+    "{% for message in messages %}\n"
+    "    {{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}\n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}\n"
+    "    {{ '<|im_start|>assistant\\n' }}\n"
+    "{% endif %}"
+)
+
+
+def chatml_with(source: str) -> Subject:
+    return Subject(fixture_model("families/chatml"), Template("candidate", source, "<test>"), Options(10))
+
+
+def test_a_template_whose_indentation_renders_is_one_source_layout_finding() -> None:
+    result = reference(chatml_with(LAID_OUT))
+    assert causes(result) == ["reference.source_layout"], result.message
+    layout = next(f for f in result.findings if f.cause == "reference.source_layout")
+    assert layout.outcome is Outcome.FAILED
+    assert layout.message.startswith(
+        "the template writes its source layout into the prompt: line breaks and indentation between its tags "
+        "render as text ("
+    )
+    assert "reference; without that whitespace, 0 do, reported below)\nconversation: " in layout.message
+    assert "+␠␠␠␠<|im_start|>user␤" in layout.message
+    assert layout.fix is not None and "{%- ... -%}" in layout.fix
+    # with its whitespace controlled, the same template is ChatML
+    controlled = LAID_OUT.replace("{% ", "{%- ").replace("{{ ", "{{- ").replace(" }}", " -}}")
+    assert not causes(reference(chatml_with(controlled)))
+
+
+def test_a_laid_out_template_with_a_format_defect_too_has_both_findings() -> None:
+    bug = LAID_OUT.replace("message.role + '\\n'", "message.role + ':\\n'")
+    assert causes(reference(chatml_with(bug))) == ["reference.source_layout", "reference.header"]
+
+
+def test_whitespace_between_tags_that_is_the_format_is_not_layout() -> None:
+    # Its newlines between tags are ChatML's separators: without them it would differ more, not less.
+    source = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}:\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    assert causes(reference(chatml_with(source))) == ["reference.header"]
+
+
+def test_a_system_prompt_left_out_is_dropped_even_when_a_user_turn_repeats_its_text() -> None:
+    messages = [{"role": "system", "content": "{% if %}"}, {"role": "user", "content": "{% if %}"}]
+
+    def without_system(text: str) -> str:
+        return text[text.index("<|im_start|>user") :]
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, without_system)) == {
+        "content_fidelity.system_dropped"
+    }
+
+    def user_first(text: str) -> str:
+        system_turn, user_turn = text.split("<|im_start|>user")
+        return "<|im_start|>user" + user_turn + system_turn
+
+    assert set(groups_of("chatml", CHATML_SPECIAL, messages, user_first)) == {"system_placement"}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import given, settings
 
@@ -97,3 +101,42 @@ def test_tools_for_defines_the_called_tools() -> None:
     ]
     assert [t["function"]["name"] for t in tools_for(conversation)] == ["add"]
     assert tools_for([{"role": "user", "content": "q"}]) == []
+
+
+DRAW_SCRIPT = """
+import contextlib, hashlib, json, sys
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "constants":
+    import many_constants  # a local module whose literals hypothesis would mix into what it draws
+from templatecheck import sample
+if sys.argv[3] == "unpatched":
+    sample._no_local_constants = contextlib.nullcontext
+drawn = json.dumps(sample._draw(sample.BASE_COUNT), sort_keys=True)
+print(hashlib.sha256(drawn.encode()).hexdigest())
+"""
+
+
+def _draw_digest(folder: Path, first: str, mode: str) -> str:
+    """The digest of the suite's draw in a fresh interpreter that imported ``first`` before templatecheck."""
+    script = folder / "draw.py"
+    script.write_text(DRAW_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), first, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    return done.stdout.strip()
+
+
+def test_the_draw_is_the_same_whatever_a_process_imported_first(tmp_path: Path) -> None:
+    # Hypothesis draws literals of loaded local modules: a process that imported this module (a conftest, a
+    # plugin, a test module) would otherwise draw another sample, and the suite give another verdict.
+    # (short strings and large numbers: hypothesis only uses constants that fit the strategy drawn)
+    literals = ", ".join(f"{f'q{i:03d}'!r}, {10**6 + i}" for i in range(400))
+    (tmp_path / "many_constants.py").write_text(f"LITERALS = [{literals}]\n")
+    plain = _draw_digest(tmp_path, "nothing", "patched")
+    assert _draw_digest(tmp_path, "constants", "patched") == plain
+    # The control: without the patch the same two processes draw differently, so the test can fail.
+    assert _draw_digest(tmp_path, "constants", "unpatched") != _draw_digest(tmp_path, "nothing", "unpatched")

@@ -8,6 +8,7 @@ difference is a new cause key, never a changed count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -22,10 +23,13 @@ from templatecheck.formats.base import Format
 from templatecheck.formats.classify import (
     ALWAYS_ADDED,
     BY_NAME,
+    FINAL_OPEN,
     GROUPS,
     HTML_ESCAPED,
     RESULT_REENCODED,
+    SYSTEM_DROPPED,
     Hunk,
+    final_open_alone,
     hunks,
 )
 from templatecheck.formats.compare import (
@@ -40,6 +44,7 @@ from templatecheck.formats.compare import (
     compare,
 )
 from templatecheck.formats.detect import Choice, choose, evidence_of
+from templatecheck.formats.diffing import opcodes
 from templatecheck.formats.oracle import Oracle, OracleUnavailable, Rejected, load_oracle
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
@@ -63,7 +68,7 @@ SAME_TOKENS = policy(
 MISTRAL: dict[str, Cause] = {
     g.name: (policy if g.policy else defect)(f"mistral_common.{g.name}", g.why)
     for g in GROUPS
-    if g.name != "trimming"
+    if g.name not in ("trimming", FINAL_OPEN)  # a Mistral format trims nothing; an open final turn: its end
 }
 MISTRAL_TOKENS = defect(
     "mistral_common.tokenization",
@@ -79,6 +84,7 @@ FOREIGN = {
     ),
     HTML_ESCAPED: "the template HTML-escapes tool JSON (&#34; for a quote), which the reference writes as it is",
     RESULT_REENCODED: "the template writes a string tool result JSON-encoded a second time, in quotes",
+    SYSTEM_DROPPED: "the template leaves out the system prompt that the reference writes",
 }
 
 # ------------------------------------------------------------------------------------------------ sample
@@ -162,7 +168,9 @@ def reference(subject: Subject) -> list[Finding]:
     :mod:`templatecheck.formats.detect`); a family without a reference is skipped. The reference follows the
     template's policy first: its default system prompt, the wording the format leaves free (Llama 3.1's
     date), the run's ``--tc-template-var`` values. Conversations the reference does not define are skipped; a
-    leading BOS is left to ``double_bos``; a text difference with the same token ids is a warning.
+    leading BOS is left to ``double_bos``; a text difference with the same token ids is a warning. A template
+    whose source layout (line breaks and indentation between tags) renders is one ``source_layout`` finding,
+    and is compared without it.
     """
     choice = choose(subject.model, subject.options, subject.template)
     if choice.format is None:
@@ -172,7 +180,58 @@ def reference(subject: Subject) -> list[Finding]:
     sample = _sample(subject)
     subject.prefetch_each([_arguments(case) for case in sample])
     result = compare(choice.format, partial(_render, subject), sample, special, rule)
+    laid_out = _without_layout(subject, choice.format, special, rule, result)
+    if laid_out is not None:
+        finding, subject, result = laid_out
+        return [finding, *_judge(subject, choice, Reference(choice.format, special, rule), result)]
     return _judge(subject, choice, Reference(choice.format, special, rule), result)
+
+
+SOURCE_LAYOUT = defect(
+    "reference.source_layout",
+    "the line breaks and indentation between a template's tags, written to make its source readable, render "
+    "as text: every prompt carries whitespace the format does not have, in places no reference names",
+)
+#: Template text outside tags, and the tags (``{% %}``, ``{{ }}``, ``{# #}``): the pieces :func:`strip_layout`
+#: reads.
+_TAGS = re.compile(r"(\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\})", re.S)
+
+
+def strip_layout(source: str) -> str:
+    """``source`` without its layout: text between tags that is whitespace with a line break in it."""
+    return "".join(p for p in _TAGS.split(source) if not (p and not p.strip() and "\n" in p))
+
+
+def _pieces(result: Comparison) -> int:
+    """How many differing pieces the comparison's renderings have, together."""
+    return sum(len(opcodes(d.reference, d.template)[0]) for d in result.differences)
+
+
+def _without_layout(
+    subject: Subject, fmt: Format, special: Mapping[str, str], rule: Policy, result: Comparison
+) -> tuple[Finding, Subject, Comparison] | None:
+    """When the template differs from the reference, and its source without layout whitespace (see
+    :func:`strip_layout`) differs by fewer pieces (another defect may still touch every rendering): the one
+    ``reference.source_layout`` finding, and the comparison of the template without its layout, whose
+    differences are then the format's (one root cause, one finding, instead of a separator, a header and a
+    BOS/EOS difference that are all the layout)."""
+    stripped = strip_layout(subject.template.source)
+    if not result.differences or stripped == subject.template.source:
+        return None
+    bare = replace(subject, template=replace(subject.template, source=stripped))
+    again = compare(fmt, partial(_render, bare), _sample(subject), special, rule)
+    if again.compared < result.compared or _pieces(again) >= _pieces(result):
+        return None
+    first = min(result.differences, key=lambda d: d.size)
+    finding = SOURCE_LAYOUT(
+        f"the template writes its source layout into the prompt: line breaks and indentation between its tags "
+        f"render as text ({len(result.differences)} of {result.compared} renderings differ from the {fmt.name} "
+        f"reference; without that whitespace, {len(again.differences)} do, reported below)\n"
+        f"conversation: {first.case.describe()}\n"
+        + diff(first.reference, first.template, labels=(f"reference {fmt.name}", "template")),
+        fix="control the whitespace between tags ({%- ... -%}, {{- ... }}) or remove it from the source",
+    )
+    return finding, bare, again
 
 
 def reference_policy(subject: Subject, fmt: Format) -> Policy:
@@ -314,11 +373,12 @@ class Context:
 def grouped(seen: Sequence[Seen], context: Context, causes: Mapping[str, Cause]) -> list[Finding]:
     """One finding per group of differences, in :data:`GROUPS` order, each with its smallest example."""
     by_group: dict[str, list[tuple[Seen, Hunk, bool]]] = {}
-    for item in seen:
-        for i, piece in enumerate(item.pieces):
-            first_of_its_group = all(p.group != piece.group for p in item.pieces[:i])
+    settled = final_open_alone([item.pieces for item in seen], convention=FINAL_OPEN in causes)
+    for item, pieces in zip(seen, settled, strict=True):
+        for i, piece in enumerate(pieces):
+            first_of_its_group = all(p.group != piece.group for p in pieces[:i])
             if first_of_its_group:
-                by_group.setdefault(piece.group, []).append((item, piece, item.pieces[0] is piece))
+                by_group.setdefault(piece.group, []).append((item, piece, pieces[0] is piece))
     order = [g.name for g in GROUPS] + sorted(FOREIGN)
     findings = []
     for group in sorted(by_group, key=lambda g: order.index(g) if g in order else len(order)):

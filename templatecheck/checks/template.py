@@ -528,7 +528,10 @@ def _continue_judge(subject: Subject) -> Judge:
             opened = subject.render(conversation, continue_final_message=True)
         except RenderError as error:
             return [CONTINUE_FAILS(f"continue_final_message=True fails: {error}")]
-        if not full.startswith(opened) or not opened.rstrip().endswith(last["content"].strip()):
+        # The reply's own trailing whitespace is the caller's: a template that trims the closed turn's text
+        # (as a format) does not close the continued one for writing it.
+        head = opened.rstrip()
+        if not full.startswith(head) or not head.endswith(last["content"].strip()):
             return [
                 CONTINUE_CLOSED(
                     "continue_final_message=True does not leave the last reply open: the prefilled reply is not "
@@ -802,12 +805,14 @@ SYSTEM_DROPPED = defect(
 DROPPED = defect("content_fidelity.dropped", "a message the caller sent never reaches the model")
 TRIMMED = defect(
     "content_fidelity.trimmed",
-    "whitespace at the edges of a message (indented code, a leading newline) is part of the text the caller sent",
+    "whitespace at the edges of a message (indented code, a leading newline) is part of the text the caller "
+    "sent; a template that trims the user's text and keeps the replies' follows no format",
 )
 TRIMMED_AS_FORMAT = policy(
     "content_fidelity.trimmed_as_format",
-    "the model's own format strips message text (Llama 3, Gemma): the template matches training, and only the "
-    "user's edge whitespace is lost",
+    "trimming every turn's text (Llama 3 and Gemma do), or only the template's own side (replies written back "
+    "as history, the system prompt), is a format decision: whether it is the model's format is the reference "
+    "check's to judge",
 )
 ALTERED = defect("content_fidelity.altered", "the model reads text the caller did not send")
 REPEATED = defect("content_fidelity.repeated", "a message rendered twice is a different conversation")
@@ -948,14 +953,18 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     (``[{"type": "text", "text": ...}]``) is rendered as its text or refused.
 
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
-    alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is only a warning
-    when the model's reference format strips text itself (Llama, Gemma): the template then matches training.
+    alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is a warning when
+    the template trims every message alike, or the model's reference format strips text itself (Llama,
+    Gemma), or trims only its own side's text (replies written back as history, the system prompt): a
+    format decision, official or community template alike, which the reference check compares with the
+    family's format. Trimming the user's text while keeping the replies' edges is the defect.
     A template that raises on list content is a warning naming the content format it expects.
     """
     skip = blank(subject)
     if skip is not None:
         return skip
-    stripping = _stripping_format(subject)
+    stripping = _stripping_format(subject) or _trims_every_message(subject)
+    keeps_replies = stripping is None and _keeps_replies(subject)
 
     def judge(conversation: conv.Conversation) -> list[Finding]:
         tagged = tag(conversation)
@@ -966,13 +975,11 @@ def content_fidelity(subject: Subject) -> list[Finding]:
         found = fidelity_findings(rendered, tagged)
         if stripping:
             found = [_as_format(f, stripping) for f in found]
+        else:
+            found = [_as_own_side(f) if not _users(f) or not keeps_replies else f for f in found]
         return distinct(found)
 
-    plain = [
-        conv.SYSTEM_USER_ASSISTANT,
-        [conv.system(" padded \n"), conv.user("\n question  "), conv.assistant("ok ")],
-        *_tool_turns(subject),
-    ]
+    plain = [conv.SYSTEM_USER_ASSISTANT, PADDED, *_tool_turns(subject)]
     findings = _list_content(subject)
     conversations = [*plain, *_samples(subject, end_with_user=False, share=2)]
     subject.prefetch([tag(c) for c in conversations])
@@ -984,13 +991,73 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     )
 
 
+#: One message of each role with whitespace at both edges (tabs: a template's own spaces and newlines after a
+#: text cannot pass for the text's): a template that trims the turns' texts trims as a format.
+PADDED: conv.Conversation = [
+    conv.system(" padded \t\n"),
+    conv.user("\n\t question \t"),
+    conv.assistant("\t ok \t"),
+]
+#: What :func:`_trims_every_message` returns: not a format's name, the template's own decision.
+EVERY_MESSAGE = "every message"
+
+
 def _as_format(finding: Finding, stripping: str) -> Finding:
     if finding.cause != TRIMMED.key:
         return finding
+    if stripping == EVERY_MESSAGE:
+        return TRIMMED_AS_FORMAT(
+            f"{finding.message}: the template trims every turn's text (the user's and the assistant's alike), "
+            "a format decision: the model sees no edge whitespace, and the user's is lost"
+        )
     return TRIMMED_AS_FORMAT(
         f"{finding.message}, as the {stripping} format does: the model never saw edge whitespace in training, "
         "but the user's is lost"
     )
+
+
+def _users(finding: Finding) -> bool:
+    """The finding is about a user message (``the user message 2 is trimmed: ...``)."""
+    return finding.message.startswith("the user message ")
+
+
+def _as_own_side(finding: Finding) -> Finding:
+    if finding.cause != TRIMMED.key:
+        return finding
+    return TRIMMED_AS_FORMAT(
+        f"{finding.message}: the template trims the text of its own side (replies written back as history, "
+        "the system prompt), a format decision; the user's text is not trimmed with the replies kept"
+    )
+
+
+def _keeps_replies(subject: Subject) -> bool:
+    """The template writes an assistant reply's edge whitespace as it is (:data:`PADDED`): a template that
+    then trims the user's text loses the caller's whitespace where it keeps the model's, which no format
+    prescribes (the defect); one that trims replies or the system prompt only normalises its own side."""
+    tagged = tag(PADDED)
+    try:
+        rendered = subject.render(tagged)
+    except RenderError:
+        return True
+    return _message_finding(rendered, 2, tagged[2], texts(tagged[2])[0]) is None
+
+
+def _trims_every_message(subject: Subject) -> str | None:
+    """:data:`EVERY_MESSAGE` when the template trims the text of every turn alike, the user's and the
+    assistant's (:data:`PADDED`; a system prompt, often written apart, may keep its edges): trimming that is
+    the template's format, as official Llama 3 templates and their community copies trim, not one turn's text
+    lost and the other's kept. ``None`` when it keeps either, or does not render them."""
+    tagged = tag(PADDED)
+    try:
+        rendered = subject.render(tagged)
+    except RenderError:
+        return None
+    found = [
+        _message_finding(rendered, i, message, texts(message)[0])
+        for i, message in enumerate(tagged)
+        if message["role"] != "system"
+    ]
+    return EVERY_MESSAGE if all(f is not None and f.cause == TRIMMED.key for f in found) else None
 
 
 def _stripping_format(subject: Subject) -> str | None:

@@ -11,10 +11,11 @@ changed there:
 - **what**: whitespace only (a separator, or the message text's edge whitespace), a BOS/EOS token, an
   HTML or JSON escape of the same text, a system prompt's text, words the other side does not have.
 
-Three differences are root causes other checks own, and are named with their keys: a rendering without the
+Four differences are root causes other checks own, and are named with their keys: a rendering without the
 generation prompt that already ends with it (``generation_prompt.always_added``), tool JSON escaped as HTML
-(``tools.html_escaped``), and a tool result that is a string written as a JSON string again
-(``tools.result_reencoded``).
+(``tools.html_escaped``), a tool result that is a string written as a JSON string again
+(``tools.result_reencoded``), and a system prompt that is not misplaced but left out
+(``content_fidelity.system_dropped``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from templatecheck.formats.base import Unsupported
 from templatecheck.formats.compare import Case, Difference, Reference, Render, comparable
-from templatecheck.formats.diffing import Ranges, opcodes
+from templatecheck.formats.diffing import Ranges, atoms, offsets, opcodes
 from templatecheck.render import RenderError
 from templatecheck.text import visible
 
@@ -131,6 +132,15 @@ GROUPS: tuple[Group, ...] = (
         policy=True,
     ),
     Group(
+        "final_turn_open",
+        "the end of the final message (left open)",
+        "a rendering without the generation prompt that leaves only the final message open, every earlier turn "
+        "closed, is a continuation convention (the prompt ends where the model goes on writing that message); "
+        "whoever trains on whole conversations must close the final turn themselves",
+        "close the final message as every other (continue_final_message=True is how a caller leaves it open)",
+        policy=True,
+    ),
+    Group(
         "content",
         "the text",
         "the template writes text the format does not have, or leaves out text it has",
@@ -143,6 +153,10 @@ BY_NAME = {group.name: group for group in GROUPS}
 ALWAYS_ADDED = "generation_prompt.always_added"
 HTML_ESCAPED = "tools.html_escaped"
 RESULT_REENCODED = "tools.result_reencoded"
+SYSTEM_DROPPED = "content_fidelity.system_dropped"
+#: The group of a final turn left open; an end-of-turn difference elsewhere in the comparison makes it that
+#: (see :func:`final_open_alone`).
+FINAL_OPEN = "final_turn_open"
 
 #: A system prompt shorter than this is not looked for in differing text (it would match by chance).
 MIN_SYSTEM = 4
@@ -183,26 +197,47 @@ def hunks(difference: Difference, reference: Reference, render_template: Render 
     prompt = _unasked_prompt(difference, reference)
     if prompt is not None and tpl == ref + prompt:
         return [Hunk(ALWAYS_ADDED, "", prompt, len(ref), len(ref))]
+    if _final_left_open(difference):
+        return [Hunk(FINAL_OPEN, ref[len(tpl) :], "", len(tpl), len(tpl))]
     layout = Layout.of(difference, reference)
     ranges, blocks = opcodes(ref, tpl)
     emptied = _emptied(difference, reference, render_template, len(ranges)) if render_template else {}
     empty = bool(emptied) and all(emptied.values())
     blank = any(not t.strip() for t in layout.system_texts)
-    moved = _moved(ref, tpl, blocks, blank) if layout.has_system else []
+    # A moved turn is one block, unless the diff joined its two places into one (the text between them is
+    # short in words: a system prompt of few long words); then the edits themselves are the blocks.
+    moved = (_moved(ref, tpl, blocks, blank) or _moved(ref, tpl, ranges, blank)) if layout.has_system else []
     found = []
-    for i1, i2, j1, j2 in ranges:
+    cuts = (set(offsets(atoms(ref))), set(offsets(atoms(tpl))))
+    for n, (e1, e2, f1, f2) in enumerate(ranges):
+        room = (ranges[n + 1][0] if n + 1 < len(ranges) else len(ref)) - e2
+        i1, i2, j1, j2 = layout.settled((e1, e2, f1, f2), tpl, cuts, room)  # moved text is found as diffed
         a, b = ref[i1:i2], tpl[j1:j2]
         span = layout.span_of(i1, i2)
         if empty or (span is not None and emptied.get(span.index - layout.offset) is not None):
             group = "empty_message"
         elif prompt is not None and tpl.endswith(prompt) and j2 > len(tpl) - len(prompt) and i1 == i2:
             group = ALWAYS_ADDED  # the generation prompt, at the end, although it was not asked for
-        elif any(m1 <= i1 and i2 <= m2 and n1 <= j1 and j2 <= n2 for m1, m2, n1, n2 in moved):
+        elif any(m1 <= e1 and e2 <= m2 and n1 <= f1 and f2 <= n2 for m1, m2, n1, n2 in moved):
             group = "system_placement"
         else:
             group = layout.group(a, b, i1, i2, j1, j2)
+        if group == "system_placement" and layout.drops_system():
+            group = SYSTEM_DROPPED  # not placed elsewhere: left out, which content_fidelity reports
         found.append(Hunk(group, a, b, i1, j1))
     return found
+
+
+def final_open_alone(pieces: Sequence[Sequence[Hunk]], *, convention: bool = True) -> list[list[Hunk]]:
+    """The pieces of every differing rendering of one comparison, a final turn left open read as the end of a
+    turn when another rendering misses an end of turn elsewhere (a template that closes no turn leaves the
+    final one open too, and that is one root cause, not a convention), or when not ``convention`` (a
+    comparison that has no such group)."""
+    convention = convention and not any(p.group == "end_of_turn" for found in pieces for p in found)
+    return [
+        [p if convention or p.group != FINAL_OPEN else replace(p, group="end_of_turn") for p in found]
+        for found in pieces
+    ]
 
 
 def _moved(ref: str, tpl: str, blocks: Ranges, blank_system: bool) -> Ranges:
@@ -281,6 +316,15 @@ def _left_when_filled(
     return 0 if theirs == ours else len(opcodes(ours, theirs)[0])
 
 
+def _final_left_open(difference: Difference) -> bool:
+    """Without the generation prompt, the template's rendering is the reference's without the end of the final
+    turn: what follows is control tokens and whitespace only (no text of a message)."""
+    ref, tpl = difference.reference, difference.template
+    if difference.case.add_generation_prompt or not tpl.strip() or not ref.startswith(tpl) or ref == tpl:
+        return False
+    return not _without_controls(ref[len(tpl) :]).strip()
+
+
 def _unasked_prompt(difference: Difference, reference: Reference) -> str | None:
     """The generation prompt the reference writes for this conversation, when it was not asked for (a
     template that writes it anyway has the ``generation_prompt.always_added`` bug)."""
@@ -328,12 +372,15 @@ class Layout:
     injected: str
     #: The system messages' texts as given (whitespace included).
     system_texts: tuple[str, ...]
+    #: The text of every message of the conversation (its string content).
+    contents: tuple[str, ...]
     #: Tool results' text as a JSON string again (what a template that re-encodes them writes).
     reencoded: tuple[str, ...]
     template: str
     strips_text: bool
     special: tuple[str, ...]
     eos: str
+    bos: str
     #: The conversation has tool definitions, calls or results.
     tools: bool
 
@@ -361,6 +408,9 @@ class Layout:
             system_texts=tuple(
                 str(m.get("content")) for m in difference.case.messages if m.get("role") == "system"
             ),
+            contents=tuple(
+                m["content"] for m in difference.case.messages if isinstance(m.get("content"), str)
+            ),
             reencoded=tuple(
                 json.dumps(m["content"], ensure_ascii=False)
                 for m in messages
@@ -370,11 +420,64 @@ class Layout:
             strips_text=reference.fmt.strips_text,
             special=tuple(t for t in reference.special.values() if t),
             eos=reference.special.get("eos_token", ""),
+            bos=reference.special.get("bos_token", ""),
             tools=bool(difference.case.tools) or any(_is_tool_message(m) for m in messages),
             offset=len(messages) - len(difference.case.messages),
         )
 
     # ---------------------------------------------------------------------------------------- grouping
+
+    def drops_system(self) -> bool:
+        """A system message's text is not in the template's rendering as often as the conversation holds it
+        (a user turn may repeat it; a blank one: its turn differs, and there is no text to find it by)."""
+
+        def held(text: str) -> int:
+            return sum(content.count(text) for content in self.contents)
+
+        stripped = [t.strip() for t in self.system_texts]
+        return any(not t or self.template.count(t) < held(t) for t in stripped)
+
+    def settled(
+        self, edit: tuple[int, int, int, int], template: str, cuts: tuple[set[int], set[int]], room: int
+    ) -> tuple[int, int, int, int]:
+        """Where a pure deletion or insertion is read: of the places it can equally be (text that repeats
+        right after it: ``<|im_end|><|im_end|>`` with one dropped, ``␤`` + ``␍␤`` with ``␤␍`` dropped), one
+        that does not cut a message's text at its edge, outside the text when it can be, and at the edge of a
+        text that has edge whitespace there when it can be (where trimming shows); else the first.
+
+        The diff puts an ambiguous edit as early as it can, which may be inside the text both sides copy (a
+        message that ends with the token the template leaves out, a trimmed ``\r\n`` read as the newline
+        before it): the same root cause would then be named by the part of the turn it happens to touch.
+        Only places that cut no control token or word (``cuts``: both sides' atom boundaries) and stay
+        within the equal text that follows (``room`` characters) count.
+        """
+        i1, i2, j1, j2 = edit
+        if (i1 == i2) == (j1 == j2):
+            return edit  # a replacement (or nothing): one place
+        ref, deletion = self.reference, i1 < i2
+        size = (i2 - i1) if deletion else (j2 - j1)
+        side, first, after = (ref, i1, i2) if deletion else (template, j1, j2)
+        reach = 0
+        while reach < room and side[first + reach] == side[after + reach]:
+            reach += 1
+        places = range(reach + 1)
+        whole = [
+            k for k in places if {i1 + k, i1 + k + (size if deletion else 0)} <= cuts[0]
+            and {j1 + k, j1 + k + (0 if deletion else size)} <= cuts[1]
+        ]  # fmt: skip
+
+        def cost(k: int) -> tuple[bool, bool, bool, int]:
+            start, end = i1 + k, i1 + k + (size if deletion else 0)
+            cut = any(a < start < b < end or start < a < end < b for a, b, _ in self.texts)
+            inside = any(a < end and start < b if start < end else a < start < b for a, b, _ in self.texts)
+            edge = any(
+                (a in (start, end) and _lead(m) != "") or (b in (start, end) and _trail(m) != "")
+                for a, b, m in self.texts
+            )
+            return cut, inside, not edge, k
+
+        k = min(whole or [0], key=cost)
+        return (i1 + k, i2 + k, j1 + k, j2 + k)
 
     def group(self, a: str, b: str, i1: int, i2: int, j1: int, j2: int) -> str:
         """The group of the piece ``a`` (reference ``[i1:i2]``) that the template writes as ``b``."""
@@ -401,8 +504,8 @@ class Layout:
             return self._whitespace(text, span, a, b, i1, i2)
         at_end = self._ends_turn(span, i1)
         if _only(a, b, self.special):
-            eos = self.eos and self.eos in a + b
-            return "end_of_turn" if eos and at_end else "bos_eos"
+            bos = bool(self.bos) and self.bos in a + b and not (self.eos and self.eos in a + b)
+            return "end_of_turn" if at_end and not bos else "bos_eos"
         if text is not None and text[0] < i1 and i2 < text[1]:
             return "content"
         if any(w.lower() not in ROLE_WORDS for w in _WORD.findall(_without_controls(a + " " + b))):
@@ -445,14 +548,10 @@ class Layout:
         for start, end, message in self.texts:
             content = str(message.get("content") or "")
             kept = end - start == len(content)
-            if i1 <= start and not ref[i2:start].strip():  # before the text, whitespace between
-                lead = content[: len(content) - len(content.lstrip())]
-                if lead:
-                    return lead, kept
-            if i2 >= end and not ref[end:i1].strip():  # after the text, whitespace between
-                trail = content[len(content.rstrip()) :]
-                if trail:
-                    return trail, kept
+            if i1 <= start and not ref[i2:start].strip() and _lead(message):  # before the text
+                return _lead(message), kept
+            if i2 >= end and not ref[end:i1].strip() and _trail(message):  # after the text
+                return _trail(message), kept
         return None, False
 
     def _in_tools(self, i1: int, i2: int) -> bool:
@@ -573,6 +672,18 @@ def _tool_ranges(difference: Difference, reference: Reference) -> list[tuple[int
     return [(j1, j2) for _, _, j1, j2 in opcodes(bare, difference.reference)[0] if j2 > j1]
 
 
+def _lead(message: Mapping[str, Any]) -> str:
+    """The leading whitespace of a message's text."""
+    content = str(message.get("content") or "")
+    return content[: len(content) - len(content.lstrip())]
+
+
+def _trail(message: Mapping[str, Any]) -> str:
+    """The trailing whitespace of a message's text."""
+    content = str(message.get("content") or "")
+    return content[len(content.rstrip()) :]
+
+
 def _is_tool_message(message: Mapping[str, Any]) -> bool:
     return bool(message.get("tool_calls")) or message.get("role") in ("tool", "ipython")
 
@@ -619,10 +730,13 @@ def _without_controls(text: str) -> str:
 __all__ = [
     "ALWAYS_ADDED",
     "BY_NAME",
+    "FINAL_OPEN",
     "GROUPS",
     "HTML_ESCAPED",
     "RESULT_REENCODED",
+    "SYSTEM_DROPPED",
     "Group",
     "Hunk",
+    "final_open_alone",
     "hunks",
 ]

@@ -12,10 +12,12 @@ import re
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-# Control tokens and tags, HTML entities, JSON escapes, words, and any other single character.
+# Control tokens and tags, HTML entities, JSON escapes, words, and any other single character. A backslash is
+# an escape only with what JSON escapes after it: text that ends with one before a control token (``c\<|eot_id|>``)
+# keeps the token whole, or the diff would cut it and name the wrong part of the turn.
 _ATOM = re.compile(
     r"<[|｜][^<>|｜\s]{1,48}[|｜]>|<</?SYS>>|</?[A-Za-z_:]{1,32}>|\[/?[A-Z_]{2,32}\]|&#?\w{1,8};"  # noqa: RUF001
-    r"|\\u[0-9a-fA-F]{4}|\\.|\w+|\s|.",
+    r'|\\u[0-9a-fA-F]{4}|\\["\\/bfnrt]|\w+|\s|.',
     re.S,
 )
 #: Differing ranges ``(i1, i2, j1, j2)``: ``reference[i1:i2]`` is written ``template[j1:j2]``.

@@ -9,6 +9,7 @@ of the model directories.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from templatecheck.errors import TemplatecheckError
 
@@ -57,3 +58,24 @@ def run_root(root: Path, inipath: Path | None, here: Path, models: list[Path]) -
 
 
 __all__ = ["FOLDER", "holds", "node_id", "run_root", "selects"]
+
+
+def model_of(node: str) -> str:
+    """The model an item of the suite tests, from its node id (``...::test_x[model:template]``)."""
+    inside = node.rpartition("[")[2]
+    return inside.rpartition(":")[0] if inside.endswith("]") and ":" in inside else node
+
+
+def model_scheduler(config: Any, log: Any, models: int) -> Any:
+    """Under pytest-xdist (``-n``) with its default distribution and two or more models: a scheduler that gives
+    every item of one model to one worker, so each worker loads only its models' tokenizers; otherwise
+    ``None`` (xdist's own)."""
+    if models < 2 or config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModel(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return model_of(nodeid)
+
+    return ByModel(config, log)
