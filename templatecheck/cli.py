@@ -95,11 +95,8 @@ def check_command(args: Sequence[str]) -> int:
         recorded = settings(options, strict=False, baseline=None)
         print(json.dumps(json_report(results, recorded, provenance(session)), indent=2, ensure_ascii=True))
     else:
-        print(
-            "\n".join(
-                summary_lines(results, session.reference_notes(results), [parsed.model], list(REGISTRY))
-            )
-        )
+        notes = session.reference_notes(results)
+        print("\n".join(summary_lines(results, notes, [parsed.model], list(REGISTRY))))
     return 1 if any(r.outcome in (Outcome.FAILED, Outcome.ERROR) for r in results) else 0
 
 

@@ -217,6 +217,7 @@ def test_models_that_share_tokenizer_files_load_the_tokenizer_once(tmp_path: Pat
         config["chat_template"] = (
             f"{{{{ 'variant {i}' }}}}{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}"
         )
+        config["model_max_length"] = 4321  # a tokenizer no earlier test of this process has loaded
         (folder / "tokenizer_config.json").write_text(json.dumps(config))
         folders.append(folder)
     before = tokenizer_loads()
