@@ -2,23 +2,19 @@
 
 A feature is supported when a conversation using it renders and its sentinel reaches the prompt. The result
 decides what the hypothesis conversations may contain (:class:`~templatecheck.strategies.Support`), and is
-the capabilities table of the reports.
+the capabilities table of the reports (with the verdicts of two role checks: :func:`templatecheck.checks.roles.survey`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from templatecheck.conversation import Conversation, assistant, system, user
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.strategies import Support
-
-if TYPE_CHECKING:
-    from templatecheck.result import Finding
 
 SENTINEL = "zq7"
 #: Tool-call ids of 9 alphanumeric characters: what Mistral's formats require, and valid for every other.
@@ -178,21 +174,3 @@ def probe(subject: Subject) -> Capabilities:
     )
     subject.model.cache[key] = found
     return found
-
-
-def survey(subject: Subject) -> Capabilities:
-    """:func:`probe`, plus what the ``default_system_prompt`` and ``clock`` checks report (their warnings),
-    for the reports' capabilities table; the checks themselves decide, so the table and the checks agree."""
-    from dataclasses import replace
-
-    from templatecheck.checks import roles
-    from templatecheck.result import Outcome
-
-    def warns(check: Callable[[Subject], list[Finding]]) -> bool:
-        return any(f.outcome is Outcome.WARNING for f in check(subject))
-
-    return replace(
-        probe(subject),
-        default_system_prompt=warns(roles.default_system_prompt.run),
-        date_injection=warns(roles.clock.run),
-    )

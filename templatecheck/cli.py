@@ -95,7 +95,8 @@ def check_command(args: Sequence[str]) -> int:
         recorded = settings(options, strict=False, baseline=None)
         print(json.dumps(json_report(results, recorded, provenance(session)), indent=2, ensure_ascii=True))
     else:
-        print("\n".join(summary_lines(results, session.reference_notes(results), [parsed.model])))
+        notes = session.reference_notes(results)
+        print("\n".join(summary_lines(results, notes, [parsed.model], list(REGISTRY))))
     return 1 if any(r.outcome in (Outcome.FAILED, Outcome.ERROR) for r in results) else 0
 
 
@@ -242,7 +243,7 @@ def render_command(args: Sequence[str]) -> int:
 
 
 def _shown(model: str, template: str, text: str, ids: list[int], tokenized: Any) -> str:
-    from templatecheck.report import tokens, visible
+    from templatecheck.text import tokens, visible
 
     lines = [f"# {model}:{template} ({len(text)} characters)", visible(text)]
     if tokenized is not None:

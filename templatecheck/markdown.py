@@ -33,9 +33,11 @@ def markdown_report(
     capabilities: CapabilityTables | None = None,
     notes: Mapping[str, str] | None = None,
     sources: Sequence[str] = (),
+    order: Sequence[str] = (),
 ) -> str:
-    """The whole report; ``notes`` add a line under a model's heading, by source (its reference format)."""
-    made = grids(results, sources)
+    """The whole report; ``notes`` add a line under a model's heading, by source (its reference format);
+    ``order`` is the check order (see :func:`~templatecheck.report.grids`)."""
+    made = grids(results, sources, order)
     lines = ["# templatecheck report", ""]
     if not made:
         lines.append("No checks ran.")

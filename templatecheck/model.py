@@ -199,11 +199,22 @@ def read_templates(directory: Path) -> dict[str, Template]:
     return {}
 
 
+def read_corpus(folder: Path) -> dict[str, Template]:
+    """Every template in ``folder/*.json``, named ``<file stem>#<template name>``: the format of public
+    chat-template corpora (see :mod:`templatecheck.corpus`)."""
+    templates: dict[str, Template] = {}
+    for file in sorted(folder.glob("*.json")):
+        entry = json.loads(file.read_text(encoding="utf-8")).get("chat_template")
+        named = {"default": entry} if isinstance(entry, str) else dict(entry or {})
+        for name, source in named.items():
+            label = f"{file.stem}#{name}"
+            templates[label] = Template(label, str(source), file.name)
+    return templates
+
+
 def templates_in_folder(folder: Path) -> dict[str, Template]:
     """Candidate templates for ``--tc-chat-template DIR``: every ``*.jinja`` file, and every template of the
     corpus-format ``*.json`` files (see :mod:`templatecheck.corpus`)."""
-    from templatecheck.corpus import read_corpus
-
     found = {t.name: t for t in map(template_from_file, sorted(folder.glob("*.jinja")))}
     try:
         found.update(read_corpus(folder))

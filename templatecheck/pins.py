@@ -22,8 +22,9 @@ from templatecheck import conversation as conv
 from templatecheck.causes import defect
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
-from templatecheck.report import diff, write_atomically
+from templatecheck.report import write_atomically
 from templatecheck.result import Finding
+from templatecheck.text import diff
 from templatecheck.tokens import encode
 
 TEXT, IDS = ".txt", ".ids.json"

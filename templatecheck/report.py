@@ -1,11 +1,12 @@
-"""What a person reads: strings with visible whitespace, diffs, token lists, the JSON report, the summary."""
+"""The reports at the top of the data flow: the JSON report and the terminal summary.
+
+They receive the check order as data (``order``, the registry's names), so nothing here imports the checks.
+"""
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,57 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from templatecheck.result import CheckResult, Finding, Layer, Outcome
+from templatecheck.text import first_line
 
 REPORT_VERSION = 1
-
-_WS = {"\n": "␤", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
-# A space is shown as ␠ unless it sits alone between two visible characters.
-_ODD_SPACE = re.compile(r"(?<=[ \n\t\r])  *| +(?=[ \n\t\r]|$)|^ +")
-
-
-def visible(text: str) -> str:
-    """``text`` with newlines (␤, then a real line break), tabs (⇥), CRs (␍) and odd spaces (␠) visible."""
-    lines = text.split("\n")
-    shown = []
-    for line in lines:
-        line = _ODD_SPACE.sub(lambda m: "␠" * len(m.group(0)), line)
-        shown.append("".join(_WS.get(c, c) for c in line))
-    return "␤\n".join(shown)
-
-
-def quote(text: str, indent: str = "    ") -> str:
-    """A block of visible text, indented, for failure messages."""
-    body = visible(text) if text else "(empty)"
-    return "\n".join(indent + line for line in body.split("\n"))
-
-
-def diff(expected: str, actual: str, *, labels: tuple[str, str] = ("expected", "got")) -> str:
-    """A unified diff of two renderings, whitespace visible, with the first differing character named."""
-    at = next(
-        (i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
-        min(len(expected), len(actual)),
-    )
-    lines = list(
-        difflib.unified_diff(
-            visible(expected).splitlines(),
-            visible(actual).splitlines(),
-            fromfile=labels[0],
-            tofile=labels[1],
-            lineterm="",
-            n=2,
-        )
-    )
-    context = visible(expected[max(0, at - 20) : at + 20])
-    head = f"first difference at character {at} (near {context!r})"
-    return head + "\n" + "\n".join("    " + line for line in lines)
-
-
-def tokens(ids: Sequence[int], pieces: Sequence[str], limit: int = 12) -> str:
-    """``[id 'piece']`` for the first ``limit`` tokens, whitespace visible."""
-    shown = [f"[{i} {visible(p)!r}]" for i, p in zip(ids[:limit], pieces[:limit], strict=False)]
-    more = f" … ({len(ids) - limit} more)" if len(ids) > limit else ""
-    return " ".join(shown) + more
-
 
 # ------------------------------------------------------------------------------------------------ JSON report
 
@@ -171,12 +124,13 @@ class Grid:
         )
 
 
-def grids(results: Iterable[CheckResult], sources: Sequence[str] = ()) -> list[Grid]:
+def grids(
+    results: Iterable[CheckResult], sources: Sequence[str] = (), order: Sequence[str] = ()
+) -> list[Grid]:
     """The results per model, in the order of ``sources`` (then of appearance); the same whatever order the
-    results arrive in (xdist), except for models missing from ``sources``."""
-    from templatecheck.checks import REGISTRY
-
-    registered = list(REGISTRY)
+    results arrive in (xdist), except for models missing from ``sources``. Within a layer, checks come in
+    ``order`` (the registry's: ``list(templatecheck.checks.REGISTRY)``), then the others by name."""
+    registered = list(order)
     by_model: dict[tuple[str, str], list[CheckResult]] = {}
     for result in results:
         by_model.setdefault((result.model, result.source), []).append(result)
@@ -205,24 +159,24 @@ def grids(results: Iterable[CheckResult], sources: Sequence[str] = ()) -> list[G
     return made
 
 
-def first_line(text: str) -> str:
-    return text.strip().split("\n", 1)[0]
-
-
 def _short(line: str, width: int = 150) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def summary_lines(
-    results: Iterable[CheckResult], notes: Mapping[str, str] | None = None, sources: Sequence[str] = ()
+    results: Iterable[CheckResult],
+    notes: Mapping[str, str] | None = None,
+    sources: Sequence[str] = (),
+    order: Sequence[str] = (),
 ) -> list[str]:
     """Per model: a table of checks (layer, check, one column per template), then per template its tally and
     one line per finding, most severe first.
 
-    ``notes`` adds text to a model's header line, by source (the reference format the model was compared with).
+    ``notes`` adds text to a model's header line, by source (the reference format the model was compared with);
+    ``order`` is the check order (see :func:`grids`).
     """
     lines: list[str] = []
-    for grid in grids(results, sources):
+    for grid in grids(results, sources, order):
         note = (notes or {}).get(grid.source)
         lines.append(f"{grid.model} ({grid.source})" + (f" [{note}]" if note else ""))
         header = ("layer", "check", *grid.templates)

@@ -115,7 +115,7 @@ class Session:
     def capabilities(self) -> dict[tuple[str, str], list[tuple[str, bool]]]:
         """``(source, template) -> capabilities table`` for every loaded model (probing is deterministic, so
         the controller of an xdist run computes it itself)."""
-        from templatecheck.capabilities import survey
+        from templatecheck.checks.roles import survey
         from templatecheck.model import Subject
 
         tables = {}
@@ -171,9 +171,11 @@ class Session:
         if json_path is not None:
             write_json_report(json_path, results, recorded, provenance(self))
         if md_path is not None:
+            from templatecheck.checks import REGISTRY
             from templatecheck.markdown import markdown_report
 
-            text = markdown_report(results, self.capabilities(), self.reference_notes(results), self.refs)
+            notes = self.reference_notes(results)
+            text = markdown_report(results, self.capabilities(), notes, self.refs, list(REGISTRY))
             partial = (
                 "> **Interrupted run**: this report is partial.\n\n" if recorded.get("interrupted") else ""
             )
@@ -181,9 +183,10 @@ class Session:
 
     def summary(self, results: list[CheckResult], rewritten: str | None) -> list[str]:
         """The terminal summary: per model its table and findings, then what became of the baseline."""
+        from templatecheck.checks import REGISTRY
         from templatecheck.report import summary_lines
 
-        lines = summary_lines(results, self.reference_notes(results), self.refs)
+        lines = summary_lines(results, self.reference_notes(results), self.refs, list(REGISTRY))
         if rewritten:
             return [*lines, f"baseline written: {rewritten}"]
         stale = self.baseline.stale(results) if self.baseline is not None else []
@@ -230,7 +233,7 @@ def error_result(source: str, name: str, template: str, check: Check, message: s
 
 def warning_line(result: CheckResult) -> str:
     """A warning result in one line: the causes of its unaccepted warnings and the first one's message."""
-    from templatecheck.report import first_line
+    from templatecheck.text import first_line
 
     first = [f for f in result.findings if f.outcome is Outcome.WARNING and not f.accepted]
     causes = ", ".join(dict.fromkeys(f.cause for f in first))

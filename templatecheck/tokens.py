@@ -26,7 +26,7 @@ import jinja2.nodes
 
 from templatecheck.modeldir import is_token_id, shown
 from templatecheck.render import parse_template, template_variables
-from templatecheck.report import tokens as shown_tokens
+from templatecheck.text import tokens as shown_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -3,7 +3,7 @@
 A chat template is code from an untrusted repository. The in-process bounds of :mod:`templatecheck.render`
 stop what runs as Python bytecode, but not a single long C call (comparing two deeply shared lists, one huge
 integer operation), nor constant folding while Jinja compiles, nor memory a C routine allocates before any size
-check. So every compile and render runs here, in a child process with
+check. So every compile and render runs in a child process (its loop: :mod:`templatecheck.child`) with
 
 - an address-space limit (``RLIMIT_AS``, set before each batch to the current size plus a budget), so an
   allocation past it is a ``MemoryError`` in the child, never a swapping parent;
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import gc
 import json
 import os
 import pickle
@@ -37,7 +36,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: A job: ``(verb, *arguments)``; see :func:`_handle` for the verbs.
+from templatecheck import bounds
+from templatecheck.bounds import DeadlineExceeded, call_with_deadline
+
+#: A job: ``(verb, *arguments)``; the verbs are the child's (:mod:`templatecheck.child`).
 Job = tuple[Any, ...]
 #: An answer: ``{"ok": value}`` or ``{"error": kind, "message": text}``.
 Answer = dict[str, Any]
@@ -47,7 +49,7 @@ _HEADER = struct.Struct(">Q")
 _MAX_ANSWER = 64 * 1024 * 1024
 #: Seconds the parent waits past a job's own bound before it kills the child (the child's watchdog usually
 #: answers first, with a clean ``timeout``), and the wait for a job with no bound of its own.
-_GRACE = 1.0
+GRACE = 1.0
 _STARTUP_SECONDS = 30.0
 
 
@@ -77,7 +79,7 @@ class Worker:
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
-        self._reader: _Reader | None = None
+        self._reader: Reader | None = None
         self._lock = threading.Lock()
         self._home: tempfile.TemporaryDirectory[str] | None = None
         #: Children started in this process (the first start and every restart after a kill).
@@ -111,7 +113,7 @@ class Worker:
             if self._home is None:
                 self._home = tempfile.TemporaryDirectory(prefix="templatecheck-worker-")
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "templatecheck.worker"],
+                [sys.executable, "-m", "templatecheck.child"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -120,7 +122,7 @@ class Worker:
                 close_fds=True,
             )
             assert self._process.stdout is not None
-            self._reader = _Reader(self._process.stdout.fileno())
+            self._reader = Reader(self._process.stdout.fileno())
             self.starts += 1
             self._wait_ready()
         return self._process
@@ -131,7 +133,7 @@ class Worker:
         if answer is None or json.loads(answer) != {"ready": True}:
             self._stop()
             raise RuntimeError(
-                "templatecheck's render worker did not start (run `python -m templatecheck.worker`)"
+                "templatecheck's render worker did not start (run `python -m templatecheck.child`)"
             )
 
     def _send(self, jobs: list[Job], budget: Budget) -> None:
@@ -147,7 +149,7 @@ class Worker:
     def _receive(self, budget: Budget) -> Answer:
         process, reader = self._process, self._reader
         assert process is not None and reader is not None
-        wait = budget.seconds + _GRACE if budget.seconds is not None else None
+        wait = budget.seconds + GRACE if budget.seconds is not None else None
         deadline = time.monotonic() + wait if wait is not None else None
         try:
             frame = reader.frame(deadline)
@@ -218,7 +220,7 @@ class _FrameTooLarge(Exception):
     pass
 
 
-class _Reader:
+class Reader:
     """Frames from a pipe, read in large chunks (one wake-up serves every answer already written)."""
 
     def __init__(self, fd: int, limit: int = _MAX_ANSWER) -> None:
@@ -292,19 +294,19 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
         try:
             os.close(read_fd)
             _become_child()
-            _limit_memory(budget.memory_bytes)
-            _limit_cpu(None if budget.seconds is None else (budget.seconds + _GRACE) * len(tasks))
+            limit_memory(budget.memory_bytes)
+            limit_cpu(None if budget.seconds is None else (budget.seconds + GRACE) * len(tasks))
             with os.fdopen(write_fd, "wb") as sink:
                 for task in tasks:
-                    _write(sink, _run_task(task, budget))
+                    write_answer(sink, _run_task(task, budget))
         finally:
             os._exit(0)
     os.close(write_fd)
-    reader = _Reader(read_fd)
+    reader = Reader(read_fd)
     answers: list[Answer] = []
     try:
         for _ in tasks:
-            deadline = time.monotonic() + budget.seconds + _GRACE if budget.seconds is not None else None
+            deadline = time.monotonic() + budget.seconds + GRACE if budget.seconds is not None else None
             frame = reader.frame(deadline)
             if frame is None:
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -326,8 +328,6 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
 
 def _become_child() -> None:
     """A forked child keeps nothing it does not need: no environment, no terminal, a fresh watchdog."""
-    from templatecheck import bounds
-
     os.environ.clear()
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
@@ -337,22 +337,20 @@ def _become_child() -> None:
 
 
 def _run_task(task: Callable[[], Any], budget: Budget) -> Answer:
-    from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-
     try:
         return {"ok": call_with_deadline(task, budget.seconds)}
     except DeadlineExceeded:
         return {"error": "timeout", "message": f"exceeded {budget.seconds:g} s"}
     except MemoryError:
-        return {"error": "memory", "message": _out_of_memory(budget)}
+        return {"error": "memory", "message": out_of_memory(budget)}
     except Exception as exc:
         return {"error": "raised", "message": f"{type(exc).__name__}: {exc}"}
 
 
-# ---------------------------------------------------------------------------------------------- the child
+# ------------------------------------------------------------------- the limits both kinds of child set
 
 
-def _limit_memory(budget: int | None) -> None:
+def limit_memory(budget: int | None) -> None:
     import resource
 
     if budget is None:
@@ -369,7 +367,7 @@ def _limit_memory(budget: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _limit_cpu(seconds: float | None) -> None:
+def limit_cpu(seconds: float | None) -> None:
     """The child dies (``SIGXCPU``) once the batch has used its jobs' bounds and grace in CPU time."""
     import resource
 
@@ -384,7 +382,7 @@ def _limit_cpu(seconds: float | None) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _write(stream: Any, answer: Answer) -> None:
+def write_answer(stream: Any, answer: Answer) -> None:
     try:
         payload = json.dumps(answer, ensure_ascii=True).encode("ascii")
     except (TypeError, ValueError) as exc:
@@ -393,72 +391,6 @@ def _write(stream: Any, answer: Answer) -> None:
     stream.flush()
 
 
-def _answer(job: Job, budget: Budget) -> Answer:
-    """The answer to one job; whatever the job raises is an error answer, never the child's end."""
-    from templatecheck.render import RenderError
-
-    try:
-        return {"ok": _VERBS[job[0]](budget, *job[1:])}
-    except RenderError as error:
-        if error.kind in ("memory", "output"):
-            gc.collect()  # what the template built is garbage now: free it before the next job's limit
-        message = _out_of_memory(budget) if error.kind == "memory" else error.message
-        return {"error": error.kind, "message": message}
-    except MemoryError:
-        return {"error": "memory", "message": _out_of_memory(budget)}
-    except RecursionError:
-        return {"error": "raised", "message": "template raised RecursionError: recursion too deep"}
-    except Exception as exc:
-        return {"error": "crash", "message": f"{type(exc).__name__}: {exc}"}
-
-
-def _out_of_memory(budget: Budget) -> str:
+def out_of_memory(budget: Budget) -> str:
     limit = f" of {budget.memory_bytes / 2**20:,.0f} MiB" if budget.memory_bytes is not None else ""
     return f"render exhausted the memory limit{limit}"
-
-
-def _render(budget: Budget, source: str, context: dict[str, Any], clock: Any, max_chars: int | None) -> Any:
-    from templatecheck.render import render_here
-
-    rendered = render_here(source, context, seconds=budget.seconds, max_chars=max_chars, clock=clock)
-    return [rendered.text, rendered.generation_spans]
-
-
-def _compile(budget: Budget, source: str) -> None:
-    from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-    from templatecheck.render import RenderError, compile_template
-
-    try:
-        call_with_deadline(lambda: compile_template(source), budget.seconds)
-    except DeadlineExceeded:
-        raise RenderError("timeout", f"compiling the template exceeded {budget.seconds:g} s") from None
-
-
-def _variables(budget: Budget, source: str) -> list[str]:
-    from templatecheck.render import undeclared_variables
-
-    _compile(budget, source)
-    return sorted(undeclared_variables(source))
-
-
-_VERBS: dict[str, Any] = {"render": _render, "compile": _compile, "variables": _variables}
-
-
-def main() -> None:
-    """The child's loop: read a batch, answer each job, until the parent closes the pipe."""
-    reader, sink = _Reader(sys.stdin.buffer.fileno(), limit=1 << 40), sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing a library prints may corrupt the channel
-    _write(sink, {"ready": True})
-    while True:
-        frame = reader.frame(None)
-        if frame is None:
-            return
-        budget, jobs = pickle.loads(frame)
-        _limit_memory(budget.memory_bytes)
-        _limit_cpu(None if budget.seconds is None else (budget.seconds + _GRACE) * len(jobs))
-        for job in jobs:
-            _write(sink, _answer(job, budget))
-
-
-if __name__ == "__main__":
-    main()

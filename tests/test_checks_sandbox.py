@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from templatecheck.checks.sandbox import Attempt, escape_attempts, sandbox
-from templatecheck.corpus import read_corpus
+from templatecheck.model import read_corpus
 from templatecheck.render import RenderError
 from templatecheck.result import Outcome
 from tests.conftest import SHARED, needs_shared, subject_with_template

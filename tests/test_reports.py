@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from templatecheck.capabilities import Capabilities, survey
+from templatecheck.capabilities import Capabilities
 from templatecheck.checks import REGISTRY
+from templatecheck.checks.roles import survey
 from templatecheck.markdown import MESSAGE_LINES, markdown_report
 from templatecheck.report import REPORT_VERSION, grids, summary_lines
 from templatecheck.result import CheckResult, Finding, Layer, Outcome
@@ -180,14 +181,18 @@ RESULTS = [
 ]
 
 
+#: The check order the reports receive as data (the plugin, the session and the CLI pass the registry's).
+ORDER = list(REGISTRY)
+
+
 def test_grids_order_checks_by_layer_and_registry_whatever_the_arrival_order() -> None:
     for seed in range(5):
         shuffled = random.Random(seed).sample(RESULTS, len(RESULTS))
-        assert grids(shuffled, ["./m", "./a"]) == grids(RESULTS, ["./m", "./a"])
-        assert markdown_report(shuffled, sources=["./m", "./a"]) == markdown_report(
-            RESULTS, sources=["./m", "./a"]
+        assert grids(shuffled, ["./m", "./a"], ORDER) == grids(RESULTS, ["./m", "./a"], ORDER)
+        assert markdown_report(shuffled, sources=["./m", "./a"], order=ORDER) == markdown_report(
+            RESULTS, sources=["./m", "./a"], order=ORDER
         )
-    (grid, _) = grids(RESULTS, ["./m", "./a"])
+    (grid, _) = grids(RESULTS, ["./m", "./a"], ORDER)
     assert [check for _, check, _ in grid.rows] == ["renders", "clock", "double_bos"]
     assert grid.templates == ("default", "tool_use")
     assert [(r.check, r.template) for r, _ in grid.findings()] == [
@@ -197,8 +202,18 @@ def test_grids_order_checks_by_layer_and_registry_whatever_the_arrival_order() -
     ]
 
 
+def test_the_check_order_is_data_the_reports_receive() -> None:
+    """Within a layer, rows follow ``order``; checks it does not name come after it, by name."""
+    (grid, _) = grids(RESULTS, ["./m", "./a"], ["clock", "renders"])
+    assert [check for _, check, _ in grid.rows] == ["clock", "renders", "double_bos"]
+    (grid, _) = grids(RESULTS, ["./m", "./a"], ["renders"])
+    assert [check for _, check, _ in grid.rows] == ["renders", "clock", "double_bos"]
+    (grid, _) = grids(RESULTS, ["./m", "./a"])
+    assert [check for _, check, _ in grid.rows] == ["clock", "renders", "double_bos"]
+
+
 def test_summary_lines_golden() -> None:
-    assert summary_lines(RESULTS, {"./m": "reference: chatml (detected)"}, ["./m"]) == [
+    assert summary_lines(RESULTS, {"./m": "reference: chatml (detected)"}, ["./m"], ORDER) == [
         "m (./m) [reference: chatml (detected)]",
         "  layer      check       default  tool_use",
         "  template   renders     passed   error",
@@ -218,7 +233,7 @@ def test_summary_lines_golden() -> None:
 
 def test_markdown_golden() -> None:
     tables = {("./m", "default"): [("system role", True), ("tools", False)]}
-    md = markdown_report(RESULTS[:6], tables, {"./m": "reference: chatml (detected)"})
+    md = markdown_report(RESULTS[:6], tables, {"./m": "reference: chatml (detected)"}, order=ORDER)
     assert md == "\n".join(
         [
             "# templatecheck report",

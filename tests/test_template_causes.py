@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from templatecheck.capabilities import probe, survey
+from templatecheck.capabilities import probe
 from templatecheck.causes import CAUSES
 from templatecheck.checks import REGISTRY
+from templatecheck.checks.roles import survey
 from templatecheck.result import Layer, Outcome
 from tests.conftest import ROOT, subject, subject_with_template
 

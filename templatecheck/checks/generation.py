@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 from templatecheck import conversation as conv
 from templatecheck.causes import defect, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
+from templatecheck.checks.tokenizer import NOT_STOP_TOKEN, closings
 from templatecheck.errors import TemplatecheckError
 from templatecheck.model import Subject
 from templatecheck.options import Options
 from templatecheck.render import RenderError
-from templatecheck.report import visible
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.stats import ALPHA, McNemar
+from templatecheck.text import visible
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -145,8 +146,6 @@ def _runs_on(subject: Subject, ender: tuple[int, int] | None, message: str) -> F
     """``stops``' finding: the ``end_of_turn`` cause when the token the model ends its turns with is one the
     template itself writes to close a turn (that check owns the root cause; this one adds the measured
     cost as a note), else a finding of its own."""
-    from templatecheck.checks.tokenizer import NOT_STOP_TOKEN, closings
-
     if ender is not None and ender[0] in {c.token for c in closings(subject)}:
         return NOT_STOP_TOKEN(message)
     return RUNS_ON(message)

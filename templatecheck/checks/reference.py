@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from templatecheck import conversation as conv
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
 from templatecheck.checks.roles import injected_system_text
 from templatecheck.conversation import WEATHER_TOOL
 from templatecheck.formats.base import Format
@@ -43,13 +43,13 @@ from templatecheck.formats.compare import (
     comparable,
     compare,
 )
-from templatecheck.formats.detect import Choice, choose
+from templatecheck.formats.detect import Choice, choose, evidence_of
 from templatecheck.formats.diffing import opcodes
 from templatecheck.formats.oracle import Oracle, OracleUnavailable, Rejected, load_oracle
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
-from templatecheck.report import diff, tokens
 from templatecheck.result import Finding, Layer, Outcome, note, skipped
+from templatecheck.text import diff, tokens
 from templatecheck.tokens import encode
 
 if TYPE_CHECKING:
@@ -498,8 +498,6 @@ def _mistral_groups(subject: Subject, fmt: Format, oracle: Oracle, tally: _Tally
 
 
 def _decoder(subject: Subject, tokenizer: PreTrainedTokenizerBase) -> Callable[[Sequence[int]], str]:
-    from templatecheck.formats.detect import evidence_of
-
     spm = evidence_of(subject.model, subject.template).tokenizer_kind == "sentencepiece"
 
     def decode(ids: Sequence[int]) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import probe
+from templatecheck.capabilities import Capabilities, probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
 from templatecheck.checks.template import (
     CRASH,
     DROPPED,
@@ -22,7 +23,7 @@ from templatecheck.checks.template import (
 )
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, template_variables
-from templatecheck.result import Finding, Layer, skipped
+from templatecheck.result import Finding, Layer, Outcome, skipped
 
 _U, _A, _S = conv.user, conv.assistant, conv.system
 
@@ -336,3 +337,18 @@ def _changed(a: str, b: str) -> str:
 
 def _common_prefix(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def survey(subject: Subject) -> Capabilities:
+    """:func:`~templatecheck.capabilities.probe`, plus what the ``default_system_prompt`` and ``clock`` checks
+    report (their warnings), for the reports' capabilities table; the checks themselves decide, so the table
+    and the checks agree."""
+
+    def warns(run: Callable[[Subject], list[Finding]]) -> bool:
+        return any(f.outcome is Outcome.WARNING for f in run(subject))
+
+    return replace(
+        probe(subject),
+        default_system_prompt=warns(default_system_prompt.run),
+        date_injection=warns(clock.run),
+    )

@@ -8,7 +8,7 @@ import jinja2.nodes
 
 from templatecheck import conversation as conv
 from templatecheck.causes import defect
-from templatecheck.checks import check
+from templatecheck.checks.base import check
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, parse_template
 from templatecheck.result import Finding, Layer

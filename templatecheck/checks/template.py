@@ -14,14 +14,16 @@ from functools import lru_cache
 from typing import Any
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import probe
+from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
+from templatecheck.formats.detect import choose
+from templatecheck.gates import parse_error
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, parse_template
-from templatecheck.report import diff, quote
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.sample import minimize, sample
+from templatecheck.text import diff, quote
 
 Judge = Callable[[conv.Conversation], list[Finding]]
 
@@ -144,8 +146,6 @@ def renders(subject: Subject) -> list[Finding]:
     empty message) or that render nothing. A deliberate ``raise_exception`` (on the system role, or on a shape
     the format does not support) is a legal policy and only a warning.
     """
-    from templatecheck.gates import parse_error
-
     unparsed = parse_error(subject)
     if unparsed is not None:
         return [SYNTAX(f"the template does not parse or compile: {unparsed}")]
@@ -714,8 +714,6 @@ _MULTI_TURN: list[conv.Conversation] = [
 def _tool_turns(subject: Subject) -> list[conv.Conversation]:
     """A conversation with a tool exchange (a reply with text and a call, its result, a reply, a user turn),
     judged before the sample for a template that renders tool calls, so that every such template gets it."""
-    from templatecheck.capabilities import CALL_IDS
-
     caps = probe(subject)
     if not caps.tool_calls:
         return []
@@ -1064,8 +1062,6 @@ def _trims_every_message(subject: Subject) -> str | None:
 
 def _stripping_format(subject: Subject) -> str | None:
     """The name of the model's reference format when that format strips message text (see ``strips_text``)."""
-    from templatecheck.formats.detect import choose
-
     try:
         chosen = choose(subject.model, subject.options).format
     except Exception:  # an unknown --tc-reference is reported by the reference check itself

@@ -13,12 +13,12 @@ from typing import Any
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
 from templatecheck.causes import defect, hazard, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, template_variables
-from templatecheck.report import diff, visible
 from templatecheck.result import Finding, Layer, Outcome, note, skipped
 from templatecheck.sample import Problem, counterexamples, sample
+from templatecheck.text import diff, visible
 from templatecheck.tokens import Tokens, encode, encode_as_text, template_literals, tokens_of
 from templatecheck.worker import run_forked
 

@@ -8,12 +8,12 @@ from typing import Any
 from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks import check
+from templatecheck.checks.base import check
 from templatecheck.checks.template import blank, distinct
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
-from templatecheck.report import diff, quote
 from templatecheck.result import Finding, Layer, skipped
+from templatecheck.text import diff, quote
 
 CRASH = defect(
     "tools.crash",

@@ -31,6 +31,7 @@ from templatecheck.formats.base import Unsupported
 from templatecheck.formats.compare import Case, Difference, Reference, Render, comparable
 from templatecheck.formats.diffing import Ranges, atoms, offsets, opcodes
 from templatecheck.render import RenderError
+from templatecheck.text import visible
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,6 @@ class Hunk:
 
     def describe(self, reference_text: str) -> str:
         """``reference '␤␤' / template '␤' after '...<|end_header_id|>'``, whitespace visible."""
-        from templatecheck.report import visible
-
         before = visible(reference_text[max(0, self.at - 30) : self.at])
         return f"reference {visible(self.reference)!r} / template {visible(self.template)!r} after {before!r}"
 

@@ -1,0 +1,92 @@
+"""What a check is (:class:`Check`), the decorator that registers one (:func:`check`), and the registry.
+
+A leaf below the layer modules: they import :func:`check` from here, and :mod:`templatecheck.checks` imports
+them (which fills :data:`REGISTRY`, in layer order) and re-exports what is here. The rules
+:meth:`Check.findings` applies are described in :mod:`templatecheck.checks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from templatecheck.causes import CAUSES
+from templatecheck.gates import gate
+from templatecheck.model import Subject
+from templatecheck.result import CheckResult, Finding, Layer, Outcome, skipped
+
+#: What a check needs of the template before it can say anything: nothing, that it parses, or that a plain
+#: conversation renders.
+NEEDS = ("nothing", "parses", "renders")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    layer: Layer
+    run: Callable[[Subject], list[Finding]]
+    needs: str = "renders"
+
+    @property
+    def doc(self) -> str:
+        return (self.run.__doc__ or "").strip()
+
+    @property
+    def causes(self) -> list[str]:
+        """The keys of the causes this check owns."""
+        return [key for key in CAUSES if key.split(".", 1)[0] == self.name]
+
+    def findings(self, subject: Subject) -> list[Finding]:
+        """The check's findings on ``subject``, after the shared rules (see :mod:`templatecheck.checks`)."""
+        blocked = gate(subject, self.needs)
+        if blocked is not None:
+            return [skipped(blocked)]
+        return [self._settle(f, subject) for f in self.run(subject)]
+
+    def _settle(self, finding: Finding, subject: Subject) -> Finding:
+        if finding.outcome in (Outcome.PASSED, Outcome.SKIPPED, Outcome.ERROR):
+            return finding
+        if not finding.cause:
+            finding = replace(finding, cause=f"{self.name}.unclassified")
+        owner = finding.cause.split(".", 1)[0]
+        if owner != self.name:
+            return Finding(
+                Outcome.PASSED,
+                f"also observed {finding.cause} (reported by `{owner}`): {finding.message.strip()}",
+                finding.cause,
+                finding.fix,
+            )
+        rule = CAUSES.get(finding.cause)
+        if rule is not None and rule.hazard_of is not None and rule.hazard_of in subject.options.consumers:
+            return replace(
+                finding,
+                outcome=Outcome.FAILED,
+                message=f"{finding.message}\n  (fails: --tc-consumer {rule.hazard_of})",
+            )
+        return finding
+
+    def __call__(self, subject: Subject) -> CheckResult:
+        return CheckResult.from_findings(
+            model=subject.model.name,
+            source=subject.model.ref.text,
+            template=subject.template.name,
+            check=self.name,
+            layer=self.layer,
+            findings=self.findings(subject),
+        )
+
+
+#: Every check by name, in the order the suite runs them.
+REGISTRY: dict[str, Check] = {}
+
+
+def check(layer: Layer, *, needs: str = "renders") -> Callable[[Callable[[Subject], list[Finding]]], Check]:
+    """Register a check function under its own name; ``needs`` is one of :data:`NEEDS`."""
+    assert needs in NEEDS, needs
+
+    def register(fn: Callable[[Subject], list[Finding]]) -> Check:
+        made = Check(fn.__name__, layer, fn, needs)
+        REGISTRY[made.name] = made
+        return made
+
+    return register
