@@ -31,7 +31,7 @@ import jinja2.nodes
 import jinja2.sandbox
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-from templatecheck.worker import Answer, Budget, Job, shared
+from templatecheck.worker import REPEATED, Answer, Budget, Job, exceeded, shared
 
 #: The clock templates see through ``strftime_now`` unless a check asks otherwise. Rendering through a pinned
 #: clock makes every result reproducible; ``Renderer(clock=None)`` gives transformers' behaviour.
@@ -501,15 +501,11 @@ class _Ledger:
     def record(self, source: str, seconds: float, answers: Sequence[Answer]) -> None:
         self.spent[source] = self.spent.get(source, 0.0) + seconds
         for answer in answers:
-            if answer.get("error") in _BOUND_KINDS and source not in self.exceeded:
+            if exceeded(answer) and source not in self.exceeded:
+                message = str(answer.get("message", ""))
                 self.exceeded[source] = RenderError(
-                    str(answer["error"]),
-                    f"{answer.get('message', '')} (an earlier render of this template did; it is not rendered again)",
+                    str(answer["error"]), message if message.endswith(REPEATED) else message + REPEATED
                 )
-
-
-#: Error kinds that are a bound exceeded: the first is the template's finding, later renders answer at once.
-_BOUND_KINDS = frozenset({"timeout", "output", "memory", "crash"})
 
 
 @dataclass(frozen=True)

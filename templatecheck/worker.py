@@ -53,6 +53,23 @@ GRACE = 1.0
 _STARTUP_SECONDS = 30.0
 
 
+#: Error kinds that are a bound exceeded. A batch holds the jobs of one template: once one of them exceeds a
+#: bound, that is the template's finding, and the rest of the batch answers with it at once.
+BOUND_KINDS = frozenset({"timeout", "output", "memory", "crash"})
+#: What an answer given at once, for a template that exceeded a bound before, adds to the first one's message.
+REPEATED = " (an earlier render of this template did; it is not rendered again)"
+
+
+def repeated(answer: Answer, count: int) -> list[Answer]:
+    """``count`` answers that repeat the bound ``answer`` exceeded, without running anything."""
+    return [{"error": answer["error"], "message": str(answer.get("message", "")) + REPEATED}] * count
+
+
+def exceeded(answer: Answer) -> bool:
+    """Whether ``answer`` is a bound exceeded (see :data:`BOUND_KINDS`)."""
+    return answer.get("error") in BOUND_KINDS
+
+
 class WorkerDied(Exception):
     """The child ended (killed by the parent at a deadline, or by a limit) before it answered a job."""
 
@@ -86,20 +103,21 @@ class Worker:
         self.starts = 0
 
     def run(self, jobs: Sequence[Job], budget: Budget) -> list[Answer]:
-        """The answers to ``jobs``, in order. A job the child does not answer within its deadline, or dies
-        on, is answered ``{"error": kind, ...}`` (kinds ``timeout``, ``memory``, ``crash``) and the rest of
-        the batch goes to a fresh child."""
+        """The answers to ``jobs`` (one template's), in order. A job the child does not answer within its
+        deadline, or dies on, is answered ``{"error": kind, ...}`` (kinds ``timeout``, ``memory``, ``crash``),
+        the child is replaced, and the rest of the batch answers with that bound at once (see
+        :data:`BOUND_KINDS`)."""
         answers: list[Answer] = []
         with self._lock:
-            while len(answers) < len(jobs):
-                pending = list(jobs[len(answers) :])
-                try:
-                    self._send(pending, budget)
-                    for _ in pending:
-                        answers.append(self._receive(budget))
-                except WorkerDied as died:
-                    self._stop()
-                    answers.append({"error": died.kind, "message": died.message})
+            try:
+                self._send(list(jobs), budget)
+                for _ in jobs:
+                    answers.append(self._receive(budget))
+            except WorkerDied as died:
+                self._stop()
+                answers.append({"error": died.kind, "message": died.message})
+        if answers and exceeded(answers[-1]) and len(answers) < len(jobs):
+            answers += repeated(answers[-1], len(jobs) - len(answers))
         return answers
 
     def close(self) -> None:
@@ -277,9 +295,9 @@ def run_forked(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answe
     child has every object loaded here, such as a tokenizer, without loading it again, and none of this
     process's environment variables.
     """
-    answers: list[Answer] = []
-    while len(answers) < len(tasks):
-        answers.extend(_fork_batch(tasks[len(answers) :], budget))
+    answers = _fork_batch(tasks, budget)
+    if answers and exceeded(answers[-1]) and len(answers) < len(tasks):
+        answers += repeated(answers[-1], len(tasks) - len(answers))
     return answers
 
 
@@ -298,7 +316,10 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
             limit_cpu(None if budget.seconds is None else (budget.seconds + GRACE) * len(tasks))
             with os.fdopen(write_fd, "wb") as sink:
                 for task in tasks:
-                    write_answer(sink, _run_task(task, budget))
+                    answer = _run_task(task, budget)
+                    write_answer(sink, answer)
+                    if exceeded(answer):
+                        break  # the parent answers the rest with it
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -315,6 +336,8 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
                 answers.append({"error": died.kind, "message": died.message})
                 break
             answers.append(json.loads(frame))
+            if exceeded(answers[-1]):
+                break  # the child stopped there
     except _FrameTooLarge:
         answers.append({"error": "output", "message": "the answer exceeded 64 MB"})
     finally:

@@ -140,8 +140,37 @@ def test_forked_tasks_are_bounded() -> None:
             pass
 
     start = time.perf_counter()
-    answers = run_forked([lambda: 1, forever, lambda: 2, lambda: 1 / 0], Budget(0.5, None))
+    answers = run_forked([lambda: 1, lambda: 1 / 0, lambda: 2, forever], Budget(0.5, None))
     assert answers[0] == {"ok": 1} and answers[2] == {"ok": 2}
-    assert answers[1]["error"] == "timeout"
-    assert answers[3] == {"error": "raised", "message": "ZeroDivisionError: division by zero"}
+    assert answers[1] == {"error": "raised", "message": "ZeroDivisionError: division by zero"}
+    assert answers[3]["error"] == "timeout"
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",  # the watchdog stops it
+        "{{ (10 ** 10000) ** 10000 > 1 }}",  # the parent kills the worker
+    ],
+)
+def test_a_batch_stops_at_its_first_bound(source: str) -> None:
+    """A batch holds one template's renders: the first past a bound is the finding, the rest answer at once."""
+    start = time.perf_counter()
+    results = Renderer(limits=Limits(seconds=0.5)).render_many(source, [Call(HI)] * 6)
+    assert time.perf_counter() - start < 4
+    assert all(isinstance(r, RenderError) and r.kind == "timeout" for r in results)
+    assert [r.message.endswith("it is not rendered again)") for r in results] == [False] + [True] * 5  # type: ignore[union-attr]
+
+
+def test_forked_tasks_stop_at_their_first_bound() -> None:
+    def forever() -> None:
+        while True:
+            pass
+
+    start = time.perf_counter()
+    answers = run_forked([lambda: 1, forever, forever, forever], Budget(0.5, None))
+    assert time.perf_counter() - start < 3
+    assert answers[0] == {"ok": 1}
+    assert [a["error"] for a in answers[1:]] == ["timeout"] * 3
+    assert answers[3]["message"].endswith("it is not rendered again)")
