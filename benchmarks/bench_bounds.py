@@ -27,7 +27,6 @@ from templatecheck.render import (  # noqa: E402
     Limits,
     Renderer,
     RenderError,
-    prepare_messages,
     render_here,
 )
 
@@ -67,15 +66,9 @@ def per_batched_render(renderer: Renderer, source: str, repeats: int) -> float:
     return (time.perf_counter() - start) / (repeats // 50 * 50)
 
 
-def per_local_render(special: dict[str, str], source: str, repeats: int) -> float:
+def per_local_render(renderer: Renderer, source: str, repeats: int) -> float:
     """The in-process bounds alone: the render worker's own work per render."""
-    context = {
-        **special,
-        "messages": prepare_messages(SYSTEM_USER_ASSISTANT),
-        "tools": [WEATHER_TOOL],
-        "documents": None,
-        "add_generation_prompt": False,
-    }
+    context, _ = renderer._prepare(source, Call(SYSTEM_USER_ASSISTANT, tools=[WEATHER_TOOL]))
     start = time.perf_counter()
     for _ in range(repeats):
         with contextlib.suppress(RenderError):
@@ -117,7 +110,7 @@ def main() -> None:
             measured = (
                 per_render(bounded, source, 200),
                 per_batched_render(bounded, source, 200),
-                per_local_render(special, source, 200),
+                per_local_render(bounded, source, 200),
                 per_transformers_render(source, special, 200),
             )
             times = [min(t, x) for t, x in zip(times, measured, strict=True)] if i else list(measured)

@@ -14,19 +14,7 @@ from typing import Any
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
 from templatecheck.render import RenderError, compile_template, render_here, undeclared_variables
-from templatecheck.worker import (
-    GRACE,
-    Answer,
-    Budget,
-    Job,
-    Reader,
-    exceeded,
-    limit_cpu,
-    limit_memory,
-    out_of_memory,
-    repeated,
-    write_answer,
-)
+from templatecheck.worker import Answer, Budget, Job, Reader, exceeded, limit, out_of_memory, write_answer
 
 
 def _answer(job: Job, budget: Budget) -> Answer:
@@ -76,15 +64,12 @@ def main() -> None:
         if frame is None:
             return
         budget, jobs = pickle.loads(frame)
-        limit_memory(budget.memory_bytes)
-        limit_cpu(None if budget.seconds is None else (budget.seconds + GRACE) * len(jobs))
-        for i, job in enumerate(jobs):
+        limit(budget, len(jobs))
+        for job in jobs:
             answer = _answer(job, budget)
             write_answer(sink, answer)
-            if exceeded(answer):  # the rest of the batch answers with it at once (see BOUND_KINDS)
-                for again in repeated(answer, len(jobs) - i - 1):
-                    write_answer(sink, again)
-                break
+            if exceeded(answer):
+                break  # the parent answers the rest of the batch with it (see BOUND_KINDS)
 
 
 if __name__ == "__main__":

@@ -302,11 +302,12 @@ def tokenizer_key(directory: Path) -> str:
     for path in modeldir.read_files(directory):
         if path.parent != directory or path.name in _TEMPLATE_FILES:
             continue
-        data = modeldir.read_bytes(path, root, modeldir.limit_for(path.name))
         if path.name == "tokenizer_config.json":
             config = modeldir.read_object(path, root)
             config.pop("chat_template", None)
             data = json.dumps(config, sort_keys=True).encode()
+        else:
+            data = modeldir.read_bytes(path, root, modeldir.limit_for(path.name))
         digest.update(f"{path.name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
@@ -461,7 +462,7 @@ class Subject:
                 if isinstance(result, RenderError):
                     raise result
                 return result
-        return self.model.renderer.render(self.template.source, messages, **self._arguments(messages, kwargs))
+        return self.model.renderer.render(self.template.source, messages, **self.arguments(messages, kwargs))
 
     def prefetch(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> None:
         """Render ``conversations`` in one batch ahead of the renders a check asks for one at a time: each
@@ -470,7 +471,7 @@ class Subject:
 
     def prefetch_each(self, renders: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
         """:meth:`prefetch` with arguments of their own for each conversation."""
-        calls = [self.calls([messages], **kwargs)[0] for messages, kwargs in renders]
+        calls = [self._call(messages, kwargs) for messages, kwargs in renders]
         results = self.model.renderer.render_many(self.template.source, calls)
         store = self._prefetched()
         for (messages, kwargs), result in zip(renders, results, strict=True):
@@ -491,22 +492,22 @@ class Subject:
 
     def calls(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> list[Call]:
         """The render calls of :meth:`render_each`, for another renderer."""
-        calls = []
-        for messages in conversations:
-            arguments = self._arguments(messages, kwargs)
-            calls.append(
-                Call(
-                    messages,
-                    arguments.pop("add_generation_prompt", False),
-                    arguments.pop("continue_final_message", False),
-                    arguments.pop("tools", None),
-                    arguments.pop("documents", None),
-                    arguments,
-                )
-            )
-        return calls
+        return [self._call(messages, kwargs) for messages in conversations]
 
-    def _arguments(self, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> Call:
+        arguments = self.arguments(messages, kwargs)
+        return Call(
+            messages,
+            arguments.pop("add_generation_prompt", False),
+            arguments.pop("continue_final_message", False),
+            arguments.pop("tools", None),
+            arguments.pop("documents", None),
+            arguments,
+        )
+
+    def arguments(self, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments a render of ``messages`` with ``kwargs`` gets, as ``apply_chat_template``'s
+        would be: the run's ``--tc-template-var`` values, and the tools a client sends (:meth:`client_tools`)."""
         arguments = {**self.options.template_vars, **kwargs}
         if "tools" not in arguments:
             arguments["tools"] = self.client_tools(messages)

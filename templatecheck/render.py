@@ -341,9 +341,14 @@ def _ask(job: Job, limits: Limits) -> Answer:
     return shared().run([job], limits.budget())[0]
 
 
+def _error(answer: Answer) -> RenderError:
+    """The error an answer of the render worker holds."""
+    return RenderError(str(answer["error"]), str(answer.get("message", "")))
+
+
 def _raise(answer: Answer) -> None:
     if "error" in answer:
-        raise RenderError(str(answer["error"]), str(answer.get("message", "")))
+        raise _error(answer)
 
 
 def check_template(source: str, limits: Limits = Limits()) -> None:
@@ -502,10 +507,10 @@ class _Ledger:
         self.spent[source] = self.spent.get(source, 0.0) + seconds
         for answer in answers:
             if exceeded(answer) and source not in self.exceeded:
-                message = str(answer.get("message", ""))
-                self.exceeded[source] = RenderError(
-                    str(answer["error"]), message if message.endswith(REPEATED) else message + REPEATED
-                )
+                error = _error(answer)
+                if not error.message.endswith(REPEATED):
+                    error = RenderError(error.kind, error.message + REPEATED)
+                self.exceeded[source] = error
 
 
 @dataclass(frozen=True)
@@ -566,7 +571,6 @@ class Renderer:
         Invalid arguments of the caller's own raise ``ValueError`` before anything renders.
         """
         prepared = [self._prepare(source, call) for call in calls]
-        results: list[Rendered | RenderError | None] = [None] * len(calls)
         try:
             self.ledger.check(source, self.limits)
         except RenderError as error:
@@ -577,20 +581,7 @@ class Renderer:
         start = time.monotonic()
         answers = shared().run(jobs, self.limits.budget())
         self.ledger.record(source, time.monotonic() - start, answers)
-        for i, (answer, (_, final)) in enumerate(zip(answers, prepared, strict=True)):
-            if "error" in answer:
-                results[i] = RenderError(str(answer["error"]), str(answer.get("message", "")))
-                continue
-            text, spans = answer["ok"]
-            rendered = Rendered(str(text), [(int(a), int(b)) for a, b in spans])
-            if final is not None:
-                try:
-                    rendered.text = _cut_at_tag(rendered.text, final)
-                except RenderError as error:
-                    results[i] = error
-                    continue
-            results[i] = rendered
-        return [r for r in results if r is not None]
+        return [_result(answer, final) for answer, (_, final) in zip(answers, prepared, strict=True)]
 
     def _prepare(self, source: str, call: Call) -> tuple[dict[str, Any], str | None]:
         """The render context of ``call`` as transformers builds it, and the text a continued final message
@@ -610,6 +601,20 @@ class Renderer:
             "add_generation_prompt": call.add_generation_prompt,
         }
         return context, final
+
+
+def _result(answer: Answer, final: str | None) -> Rendered | RenderError:
+    """The rendering (cut where a continued final message ends) or the error an answer holds."""
+    if "error" in answer:
+        return _error(answer)
+    text, spans = answer["ok"]
+    rendered = Rendered(str(text), [(int(a), int(b)) for a, b in spans])
+    if final is not None:
+        try:
+            rendered.text = _cut_at_tag(rendered.text, final)
+        except RenderError as error:
+            return error
+    return rendered
 
 
 def render_here(

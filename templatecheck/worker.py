@@ -60,14 +60,19 @@ BOUND_KINDS = frozenset({"timeout", "output", "memory", "crash"})
 REPEATED = " (an earlier render of this template did; it is not rendered again)"
 
 
-def repeated(answer: Answer, count: int) -> list[Answer]:
-    """``count`` answers that repeat the bound ``answer`` exceeded, without running anything."""
-    return [{"error": answer["error"], "message": str(answer.get("message", "")) + REPEATED}] * count
-
-
 def exceeded(answer: Answer) -> bool:
-    """Whether ``answer`` is a bound exceeded (see :data:`BOUND_KINDS`)."""
+    """Whether ``answer`` is a bound exceeded (see :data:`BOUND_KINDS`); a child stops its batch there."""
     return answer.get("error") in BOUND_KINDS
+
+
+def _completed(answers: list[Answer], count: int) -> list[Answer]:
+    """The ``count`` answers of a batch: those a child gave, and for the jobs after a bound exceeded (where the
+    child stopped), that bound again, without running anything."""
+    if answers and exceeded(answers[-1]):
+        last = answers[-1]
+        again = {"error": last["error"], "message": str(last.get("message", "")) + REPEATED}
+        answers += [again] * (count - len(answers))
+    return answers
 
 
 class WorkerDied(Exception):
@@ -111,14 +116,12 @@ class Worker:
         with self._lock:
             try:
                 self._send(list(jobs), budget)
-                for _ in jobs:
+                while len(answers) < len(jobs) and not (answers and exceeded(answers[-1])):
                     answers.append(self._receive(budget))
             except WorkerDied as died:
                 self._stop()
                 answers.append({"error": died.kind, "message": died.message})
-        if answers and exceeded(answers[-1]) and len(answers) < len(jobs):
-            answers += repeated(answers[-1], len(jobs) - len(answers))
-        return answers
+        return _completed(answers, len(jobs))
 
     def close(self) -> None:
         with self._lock:
@@ -295,10 +298,7 @@ def run_forked(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answe
     child has every object loaded here, such as a tokenizer, without loading it again, and none of this
     process's environment variables.
     """
-    answers = _fork_batch(tasks, budget)
-    if answers and exceeded(answers[-1]) and len(answers) < len(tasks):
-        answers += repeated(answers[-1], len(tasks) - len(answers))
-    return answers
+    return _completed(_fork_batch(tasks, budget), len(tasks))
 
 
 def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
@@ -312,14 +312,13 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
         try:
             os.close(read_fd)
             _become_child()
-            limit_memory(budget.memory_bytes)
-            limit_cpu(None if budget.seconds is None else (budget.seconds + GRACE) * len(tasks))
+            limit(budget, len(tasks))
             with os.fdopen(write_fd, "wb") as sink:
                 for task in tasks:
                     answer = _run_task(task, budget)
                     write_answer(sink, answer)
                     if exceeded(answer):
-                        break  # the parent answers the rest with it
+                        break  # the parent answers the rest with it (see _completed)
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -371,6 +370,12 @@ def _run_task(task: Callable[[], Any], budget: Budget) -> Answer:
 
 
 # ------------------------------------------------------------------- the limits both kinds of child set
+
+
+def limit(budget: Budget, jobs: int) -> None:
+    """The limits of a batch of ``jobs`` jobs: memory above the child's size now, CPU time for all of them."""
+    limit_memory(budget.memory_bytes)
+    limit_cpu(None if budget.seconds is None else (budget.seconds + GRACE) * jobs)
 
 
 def limit_memory(budget: int | None) -> None:

@@ -491,13 +491,6 @@ def _first_difference(view: Tokens, ours: list[int], theirs: list[int], labels: 
     )
 
 
-def _arguments(subject: Subject, conversation: conv.Conversation) -> dict[str, Any]:
-    """The render arguments of a prompt, as :meth:`~templatecheck.model.Subject.render` passes them."""
-    arguments: dict[str, Any] = {**subject.options.template_vars, "add_generation_prompt": True}
-    arguments.setdefault("tools", subject.client_tools(conversation))
-    return arguments
-
-
 def _transformers_renders(
     subject: Subject, conversations: list[conv.Conversation]
 ) -> list[tuple[list[int], str] | None]:
@@ -507,7 +500,7 @@ def _transformers_renders(
     tokenizer, source = subject.model.tokenizer, subject.template.source
 
     def call(conversation: conv.Conversation, tokenize: bool) -> Callable[[], Any]:
-        arguments = _arguments(subject, conversation)
+        arguments = subject.arguments(conversation, {"add_generation_prompt": True})
 
         def apply() -> Any:
             value: Any = tokenizer.apply_chat_template(
