@@ -27,6 +27,7 @@ SUITE = Path(__file__).parent / "suite"  # templatecheck.suite.FOLDER, without i
 MARKER = "templatecheck"
 _PROPERTY = "templatecheck"
 _PINNED = "templatecheck-pinned"
+_FACTS = "templatecheck-facts"
 PREFIX = "tc_"
 
 
@@ -70,8 +71,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     from templatecheck.suite import holds, run_root
 
     models = [p.resolve() for p in (Path(g).expanduser() for g in given) if p.is_dir()]
-    here = early_config.invocation_params.dir.resolve()
-    inipath = early_config.inipath
+    here, inipath = early_config.invocation_params.dir.resolve(), early_config.inipath
     if inipath is not None and not namespace.inifilename and not holds(inipath.parent, here):
         for name, empty in (("_inipath", None), ("_inicfg", {}), ("_inicache", {})):
             if hasattr(early_config, name):
@@ -102,9 +102,8 @@ def pytest_configure(config: pytest.Config) -> None:
         refs = [*config.getoption("model"), *models_from(option(config, "models_from"))]
         if not refs:
             return
-        catalog = Session(
-            refs, options_from(config), option(config, "chat_template"), option(config, "render_timeout"), baseline
-        )  # fmt: skip
+        catalog = Session(refs, options_from(config), option(config, "chat_template"),
+                          option(config, "render_timeout"), baseline, tables=bool(option(config, "report_md")))  # fmt: skip
         catalog.eager = not (config.getoption("numprocesses", None) or hasattr(config, "workerinput"))
         catalog.require_one()
         if options_from(config).generate:
@@ -214,8 +213,9 @@ def _fetch_weights(config: pytest.Config, model: Model) -> None:
         weights_directory(model)
 
 
-def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:
-    request.node.user_properties.append((_PROPERTY, json.dumps(result.to_json())))
+def _record(request: pytest.FixtureRequest, result: CheckResult) -> None:  # with its template's report facts
+    facts = request.config.stash[CATALOG].facts_about(result.source, result.template)
+    request.node.user_properties += [(_PROPERTY, json.dumps(result.to_json())), (_FACTS, json.dumps(facts))]
 
 
 @pytest.fixture
@@ -262,12 +262,16 @@ class _ResultCollector:
                 self.config.stash[RESULTS].append(CheckResult.from_json(json.loads(str(value))))
             elif key == _PINNED:
                 self.config.stash[PINNED].append(str(value))
+            elif key == _FACTS:
+                self.config.stash[CATALOG].record_all(json.loads(str(value)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     catalog = config.stash.get(CATALOG, None)
-    if catalog is None or hasattr(config, "workerinput"):  # an xdist worker: the controller reports
+    if catalog is not None and hasattr(config, "workerinput"):  # an xdist worker, which exits next
+        catalog.exiting()
+    if catalog is None or hasattr(config, "workerinput"):  # the controller reports
         return
     from templatecheck.session import report_path, settings
 
@@ -275,21 +279,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if catalog.baseline is not None and option(config, "update_baseline") and not interrupted:
         config.stash[BASELINE_WRITTEN] = catalog.rewrite_baseline(results)
-    recorded = settings(
-        options_from(config), strict=option(config, "strict_checks"), baseline=option(config, "baseline")
-    )
+    strict, baseline = option(config, "strict_checks"), option(config, "baseline")
+    recorded = settings(options_from(config), strict=strict, baseline=baseline)
     paths = (report_path(option(config, name), interrupted) for name in ("report_json", "report_md"))
     catalog.write_reports(results, {**recorded, "interrupted": interrupted}, *paths)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    written: list[str] = config.stash.get(PINNED, [])
-    if written:
+    if written := sorted(config.stash.get(PINNED, []).copy()):
         terminalreporter.write_sep("=", f"templatecheck pins: {len(written)} files written or removed")
-        for path in sorted(written):
-            terminalreporter.write_line(path)
-    results = config.stash.get(RESULTS, [])
-    catalog = config.stash.get(CATALOG, None)
+        terminalreporter.write_line("\n".join(written))
+    results, catalog = config.stash.get(RESULTS, []), config.stash.get(CATALOG, None)
     if not results or catalog is None:
         return
     terminalreporter.write_sep("=", "templatecheck summary")

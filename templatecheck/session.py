@@ -12,6 +12,7 @@ import shlex
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from templatecheck.checks import Check
     from templatecheck.model import Model, Subject
 
+#: The source and template under which :attr:`Session.facts` keeps the facts of the whole run.
+_RUN = ""
 #: The files that mark a folder as a model directory for ``--tc-models-from``.
 MODEL_MARKERS = ("tokenizer_config.json", "chat_template.jinja")
 
@@ -41,6 +44,22 @@ class Session:
     #: Load each model's tokenizer with the model (else on first use: under pytest-xdist, each worker loads
     #: only its models' tokenizers; its files are still checked at once).
     eager: bool = True
+    #: Whether the items record each template's capabilities table (the Markdown report shows it).
+    tables: bool = False
+    #: The report facts that items recorded (:meth:`facts_of`), by ``(source, template, name)``: under
+    #: pytest-xdist the workers that ran the checks send them, so the controller computes nothing at the end.
+    facts: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _exit_without_collecting()
+
+    def exiting(self) -> None:
+        """The process ends after this run (a pytest-xdist worker once its session finished): freeze what is
+        alive (:func:`gc.freeze`), so that the garbage collections pytest runs at its cleanup and the interpreter
+        runs at exit skip the heap of the run (about a second of CPU each, on every worker)."""
+        import gc
+
+        gc.freeze()
 
     def get(self, ref: str) -> Model | TemplatecheckError:
         """The model ``ref`` names, loaded on first use (its templates and its tokenizer), or the error that
@@ -101,6 +120,8 @@ class Session:
         subject = Subject(model, model.templates[template], self.options)
         try:
             result = check(subject)
+            if result.outcome is not Outcome.ERROR:
+                self.record(model.ref.text, template, self._facts_of(check, model, template))
         except TemplatecheckError as error:
             result = error_result(model.ref.text, model.name, template, check, str(error))
         except Exception as error:  # an error of ours: an `error` result in every report, never a lost item
@@ -112,30 +133,75 @@ class Session:
             result = error_result(model.ref.text, model.name, template, check, message)
         return self.baseline.accept(result) if self.baseline is not None else result
 
-    def capabilities(self) -> dict[tuple[str, str], list[tuple[str, bool]]]:
-        """``(source, template) -> capabilities table`` for every loaded model (probing is deterministic, so
-        the controller of an xdist run computes it itself)."""
-        from templatecheck.checks.roles import survey
-        from templatecheck.model import Subject
+    def _facts_of(self, check: Check, model: Model, template: str) -> dict[str, Any]:
+        """The report facts that running ``check`` on ``template`` gives (JSON values), computed where the
+        check ran: the model's reference choice with the ``reference`` check, the template's capabilities
+        table with ``renders`` when :attr:`tables` is set. Both are cached by the checks that use them."""
+        facts: dict[str, Any] = {}
+        if (_RUN, _RUN, "check order") not in self.facts:
+            from templatecheck.checks import REGISTRY
 
+            self.record(_RUN, _RUN, {"check order": list(REGISTRY)})
+        known = any(s == model.ref.text and n == "reference" for s, _, n in self.facts)
+        if check.name == "reference" and not known:
+            facts["reference"] = _reference_note(model, self.options)
+        if check.name == "renders" and self.tables:
+            table = _capabilities_table(model, template, self.options)
+            if table is not None:
+                facts["capabilities"] = table
+        return facts
+
+    def record(self, source: str, template: str, facts: dict[str, Any]) -> None:
+        """Keep report facts (of this process's checks, or sent by an xdist worker)."""
+        for name, value in facts.items():
+            self.facts[(source, template, name)] = value
+
+    def facts_about(self, source: str, template: str) -> list[list[Any]]:
+        """The report facts known of one template, as JSON (what an item sends to the controller of an xdist
+        run: :meth:`record_all` reads it)."""
+        return [
+            [s, t, n, v]
+            for (s, t, n), v in self.facts.items()
+            if (s, t) in ((source, template), (_RUN, _RUN))
+        ]
+
+    def record_all(self, facts: list[list[Any]]) -> None:
+        """Keep the facts :meth:`facts_about` gave (in an xdist worker)."""
+        for source, template, name, value in facts:
+            self.facts[(str(source), str(template), str(name))] = value
+
+    def check_order(self) -> list[str]:
+        """The names of the checks in the order of the reports: as the items recorded it (so the controller of
+        an xdist run need not import the checks), else from the registry."""
+        recorded = self.facts.get((_RUN, _RUN, "check order"))
+        if recorded is None:
+            from templatecheck.checks import REGISTRY
+
+            return list(REGISTRY)
+        return [str(name) for name in recorded]
+
+    def capabilities(self) -> dict[tuple[str, str], list[tuple[str, bool]]]:
+        """``(source, template) -> capabilities table`` for every loaded model: as the items recorded it, else
+        (a ``renders`` item deselected) probed here."""
         tables = {}
         for ref, model in self.models():
-            for name, template in model.templates.items():
-                try:
-                    tables[(ref, name)] = survey(Subject(model, template, self.options)).table()
-                except TemplatecheckError:
-                    continue
+            for name in model.templates:
+                table = self.facts.get((ref, name, "capabilities"))
+                if table is None:
+                    table = _capabilities_table(model, name, self.options)
+                if table is not None:
+                    tables[(ref, name)] = [(str(label), bool(value)) for label, value in table]
         return tables
 
     def reference_notes(self, results: list[CheckResult]) -> dict[str, str]:
-        """``source -> "reference: FAMILY (how)"`` for the models whose reference check ran."""
-        from templatecheck.formats.detect import choose
-
+        """``source -> "reference: FAMILY (how)"`` for the models whose reference check ran (as its item
+        recorded it)."""
         sources = {r.source for r in results if r.check == "reference"}
         notes = {}
         for ref, model in self.models():
             if ref in sources:
-                notes[ref] = "reference: " + choose(model, self.options).short()
+                recorded = [v for (s, _, n), v in self.facts.items() if s == ref and n == "reference"]
+                notes[ref] = str(recorded[0]) if recorded else _reference_note(model, self.options)
         return notes
 
     def load_error(self, ref: str, check: Check) -> CheckResult:
@@ -171,11 +237,10 @@ class Session:
         if json_path is not None:
             write_json_report(json_path, results, recorded, provenance(self))
         if md_path is not None:
-            from templatecheck.checks import REGISTRY
             from templatecheck.markdown import markdown_report
 
             notes = self.reference_notes(results)
-            text = markdown_report(results, self.capabilities(), notes, self.refs, list(REGISTRY))
+            text = markdown_report(results, self.capabilities(), notes, self.refs, self.check_order())
             partial = (
                 "> **Interrupted run**: this report is partial.\n\n" if recorded.get("interrupted") else ""
             )
@@ -183,10 +248,9 @@ class Session:
 
     def summary(self, results: list[CheckResult], rewritten: str | None) -> list[str]:
         """The terminal summary: per model its table and findings, then what became of the baseline."""
-        from templatecheck.checks import REGISTRY
         from templatecheck.report import summary_lines
 
-        lines = summary_lines(results, self.reference_notes(results), self.refs, list(REGISTRY))
+        lines = summary_lines(results, self.reference_notes(results), self.refs, self.check_order())
         if rewritten:
             return [*lines, f"baseline written: {rewritten}"]
         stale = self.baseline.stale(results) if self.baseline is not None else []
@@ -222,6 +286,34 @@ class Session:
         words = ["pytest", "--model", source, "--tc-pin-dir", str(root), "--tc-update-pins"]
         chosen = ["--tc-chat-template", self.chat_template] if self.chat_template else []
         return shlex.join([*words, *chosen])
+
+
+@lru_cache(maxsize=1)
+def _exit_without_collecting() -> None:
+    """Once per process: at the interpreter's exit, skip the last garbage collection over what the run loaded
+    (tokenizers, transformers, torch: about 3 s of CPU, paid again by every pytest-xdist worker). The objects
+    alive then are frozen (:func:`gc.freeze`), which exempts them from collection; the exit frees the memory."""
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
+
+
+def _reference_note(model: Model, options: Options) -> str:
+    from templatecheck.formats.detect import choose
+
+    return "reference: " + choose(model, options).short()
+
+
+def _capabilities_table(model: Model, template: str, options: Options) -> list[tuple[str, bool]] | None:
+    """The capabilities table of one template (``None`` when its probes cannot run)."""
+    from templatecheck.checks.roles import survey
+    from templatecheck.model import Subject
+
+    try:
+        return survey(Subject(model, model.templates[template], options)).table()
+    except TemplatecheckError:
+        return None
 
 
 def error_result(source: str, name: str, template: str, check: Check, message: str) -> CheckResult:
