@@ -80,8 +80,16 @@ class Engine:
             )
         if shutil.which("node") is None:
             return "node is not on the PATH: install Node.js, then " + self.install
-        if not (node_dir() / "node_modules" / "@huggingface" / "jinja" / "package.json").is_file():
+        manifest = node_dir() / "node_modules" / "@huggingface" / "jinja" / "package.json"
+        if not manifest.is_file():
             return f"{HFJS_PACKAGE} is not installed in {node_dir()}: {self.install}"
+        try:
+            version = json.loads(manifest.read_text(encoding="utf-8")).get("version")
+        except (OSError, ValueError, AttributeError):
+            version = None
+        wanted = HFJS_PACKAGE.rsplit("@", 1)[1]
+        if version != wanted:
+            return f"{node_dir()} holds @huggingface/jinja {version}, not {wanted}: {self.install}"
         return None
 
     def render_many(

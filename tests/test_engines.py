@@ -139,6 +139,18 @@ def test_an_engine_not_installed_names_its_install_command(
     assert engines_command(["bogus"]) == 2
 
 
+def test_another_installed_version_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    manifest = tmp_path / "node_modules" / "@huggingface" / "jinja" / "package.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"version": "0.2.0"}')
+    monkeypatch.setenv("TEMPLATECHECK_NODE_DIR", str(tmp_path))
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/node")
+    assert (
+        HFJS.missing()
+        == f"{tmp_path} holds @huggingface/jinja 0.2.0, not 0.5.11: templatecheck engines install"
+    )
+
+
 def test_install_command_is_npm_into_the_node_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from templatecheck import engines
 

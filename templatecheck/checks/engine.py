@@ -66,7 +66,7 @@ def _causes(engine: Engine) -> dict[str, Cause]:
     return made
 
 
-CAUSES: dict[str, dict[str, Cause]] = {engine.name: _causes(engine) for engine in ENGINES}
+ENGINE_CAUSES: dict[str, dict[str, Cause]] = {engine.name: _causes(engine) for engine in ENGINES}
 
 UNSUPPORTED = policy(
     "portability.unsupported",
@@ -103,7 +103,7 @@ def cases(subject: Subject) -> list[Case]:
     return plain + [Case(c, True) for c in drawn]
 
 
-def _renders(
+def render_pairs(
     subject: Subject, engine: Engine, batch: list[Case]
 ) -> list[tuple[str | RenderError, str | RenderError]]:
     """For each case, transformers' rendering and the engine's (each a text or its error)."""
@@ -130,7 +130,7 @@ def _renders(
 TOJSON = Rule("|tojson", ("minijinja",), PRINTS, GROUPS["tojson"][2], "", "")
 
 
-def _hits(source: str) -> list[Hit]:
+def construct_hits(source: str) -> list[Hit]:
     """The lint's constructs in the template, and its ``tojson`` filters (where JSON differences come from)."""
     tree = parse_template(source)
     filters = [
@@ -331,11 +331,11 @@ def engine_findings(subject: Subject, engine: Engine) -> list[Finding]:
     if why is not None:
         return [skipped(f"{engine.title} is not available: {why}")]
     source = subject.template.source
-    hits = _hits(source)
+    hits = construct_hits(source)
     batch = cases(subject)
     first: dict[tuple[str, int], tuple[Case, Difference]] = {}
     identical = 0
-    for case, pair in zip(batch, _renders(subject, engine, batch), strict=True):
+    for case, pair in zip(batch, render_pairs(subject, engine, batch), strict=True):
         found = compare(subject, hits, engine, case, pair)
         identical += not found
         for d in found:
@@ -348,7 +348,7 @@ def engine_findings(subject: Subject, engine: Engine) -> list[Finding]:
 def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
     def key(candidate: conv.Conversation) -> str | None:
         small = Case(candidate, case.add_generation_prompt)
-        pair = _renders(subject, engine, [small])[0]
+        pair = render_pairs(subject, engine, [small])[0]
         return (
             "yes"
             if any(
@@ -358,7 +358,7 @@ def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: D
         )
 
     small = minimize(case.conversation, key) if len(case.conversation) > 1 else case.conversation
-    pair = _renders(subject, engine, [Case(small, case.add_generation_prompt)])[0]
+    pair = render_pairs(subject, engine, [Case(small, case.add_generation_prompt)])[0]
     again = compare(subject, hits, engine, Case(small, case.add_generation_prompt), pair)
     d = next((x for x in again if (x.group, x.line) == (d.group, d.line)), d)
     where = f"line {d.line}" if d.line else "a line it does not name"
@@ -367,7 +367,7 @@ def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: D
     if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
         message += "\n" + diff(ours, theirs, labels=("transformers", engine.name))
     message += f"\nconversation (add_generation_prompt={case.add_generation_prompt}):\n{conv.describe(small)}"
-    return CAUSES[engine.name][d.group](message, fix=d.fix)
+    return ENGINE_CAUSES[engine.name][d.group](message, fix=d.fix)
 
 
 @check(Layer.ENGINE, needs="renders")
@@ -425,14 +425,16 @@ def portability(subject: Subject) -> list[Finding]:
 
 
 __all__ = [
-    "CAUSES",
+    "ENGINE_CAUSES",
     "GROUPS",
     "Case",
     "Difference",
     "cases",
     "compare",
+    "construct_hits",
     "differences",
     "hfjs",
     "minijinja",
     "portability",
+    "render_pairs",
 ]
