@@ -381,6 +381,8 @@ class Rule:
     portable: str
     example: str
     expected: str
+    #: What the engine's error says when this construct is the cause (besides the construct's name).
+    says: str = ""
 
 
 @dataclass(frozen=True)
@@ -461,6 +463,10 @@ OTHER: dict[str, Rule] = {
     ),
     "raw": Rule("{% raw %}", _HF, FAILS, "a string literal: `{{ '{{' }}`", "{% raw %}{{x}}{% endraw %}", "{{x}}"),
     "dict": Rule("dict(...)", _HF, FAILS, "a dict literal `{'a': 1}`", "{{ dict(a=1).a }}", "1"),
+    "number keys": Rule(
+        "a dict literal with number keys", _HF, FAILS, "string keys (`{'512': 128}`), or a list of pairs",
+        "{% set d = {0: 'a'} %}{{ d[0] }}", "a", says="Object keys must be strings",
+    ),
     "bool": Rule(
         "printing a boolean", _HF, PRINTS, "print text of your own: `{{ 'yes' if x else 'no' }}`",
         "{{ 'a' in 'abc' }}", "True",
@@ -498,6 +504,11 @@ def _hits_in(node: jinja2.nodes.Node) -> list[Hit]:
         return [Hit(OTHER["percent"], line, "'...' % value")]
     if isinstance(node, jinja2.nodes.Mul) and (_is_text(node.left) or _is_text(node.right)):
         return [Hit(OTHER["repeat"], line, "'...' * n")]
+    if isinstance(node, jinja2.nodes.Dict) and any(
+        isinstance(pair.key, jinja2.nodes.Const) and not isinstance(pair.key.value, str)
+        for pair in node.items
+    ):
+        return [Hit(OTHER["number keys"], line, "{<number>: ...}")]
     if isinstance(node, jinja2.nodes.Test) and node.name == "in":
         return [Hit(OTHER["is in"], line, "is in")]
     if isinstance(node, jinja2.nodes.For) and node.recursive:

@@ -340,3 +340,12 @@ def test_hostile_templates_are_bounded_in_every_engine(
         text = answer.message if isinstance(answer, RenderError) else answer
         assert isinstance(text, str) and len(text) <= 1_000_000
         assert CANARY_VALUE not in text
+
+
+@needs_hfjs
+def test_hfjs_names_the_line_its_error_message_points_to() -> None:
+    # @huggingface/jinja's error names no line: the construct is found by what its message says
+    source = "{%- set gears = {\n  0: 'a',\n  512: 'b'} %}\n{{- messages[0].content }}{{ gears[0] }}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
+    assert "line 1, `{<number>: ...}`\n@huggingface/jinja: Object keys must be strings" in found.message
+    assert found.fix == "string keys (`{'512': 128}`), or a list of pairs"

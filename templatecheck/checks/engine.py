@@ -268,7 +268,8 @@ def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) ->
     given = _LINE.search(error.message)
     line = int(given.group(1)) if given else 0
     breaks = [h for h in hits if engine.name in h.rule.engines and h.rule.effect == FAILS]
-    pool = [h for h in breaks if _name(h) in error.message] or breaks
+    named = [h for h in breaks if (h.rule.says or _name(h)) in error.message]
+    pool = named or breaks
     if line:  # MiniJinja names the line: only a construct on it is the cause
         pool = [h for h in pool if h.line == line]
     hit = pool[0] if pool else None
