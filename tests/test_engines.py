@@ -349,3 +349,14 @@ def test_hfjs_names_the_line_its_error_message_points_to() -> None:
     found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
     assert "line 1, `{<number>: ...}`\n@huggingface/jinja: Object keys must be strings" in found.message
     assert found.fix == "string keys (`{'512': 128}`), or a list of pairs"
+
+
+@needs_hfjs
+def test_hfjs_names_the_filter_its_error_names() -> None:
+    # @huggingface/jinja refuses `trim` on an undefined value, which Python's Jinja prints as ''
+    source = "{%- for m in messages %}\n{{- m.content }}\n{{- m.missing|trim }}\n{%- endfor %}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
+    assert (
+        'line 3, `|trim`\n@huggingface/jinja: Cannot apply filter "trim" to type: UndefinedValue'
+        in found.message
+    )

@@ -273,6 +273,8 @@ def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) ->
     if line:  # MiniJinja names the line: only a construct on it is the cause
         pool = [h for h in pool if h.line == line]
     hit = pool[0] if pool else None
+    if hit is None:
+        hit = _named(source, error.message, line)
     group = "fails"
     if (hit is not None and hit.rule in METHODS.values()) or "UnknownMethod" in error.message:
         group = "string_method"
@@ -282,6 +284,30 @@ def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) ->
     construct = hit.written if hit is not None else _source_line(source, line)
     fix = hit.rule.portable if hit is not None else GROUPS[group][2]
     return Difference(group, line, construct, fix, f"{engine.title}: {error}")
+
+
+#: The filter, test or attribute an engine's error names (``Cannot apply filter "trim"``, ``unknown filter: x``).
+_NAMED = re.compile(
+    r'filter "(\w+)"|filter: (\w+)|filter (\w+) is unknown|method named (\w+)|test (\w+) is unknown'
+)
+
+
+def _named(source: str, message: str, line: int) -> Hit | None:
+    """Where the template uses the filter, test or method an error message names (on ``line`` when given)."""
+    match = _NAMED.search(message)
+    if match is None:
+        return None
+    name = next(g for g in match.groups() if g)
+    nodes: list[jinja2.nodes.Node] = [
+        n for n in parse_template(source).find_all((jinja2.nodes.Filter, jinja2.nodes.Test)) if n.name == name
+    ]
+    nodes += [n for n in parse_template(source).find_all(jinja2.nodes.Getattr) if n.attr == name]
+    nodes = [n for n in nodes if not line or n.lineno == line]
+    if not nodes:
+        return None
+    first = min(nodes, key=lambda n: n.lineno)
+    written = f".{name}" if isinstance(first, jinja2.nodes.Getattr) else f"|{name}"
+    return Hit(Rule(written, (), FAILS, GROUPS["fails"][2], "", ""), first.lineno, written)
 
 
 def _name(hit: Hit) -> str:
