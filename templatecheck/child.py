@@ -51,7 +51,20 @@ def _variables(budget: Budget, source: str) -> list[str]:
     return sorted(undeclared_variables(source))
 
 
-_VERBS: dict[str, Any] = {"render": _render, "compile": _compile, "variables": _variables}
+def _minijinja(
+    budget: Budget, source: str, context: dict[str, Any], clock: Any, max_chars: int | None
+) -> str:
+    from templatecheck.engines import render_minijinja_here
+
+    return render_minijinja_here(source, context, clock, max_chars)
+
+
+_VERBS: dict[str, Any] = {
+    "render": _render,
+    "compile": _compile,
+    "variables": _variables,
+    "minijinja": _minijinja,
+}
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ usage: templatecheck MODEL [MODEL ...] [pytest and templatecheck options]
        templatecheck check MODEL [--tc-chat-template NAME_OR_FILE] [--tc-examples N] [--tc-consumer NAME]
                            [--tc-template-var NAME=VALUE] [--tc-reference FAMILY] [--json]
        templatecheck checks [--markdown]
+       templatecheck engines [install]
        templatecheck --version
 
 Run the chat-template conformance suite on model directories or Hub ids (the same as
@@ -47,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return checks_command(args[1:])
     if args[0] == "check":
         return check_command(args[1:])
+    if args[0] == "engines":
+        from templatecheck.engines import engines_command
+
+        return engines_command(args[1:])
     if args[0] == "--version":
         from templatecheck import __version__
 

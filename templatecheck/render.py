@@ -583,6 +583,10 @@ class Renderer:
         self.ledger.record(source, time.monotonic() - start, answers)
         return [_result(answer, final) for answer, (_, final) in zip(answers, prepared, strict=True)]
 
+    def context(self, source: str, call: Call) -> dict[str, Any]:
+        """The variables a template gets for ``call``, as transformers passes them (for other engines)."""
+        return self._prepare(source, call)[0]
+
     def _prepare(self, source: str, call: Call) -> tuple[dict[str, Any], str | None]:
         """The render context of ``call`` as transformers builds it, and the text a continued final message
         ends with."""

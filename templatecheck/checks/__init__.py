@@ -19,6 +19,7 @@ from templatecheck.checks.base import NEEDS, REGISTRY, Check, check
 # isort: off
 from templatecheck.checks import template, roles, tools, sandbox, tokenizer
 from templatecheck.checks import reference, generation
+from templatecheck.checks import engine
 # isort: on
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "REGISTRY",
     "Check",
     "check",
+    "engine",
     "generation",
     "reference",
     "roles",

@@ -1,0 +1,362 @@
+"""The engine layer: the adapters (MiniJinja as TGI sets it up, @huggingface/jinja through Node), their bounds,
+and the ``minijinja``/``hfjs`` checks proven both ways on small templates, messages asserted.
+
+A test of an engine that is not installed here skips with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from templatecheck.checks.engine import differences, group_of, hfjs, minijinja, portability
+from templatecheck.engines import (
+    HFJS,
+    HFJS_INSTALL,
+    MINIJINJA,
+    Engine,
+    NodeProcess,
+    engines_command,
+    node,
+    node_dir,
+)
+from templatecheck.render import PINNED_CLOCK, Call, Limits, Renderer, RenderError
+from templatecheck.result import CheckResult, Finding, Outcome
+from templatecheck.worker import GRACE
+from tests.conftest import subject, subject_with_template
+from tests.hostile_cases import CANARY_ENV, CANARY_VALUE, TEMPLATES, WORKER_TEMPLATES, TemplateCase
+
+
+def needs(engine: Engine) -> pytest.MarkDecorator:
+    why = engine.missing()
+    return pytest.mark.skipif(why is not None, reason=f"{engine.title}: {why}")
+
+
+needs_minijinja = needs(MINIJINJA)
+needs_hfjs = needs(HFJS)
+
+RENDERER = Renderer()
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def render(engine: Engine, source: str, limits: Limits | None = None) -> str | RenderError:
+    context = RENDERER.context(source, Call(USER))
+    return engine.render_many(source, [context], limits or Limits(), PINNED_CLOCK)[0]
+
+
+def only(result: CheckResult, cause: str) -> Finding:
+    found = [f for f in result.findings if f.cause == cause]
+    assert len(found) == 1, [(f.cause, f.message) for f in result.findings]
+    return found[0]
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+@needs_minijinja
+def test_minijinja_renders_as_tgi_sets_it_up() -> None:
+    assert (
+        render(MINIJINJA, "{{ messages[0].content.strip() }}|{{ strftime_now('%Y-%m-%d') }}")
+        == "Hi|2026-01-15"
+    )
+    # TGI's Environment::new(): no trim_blocks, no lstrip_blocks
+    assert render(MINIJINJA, "  {% if true %}\nx{% endif %}") == "  \nx"
+    # TGI rewrites [::-1] to |reverse and drops {% generation %} before compiling
+    assert render(MINIJINJA, "{{ [1, 2][::-1]|join }}{% generation %}y{% endgeneration %}") == "21y"
+
+
+@needs_minijinja
+def test_minijinja_failures_are_values_with_their_kind() -> None:
+    refused = render(MINIJINJA, "{{ raise_exception('no system role') }}")
+    assert isinstance(refused, RenderError) and refused.kind == "refused"
+    assert "no system role" in refused.message
+    syntax = render(MINIJINJA, "{{ x.foo( }}")
+    assert isinstance(syntax, RenderError) and syntax.kind == "syntax"
+    unknown = render(MINIJINJA, "\n{{ 'a'.removeprefix('a') }}")
+    assert isinstance(unknown, RenderError) and unknown.kind == "raised"
+    assert "removeprefix" in unknown.message and "<string>:2" in unknown.message
+
+
+@needs_minijinja
+def test_minijinja_renders_inside_the_worker_bounds() -> None:
+    big = render(MINIJINJA, "{{ 'x' * 5000 }}", Limits(max_output_chars=1000))
+    assert isinstance(big, RenderError) and big.kind == "output"
+    spin = render(MINIJINJA, "{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}")
+    assert isinstance(spin, RenderError) and spin.kind == "timeout", spin
+
+
+@needs_hfjs
+def test_hfjs_renders_with_our_clock_and_refusals() -> None:
+    assert render(HFJS, "{{ strftime_now('%d %B %Y') }}|{{ messages[0].content }}") == "15 January 2026|Hi"
+    refused = render(HFJS, "{{ raise_exception('no tools') }}")
+    assert isinstance(refused, RenderError) and refused.kind == "refused" and "no tools" in refused.message
+    syntax = render(HFJS, "{{ x.foo( }}")
+    assert isinstance(syntax, RenderError) and syntax.kind == "syntax"
+
+
+@needs_hfjs
+def test_hfjs_process_is_killed_at_the_deadline_and_started_again() -> None:
+    process = NodeProcess()
+    try:
+        context = RENDERER.context("", Call(USER))
+        spin = "{% for i in range(100000000) %}{% endfor %}"
+        answers = process.run(spin, [context, context], Limits(seconds=0.5), PINNED_CLOCK)
+        assert answers[0]["error"] == "timeout" and "Node process was stopped" in answers[0]["message"]
+        assert answers[1]["error"] == "timeout" and "not rendered again" in answers[1]["message"]
+        assert process.run("ok", [context], Limits(), PINNED_CLOCK) == [{"ok": "ok"}]
+        assert process.starts == 2
+        big = process.run(
+            "{% for i in range(3000) %}xx{% endfor %}", [context], Limits(max_output_chars=100), None
+        )
+        assert big[0]["error"] == "output"
+    finally:
+        process.close()
+
+
+@needs_hfjs
+def test_hfjs_process_has_an_empty_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert node().run("{{ 1 }}", [{}], Limits(), None) == [{"ok": "1"}]
+    process = node()._process
+    assert process is not None
+    environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+    assert environ == b""
+
+
+def test_an_engine_not_installed_names_its_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TEMPLATECHECK_NODE_DIR", str(tmp_path / "none"))
+    assert node_dir() == tmp_path / "none"
+    why = HFJS.missing()
+    assert why is not None and HFJS_INSTALL in why
+    result = hfjs(subject("llama-3-tiny"))
+    assert result.outcome is Outcome.SKIPPED
+    assert "templatecheck engines install" in result.message
+    assert engines_command([]) == 0
+    assert "hfjs (@huggingface/jinja" in capsys.readouterr().out
+    assert engines_command(["bogus"]) == 2
+
+
+def test_another_installed_version_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    manifest = tmp_path / "node_modules" / "@huggingface" / "jinja" / "package.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"version": "0.2.0"}')
+    monkeypatch.setenv("TEMPLATECHECK_NODE_DIR", str(tmp_path))
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/node")
+    assert (
+        HFJS.missing()
+        == f"{tmp_path} holds @huggingface/jinja 0.2.0, not 0.5.11: templatecheck engines install"
+    )
+
+
+def test_install_command_is_npm_into_the_node_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from templatecheck import engines
+
+    monkeypatch.setenv("TEMPLATECHECK_NODE_DIR", str(tmp_path))
+    assert engines.install_command(node_dir()) == [
+        "npm", "install", "--no-audit", "--no-fund", "--prefix", str(tmp_path), "@huggingface/jinja@0.5.11",
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ the classifier
+
+
+def test_classifier_groups_what_differs() -> None:
+    assert group_of("a\nb", 1, "\n", "\n\n") == "whitespace"
+    assert group_of('{"a": 1}', 5, " ", "") == "tojson"
+    assert group_of('"x<y"', 2, "<", "\\u003c") == "tojson"
+    assert group_of("True", 0, "T", "t") == "printing"
+    assert group_of("None", 0, "None", "") == "printing"
+    assert group_of("['a']", 1, "'", '"') == "printing"
+    assert group_of("abc", 1, "b", "q") == "other"
+
+
+def test_one_difference_per_group_and_line() -> None:
+    source = "{{ x }}\nline two {{ y }}"
+    found = differences(source, [], HFJS, "A\nline two True and True", "A\nline two true and true")
+    assert [(d.group, d.line) for d in found] == [("printing", 2)]
+
+
+# ------------------------------------------------------------------------------------------ the checks
+
+CHATML = (
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}"
+)
+
+
+@needs_minijinja
+def test_minijinja_passes_a_portable_template() -> None:
+    result = minijinja(subject_with_template("hermes-3-tiny", CHATML))
+    assert result.outcome is Outcome.PASSED, result.message
+    assert "render identically" in result.findings[-1].message
+
+
+@needs_minijinja
+def test_minijinja_fails_on_a_method_it_lacks() -> None:
+    source = "{%- for m in messages %}\n{{- m.content.removeprefix('x') }}\n{%- endfor %}"
+    result = minijinja(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.FAILED
+    found = only(result, "minijinja.string_method")
+    assert found.message.startswith("MiniJinja lacks a Python string or dict method the template calls")
+    assert "line 2, `.removeprefix(...)`" in found.message
+    assert found.fix == "slice after a `startswith` test"
+
+
+@needs_minijinja
+def test_minijinja_warns_on_untrimmed_block_tags() -> None:
+    source = "{% for m in messages %}\n{{ m.content }}\n{% endfor %}"
+    result = minijinja(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.WARNING
+    found = only(result, "minijinja.whitespace")
+    assert "renders the same text with other whitespace: line 1, `%}⏎`" in found.message
+    assert "TGI renders without trim_blocks/lstrip_blocks" in (found.fix or "")
+
+
+@needs_minijinja
+def test_minijinja_warns_on_tojson_escaping_at_the_filter() -> None:
+    result = minijinja(subject("hermes-3-tiny", "tool_use"))
+    found = only(result, "minijinja.tojson")
+    assert found.outcome is Outcome.WARNING
+    assert "serializes JSON with other spacing or escaping" in found.message
+    assert "`|tojson`" in found.message and "\\u003c" in found.message
+
+
+@needs_hfjs
+def test_hfjs_passes_a_portable_template() -> None:
+    result = hfjs(subject_with_template("hermes-3-tiny", CHATML))
+    assert result.outcome is Outcome.PASSED, result.message
+
+
+@needs_hfjs
+def test_hfjs_fails_on_a_string_method_with_its_line() -> None:
+    source = "{%- for m in messages %}\n{{- '|'.join([m.role, m.content]) }}\n{%- endfor %}"
+    result = hfjs(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.FAILED
+    found = only(result, "hfjs.string_method")
+    assert "line 2, `.join(...)`" in found.message
+    assert "Cannot call something that is not a function" in found.message
+    assert found.fix == "use the `join` filter: `items|join(', ')`"
+
+
+@needs_hfjs
+def test_hfjs_fails_on_a_loop_attribute_it_lacks() -> None:
+    source = "{%- for m in messages %}{{ loop.cycle('A', 'B') }}: {{ m.content }}\n{% endfor %}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.loop_variable")
+    assert "line 1, `loop.cycle(...)`" in found.message
+
+
+@needs_hfjs
+def test_hfjs_fails_on_printing_a_boolean() -> None:
+    source = "{%- for m in messages %}{{ m.content }} first={{ loop.first }}\n{% endfor %}"
+    result = hfjs(subject_with_template("hermes-3-tiny", source))
+    found = only(result, "hfjs.printing")
+    assert found.outcome is Outcome.FAILED
+    assert "prints a value (None, a boolean, a list or dict) in other text than Python does" in found.message
+    assert "transformers 'T', @huggingface/jinja 't'" in found.message
+
+
+@needs_hfjs
+def test_hfjs_fails_on_a_refusal_transformers_does_not_make() -> None:
+    # `true|string` is 'True' in Python and 'true' in @huggingface/jinja: only there the template refuses
+    source = "{%- if (true|string) != 'True' %}{{ raise_exception('unsupported') }}{% endif %}{{ messages[0].content }}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.raise_exception")
+    assert found.outcome is Outcome.FAILED
+    assert "refuses a conversation transformers renders" in found.message
+    assert "line 1, `raise_exception(...)`\n@huggingface/jinja refuses: unsupported" in found.message
+    source = "{%- if messages[0].content is not defined %}{{ raise_exception('no content') }}{% endif %}{{ messages[0].content }}"
+    assert hfjs(subject_with_template("hermes-3-tiny", source)).outcome is Outcome.PASSED
+
+
+@needs_hfjs
+def test_hfjs_fails_on_a_construct_it_cannot_parse() -> None:
+    source = "{%- for m in messages %}{% if m.role is in ['user'] %}{{ m.content }}{% endif %}{% endfor %}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
+    assert "cannot parse or run the template on a valid conversation: line 1, `is in`" in found.message
+    assert found.fix == "`x in y`"
+
+
+# ------------------------------------------------------------------------------------------ the static lint
+
+
+def test_portability_passes_a_portable_template() -> None:
+    result = portability(subject_with_template("hermes-3-tiny", CHATML))
+    assert result.outcome is Outcome.PASSED, result.message
+    assert result.findings == ()
+
+
+def test_portability_names_each_construct_with_its_lines_and_engines() -> None:
+    source = (
+        "{%- for m in messages %}\n"
+        "{{- m.content.find('x') }}{{ loop.depth }}\n"
+        "{{- '%s' % m.role }}{{ m.content|wordcount }}\n"
+        "{%- endfor %}\n"
+        "{% if true %}\nx{% endif %}"
+    )
+    result = portability(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.WARNING
+    messages = {f.message: f.fix for f in result.findings}
+    assert messages == {
+        "@huggingface/jinja cannot run .find(): line 2": "test `'x' in s`, or split the string",
+        "@huggingface/jinja prints differently loop.depth: line 2": "count the depth in a macro argument",
+        "MiniJinja (TGI) and @huggingface/jinja cannot run '...' % value: line 3": "concatenate with `~`",
+        "MiniJinja (TGI) and @huggingface/jinja cannot run |wordcount: line 3": "`(s.split()|length)`",
+        "MiniJinja (TGI) renders other whitespace for a block tag ending its line without `-%}`: line 4, 5": (
+            "close block tags with `-%}` (or open the next with `{%-`): TGI renders without "
+            "trim_blocks/lstrip_blocks"
+        ),
+    }
+    assert {f.cause for f in result.findings} == {
+        "portability.unsupported",
+        "portability.prints_differently",
+        "portability.untrimmed_blocks",
+    }
+
+
+# ------------------------------------------------------------------------------------------ hostile templates
+
+
+@pytest.mark.parametrize("engine", [MINIJINJA, HFJS], ids=lambda e: e.name)
+@pytest.mark.parametrize("case", TEMPLATES + WORKER_TEMPLATES, ids=lambda c: c.name)
+def test_hostile_templates_are_bounded_in_every_engine(
+    case: TemplateCase, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    why = engine.missing()
+    if why is not None:
+        pytest.skip(f"{engine.title}: {why}")
+    monkeypatch.setenv(CANARY_ENV, CANARY_VALUE)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(CANARY_VALUE)
+    source = case.source.replace("/etc/passwd", str(secret))
+    limits = Limits(seconds=1.0, max_output_chars=1_000_000)
+    context = RENDERER.context(source, Call(USER, add_generation_prompt=True))
+    start = time.perf_counter()
+    answers = engine.render_many(source, [context, context], limits, PINNED_CLOCK)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2 * (limits.seconds or 0) + 2 * GRACE + 3, f"{case.name} took {elapsed:.2f} s"
+    for answer in answers:
+        text = answer.message if isinstance(answer, RenderError) else answer
+        assert isinstance(text, str) and len(text) <= 1_000_000
+        assert CANARY_VALUE not in text
+
+
+@needs_hfjs
+def test_hfjs_names_the_line_its_error_message_points_to() -> None:
+    # @huggingface/jinja's error names no line: the construct is found by what its message says
+    source = "{%- set gears = {\n  0: 'a',\n  512: 'b'} %}\n{{- messages[0].content }}{{ gears[0] }}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
+    assert "line 1, `{<number>: ...}`\n@huggingface/jinja: Object keys must be strings" in found.message
+    assert found.fix == "string keys (`{'512': 128}`), or a list of pairs"
+
+
+@needs_hfjs
+def test_hfjs_names_the_filter_its_error_names() -> None:
+    # @huggingface/jinja refuses `trim` on an undefined value, which Python's Jinja prints as ''
+    source = "{%- for m in messages %}\n{{- m.content }}\n{{- m.missing|trim }}\n{%- endfor %}"
+    found = only(hfjs(subject_with_template("hermes-3-tiny", source)), "hfjs.fails")
+    assert (
+        'line 3, `|trim`\n@huggingface/jinja: Cannot apply filter "trim" to type: UndefinedValue'
+        in found.message
+    )
