@@ -26,6 +26,7 @@ class Layer(str, Enum):
     TOKENIZER = "tokenizer"
     REFERENCE = "reference"
     GENERATION = "generation"
+    ENGINE = "engine"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from templatecheck.checks.base import NEEDS, REGISTRY, Check, check
 # The layer modules register their checks on import; importing them here makes REGISTRY complete, in layer order.
 # isort: off
 from templatecheck.checks import template, roles, tools, sandbox, tokenizer
-from templatecheck.checks import reference, generation
+from templatecheck.checks import reference, generation, gguf
 # isort: on
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Check",
     "check",
     "generation",
+    "gguf",
     "reference",
     "roles",
     "sandbox",
