@@ -63,6 +63,7 @@ _SCALARS = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")
 
 
 def is_gguf(path: Path) -> bool:
@@ -178,17 +179,22 @@ class _Cursor:
         self.data = bytearray()
         self.pos = 0
 
-    def take(self, count: int) -> bytes:
-        end = self.pos + count
+    def _fill(self, end: int) -> None:
+        """Read the file up to byte ``end`` (in chunks of at least 1 MiB), never past its end or the limit."""
         if end > self.size:
             raise _error(self.path, f"is truncated: it ends at byte {self.size:,}, inside its metadata")
         if end > METADATA_LIMIT:
             raise _error(self.path, f"holds more than {METADATA_LIMIT:,} bytes of metadata")
         while len(self.data) < end:
-            more = self.file.read(max(end - len(self.data), 2**20))
+            more = self.file.read(min(max(end - len(self.data), 2**20), self.size - len(self.data)))
             if not more:
                 raise _error(self.path, "is truncated (it shrank while it was read)")
             self.data += more
+
+    def take(self, count: int) -> bytes:
+        end = self.pos + count
+        if end > len(self.data):
+            self._fill(end)
         chunk = bytes(self.data[self.pos : end])
         self.pos = end
         return chunk
@@ -197,13 +203,28 @@ class _Cursor:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
     def string(self, what: str) -> str:
-        length = self.unpack("<Q")
-        if length > modeldir.TEXT_LIMIT:
-            raise _error(self.path, f"declares a {what} of {length:,} bytes, over {modeldir.TEXT_LIMIT:,}")
-        try:
-            return self.take(length).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _error(self.path, f"holds a {what} that is not UTF-8") from None
+        return self.strings(1, what)[0]
+
+    def strings(self, count: int, what: str) -> list[str]:
+        """``count`` strings in a row (a token list, merges): one tight loop, as a vocabulary holds 10^5."""
+        found, data, pos = [], self.data, self.pos
+        for _ in range(count):
+            if pos + 8 > len(data):
+                self._fill(pos + 8)
+            (length,) = _LENGTH.unpack_from(data, pos)
+            if length > modeldir.TEXT_LIMIT:
+                raise _error(
+                    self.path, f"declares a {what} of {length:,} bytes, over {modeldir.TEXT_LIMIT:,}"
+                )
+            start, pos = pos + 8, pos + 8 + length
+            if pos > len(data):
+                self._fill(pos)
+            try:
+                found.append(data[start:pos].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _error(self.path, f"holds a {what} that is not UTF-8") from None
+        self.pos = pos
+        return found
 
     def count(self, limit: int, what: str) -> int:
         value = int(self.unpack("<Q"))
@@ -220,9 +241,13 @@ class _Cursor:
             if depth >= MAX_NESTING:
                 raise _error(self.path, f"nests arrays more than {MAX_NESTING} deep in {key!r}")
             item = self.unpack("<I")
-            return [
-                self.value(item, key, depth + 1) for _ in range(self.count(MAX_ITEMS, f"entries in {key}"))
-            ]
+            count = self.count(MAX_ITEMS, f"entries in {key}")
+            if item == _STRING:
+                return self.strings(count, f"string value of {key}")
+            if item in _SCALARS:  # one unpack for the whole array (token types, scores)
+                fmt = "<" + _SCALARS[item][1] * count
+                return list(struct.unpack(fmt, self.take(struct.calcsize(fmt))))
+            return [self.value(item, key, depth + 1) for _ in range(count)]
         raise _error(self.path, f"holds value type {kind} for {key!r}, which is not a GGUF value type")
 
 

@@ -288,3 +288,21 @@ def test_a_broken_gguf_fails_the_comparison_in_the_suite(pytester: pytest.Pytest
             "*WARNING double_bos.text_with_special_tokens: tokenizer(prompt) gives 2 BOS tokens*",
         ]
     )
+
+
+def test_pins_of_two_gguf_files_of_one_folder_are_apart() -> None:
+    from templatecheck.pins import model_key
+
+    keys = {
+        model_key(Subject(m, next(iter(m.templates.values()))))
+        for m in map(load_model, map(str, GGUF.glob("*.gguf")))
+    }
+    assert keys == {"llama-3-tiny.gguf", "hermes-3-tiny.gguf"}
+
+
+@pytest.mark.parametrize("path", sorted(GGUF.rglob("*.gguf")), ids=lambda p: p.name)
+def test_the_bounded_reader_reads_what_the_gguf_package_reads(path: Path) -> None:
+    import gguf
+
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
+    assert read(path, "x").metadata == fields
