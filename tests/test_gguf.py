@@ -306,3 +306,42 @@ def test_the_bounded_reader_reads_what_the_gguf_package_reads(path: Path) -> Non
 
     fields = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
     assert read(path, "x").metadata == fields
+
+
+def test_control_tokens_at_other_ids_are_one_finding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion that numbers two control tokens the other way round (ids swapped in the token list)."""
+    script = fixture_script("build_gguf")
+    vocabulary = script.vocabulary
+
+    def swapped(directory: Path) -> tuple[list[str], list[int], list[str]]:
+        tokens, types, merges = vocabulary(directory)
+        tokens[1030], tokens[1031] = tokens[1031], tokens[1030]
+        return tokens, types, merges
+
+    monkeypatch.setattr(script, "vocabulary", swapped)
+    path = tmp_path / "swapped.gguf"
+    script.write(script.SPECS[0], path)
+    result = compare(path)
+    assert [f.cause for f in result.findings] == ["gguf_matches_original.control_token_id"]
+    assert result.findings[0].message == (
+        "2 control tokens of the original have another id in the GGUF: '<|eot_id|>': id 1030 in the original, "
+        "1031 in the GGUF; '<|eom_id|>': id 1031 in the original, 1030 in the GGUF"
+    )
+    assert (
+        result.findings[0].fix
+        == "re-convert the file with llama.cpp's convert_hf_to_gguf.py from llama-3-tiny"
+    )
+
+
+def test_a_file_without_an_add_bos_flag_is_told_to_reconvert(tmp_path: Path) -> None:
+    path = tmp_path / "no-flag.gguf"
+    remove = ["--remove-metadata", "tokenizer.ggml.add_bos_token", "--force"]
+    command = [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", *remove, str(LLAMA_GGUF), str(path)]
+    subprocess.run(command, check=True, capture_output=True)
+    result = compare(path)
+    assert [f.cause for f in result.findings] == ["gguf_matches_original.add_bos"]
+    assert "and the GGUF does not set it (tokenizer.ggml.add_bos_token)" in result.findings[0].message
+    assert result.findings[0].fix == (
+        "re-convert the file with llama.cpp's convert_hf_to_gguf.py from llama-3-tiny (it writes "
+        "tokenizer.ggml.add_bos_token)"
+    )

@@ -134,7 +134,10 @@ def _control_tokens(subject: Subject, meta: GgufFile, source: Model) -> list[Fin
     for i, token in enumerate(meta.tokens):
         index.setdefault(token, i)
     types, moved, split = meta.token_types, [], []
-    for token_id, added in sorted(source.tokenizer.added_tokens_decoder.items()):
+    decoder = (
+        getattr(source.tokenizer, "added_tokens_decoder", None) or {}
+    )  # a tokenizer without added tokens
+    for token_id, added in sorted(decoder.items()):
         if not added.special:
             continue
         found = index.get(added.content)
@@ -176,14 +179,18 @@ def _bos(subject: Subject, meta: GgufFile, source: Model) -> list[Finding]:
     flag = meta.flag("add_bos_token")
     if flag is adds:
         return []
-    starts = _starts_with_bos(subject, source)
+    token = source.tokenizer.bos_token
+    try:
+        written = bool(token) and subject.render(conv.USER_ONLY, add_generation_prompt=True).startswith(token)
+        starts = f"starts with BOS ({token})" if written else "writes no BOS"
+    except RenderError:
+        written, starts = False, "could not be rendered"
     said = "does not set it" if flag is None else f"sets it {str(flag).lower()}"
     return [
         ADD_BOS(
             f"the original's tokenizer {'adds' if adds else 'adds no'} BOS when it encodes a text, and the GGUF "
             f"{said} (tokenizer.ggml.add_bos_token); the template's rendering {starts}, so engines that follow the "
-            f"file prompt with {int(bool(flag)) + int(starts.startswith('starts'))} BOS tokens where the original "
-            f"has {int(adds) + int(starts.startswith('starts'))}",
+            f"file prompt with {int(bool(flag)) + written} BOS tokens where the original has {int(adds) + written}",
             fix=(
                 f"set tokenizer.ggml.add_bos_token to {str(adds).lower()}: gguf-set-metadata FILE.gguf "
                 f"tokenizer.ggml.add_bos_token {'1' if adds else shlex.quote('')}"
@@ -192,17 +199,6 @@ def _bos(subject: Subject, meta: GgufFile, source: Model) -> list[Finding]:
             ),
         )
     ]
-
-
-def _starts_with_bos(subject: Subject, source: Model) -> str:
-    token = source.tokenizer.bos_token
-    try:
-        rendering = subject.render(conv.USER_ONLY, add_generation_prompt=True)
-    except RenderError:
-        return "could not be rendered"
-    if token and rendering.startswith(token):
-        return f"starts with BOS ({token})"
-    return "writes no BOS"
 
 
 def _stops(meta: GgufFile, source: Model) -> list[Finding]:
