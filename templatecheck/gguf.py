@@ -279,8 +279,6 @@ def read(path: Path, label: str) -> GgufFile:
 
 def _check_tensors(cursor: _Cursor, count: int, metadata: dict[str, Any]) -> None:
     """Every tensor of the table has a known type and its data lies inside the file."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
     entries = []
     for _ in range(count):
         cursor.string("tensor name")
@@ -294,6 +292,10 @@ def _check_tensors(cursor: _Cursor, count: int, metadata: dict[str, Any]) -> Non
     if not (isinstance(alignment, int) and 0 < alignment <= 2**16):
         raise _error(cursor.path, f"has general.alignment {modeldir.shown(alignment)}")
     start = -(-cursor.pos // alignment) * alignment
+    if not entries:
+        return
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
     for dims, kind, offset in entries:
         try:
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
