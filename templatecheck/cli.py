@@ -66,10 +66,12 @@ def _check_parser() -> argparse.ArgumentParser:
         description="Run the static checks (template, tokenizer and reference layers) on one model without "
         "pytest; print each finding once, or the JSON report with --json. Exit 1 when a check fails.",
     )
-    parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model directory, a .gguf or a Hub id (org/name[@rev])"
+    )
     from templatecheck.settings import OPTIONS
 
-    for name in ("chat-template", "examples", "consumer", "template-var", "reference"):
+    for name in ("chat-template", "examples", "consumer", "template-var", "reference", "compare-to"):
         # the pytest option's name and settings; here also without the prefix
         parser.add_argument(f"--tc-{name}", f"--{name}", dest=name.replace("-", "_"), **OPTIONS[name])
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -168,7 +170,9 @@ def _render_parser() -> argparse.ArgumentParser:
         description="Show what the model sees for a conversation: the rendering with control tokens and "
         "whitespace visible (␤ newline, ⇥ tab, ␠ odd space), and its token ids on request.",
     )
-    parser.add_argument("model", metavar="MODEL", help="a model directory or Hub id ('org/name[@revision]')")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model directory, a .gguf or a Hub id (org/name[@rev])"
+    )
     parser.add_argument(
         "--messages",
         required=True,

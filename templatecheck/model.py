@@ -23,13 +23,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from templatecheck import modeldir
+from templatecheck import gguf, modeldir
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
 from templatecheck.render import Call, Limits, Rendered, Renderer, RenderError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from templatecheck.gguf import GgufFile
 
 #: What a Hub download fetches: everything the static checks read, never weights.
 CHECK_FILES = (
@@ -69,10 +71,12 @@ class ModelRef:
         """A directory, else an ``owner/name[@revision]`` Hub id; anything else is an error naming the value
         (a bare ``name`` is never looked up on the Hub: it is a mistyped path far more often than a model)."""
         path = Path(text).expanduser()
-        if path.is_dir():
+        if path.is_dir() or (os.path.lexists(path) and gguf.is_gguf(path)):
             return cls(text, path=path)
         if path.exists():
-            raise TemplatecheckError(f"model {text!r} is a file, not a directory: pass the model's directory")
+            raise TemplatecheckError(
+                f"model {text!r} is a file, not a directory: pass the model's directory, or a .gguf file"
+            )
         repo_id, at, revision = text.partition("@")
         looks_like_path = text.startswith((".", "/", "~")) or "\\" in text
         if looks_like_path or not _HUB_ID.match(repo_id) or (at and not revision):
@@ -81,6 +85,11 @@ class ModelRef:
                 "'owner/name@revision'); check the path, or give the Hub id with its owner"
             )
         return cls(text, repo_id=repo_id, revision=revision or None)
+
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the model is a GGUF file (:mod:`templatecheck.gguf`) rather than a directory."""
+        return self.path is not None and gguf.is_gguf(self.path)
 
     @property
     def name(self) -> str:
@@ -247,6 +256,8 @@ class Model:
     limits: Limits = field(default_factory=Limits)
     #: Per-template results of probes (capabilities, samples), so that checks share them.
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: The metadata of a model that is a GGUF file (``directory`` is then the file's folder).
+    gguf: GgufFile | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -254,6 +265,8 @@ class Model:
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.gguf is not None:
+            return gguf.tokenizer(self.gguf, self.ref.text)
         return shared_tokenizer(self.directory, self.ref.text)
 
     @cached_property
@@ -372,9 +385,14 @@ def load_tokenizer(directory: Path, label: str) -> PreTrainedTokenizerBase:
 def load_model(text: str, *, chat_template: str | None = None, limits: Limits | None = None) -> Model:
     """Resolve and read a model; ``chat_template`` selects one named template or a candidate file."""
     ref = ModelRef.parse(text)
-    directory = resolve(ref)
-    modeldir.check_directory(directory)
-    templates = read_templates(directory)
+    source = gguf.read(ref.path, text) if ref.is_gguf and ref.path is not None else None
+    if source is not None:
+        directory = source.path.parent
+        templates = {n: Template(n, t, "GGUF " + _gguf_key(n)) for n, t in source.templates().items()}
+    else:
+        directory = resolve(ref)
+        modeldir.check_directory(directory)
+        templates = read_templates(directory)
     if chat_template is not None:
         candidate = Path(chat_template).expanduser()
         if candidate.is_file():
@@ -390,12 +408,16 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
                 f"name (it has: {', '.join(sorted(templates)) or 'none'})"
             )
     if not templates:
-        raise TemplatecheckError(
-            f"model {text!r} has no chat template (looked in chat_template.jinja, additional_chat_templates/, "
-            "tokenizer_config.json and chat_template.json); a base model has none: pass --tc-chat-template FILE "
-            "to test a candidate template"
+        where = (
+            "tokenizer.chat_template and tokenizer.chat_templates"
+            if source is not None
+            else "chat_template.jinja, additional_chat_templates/, tokenizer_config.json and chat_template.json"
         )
-    generation_config, config = read_configs(directory)
+        raise TemplatecheckError(
+            f"model {text!r} has no chat template (looked in {where}); a base model has none: pass "
+            "--tc-chat-template FILE to test a candidate template"
+        )
+    generation_config, config = source.configs() if source is not None else read_configs(directory)
     return Model(
         ref=ref,
         directory=directory,
@@ -403,7 +425,12 @@ def load_model(text: str, *, chat_template: str | None = None, limits: Limits | 
         generation_config=generation_config,
         config=config,
         limits=limits or Limits(),
+        gguf=source,
     )
+
+
+def _gguf_key(name: str) -> str:
+    return "tokenizer.chat_template" + ("" if name == "default" else f".{name}")
 
 
 def _render_key(messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> bytes:

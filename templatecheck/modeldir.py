@@ -26,7 +26,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from templatecheck.errors import TemplatecheckError
 
@@ -129,18 +129,27 @@ def _unfollowable(path: Path, exc: Exception) -> str:
     return f"cannot be followed ({type(exc).__name__})"
 
 
-def read_bytes(path: Path, root: Path | None, limit: int) -> bytes:
-    """The content of ``path``, checked with :func:`checked`, read without blocking and never past ``limit``."""
+def open_checked(path: Path, root: Path | None, limit: int) -> BinaryIO:
+    """``path`` opened for reading once :func:`checked` accepts it: without following a final link, without
+    blocking, and checked again on the open descriptor (a file swapped for a FIFO since is refused)."""
     target = checked(path, root, limit)
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(target, flags)
     except OSError as exc:
         raise _unsafe(path, f"cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as file:
+    file = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # swapped since the check
+        file.close()
+        raise _unsafe(path, f"is {_kind(mode)}, not a file")
+    return file
+
+
+def read_bytes(path: Path, root: Path | None, limit: int) -> bytes:
+    """The content of ``path``, checked with :func:`checked`, read without blocking and never past ``limit``."""
+    with open_checked(path, root, limit) as file:
         info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):  # swapped since the check
-            raise _unsafe(path, f"is {_kind(info.st_mode)}, not a file")
         # Read what fstat promises and one byte more, so a file that grew since is noticed; never past ``limit``.
         data = file.read(min(info.st_size, limit) + 1)
         while info.st_size < len(data) <= limit:
@@ -308,6 +317,7 @@ __all__ = [
     "check_tokens",
     "checked",
     "is_token_id",
+    "open_checked",
     "present",
     "read_bytes",
     "read_files",

@@ -27,3 +27,5 @@ class Options:
     #: Extra template variables passed to every render, as ``apply_chat_template``'s keyword arguments are
     #: (``--tc-template-var NAME=VALUE``): ``date_string``, ``enable_thinking``, ``tools_in_user_message``, ...
     template_vars: dict[str, Any] = field(default_factory=dict)
+    #: The original model a GGUF file is compared with (``--tc-compare-to``: a directory or a Hub id).
+    compare_to: str | None = None

@@ -121,10 +121,13 @@ def folder_name(name: str) -> str:
 
 
 def model_key(subject: Subject) -> str:
-    """The model's full identity for pins: the Hub id (``org/name``), else the directory's own name."""
+    """The model's full identity for pins: the Hub id (``org/name``), else the directory's (or GGUF file's) own
+    name."""
     ref = subject.model.ref
     if ref.repo_id is not None:
         return ref.repo_id
+    if subject.model.gguf is not None:
+        return subject.model.gguf.path.name
     return subject.model.directory.resolve().name or subject.model.name
 
 

@@ -46,7 +46,7 @@ BASELINE_WRITTEN = pytest.StashKey[str]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("templatecheck", "templatecheck: chat-template conformance")
     group.addoption("--model", action="append", default=[], metavar="PATH_OR_ID", help="run the conformance "
-                    "suite (only it) on a model directory or Hub id ('owner/name[@revision]'); repeatable; a "
+                    "suite (only it) on a model directory, GGUF file or Hub id ('owner/name[@revision]'); repeatable; a "
                     "project with its own --model disables this plugin with -p no:templatecheck")  # fmt: skip
     from templatecheck.settings import OPTIONS
 

@@ -74,7 +74,7 @@ class Session:
                 )
                 if self.eager:
                     _ = model.tokenizer
-                else:
+                elif model.gguf is None:  # a GGUF's metadata is checked as it is read
                     check_tokenizer_files(model.directory, ref)
                 self.loaded[ref] = model
             except TemplatecheckError as error:

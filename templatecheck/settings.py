@@ -105,6 +105,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "help": f"token budget of each greedy reply of the generation layer (default: {Options.max_new_tokens}; "
         "tool calls get 64)",
     },
+    "compare-to": {
+        "metavar": "DIR_OR_ID",
+        "help": "compare a GGUF --model with the model it was converted from (a directory or Hub id): its "
+        "templates on the suite's conversations, control-token ids, BOS handling and stop set (gguf_matches_original)",
+    },
     "probe-file": {
         "metavar": "PATH",
         "help": "JSON-lines probes added to the generation layer's built-in set (format: see README)",
@@ -202,6 +207,18 @@ def check_reference(name: str | None) -> str | None:
     return name
 
 
+def check_compare_to(value: str | None) -> str | None:
+    """``--tc-compare-to``: a model directory, a GGUF file or a Hub id (loaded when the comparison runs)."""
+    if value is not None:
+        from templatecheck.model import ModelRef
+
+        try:
+            ModelRef.parse(value)
+        except TemplatecheckError as error:
+            raise TemplatecheckError(f"--tc-compare-to {value}: {error}") from None
+    return value
+
+
 def options(values: Mapping[str, Any]) -> Options:
     """The settings of a run from its option values, keyed by the options' names without the ``--tc-`` prefix
     (``examples``, ``consumer``, ``template_var``, ...; a missing key has its default), every value checked
@@ -227,6 +244,7 @@ def options(values: Mapping[str, Any]) -> Options:
         probe_file=values.get("probe_file"),
         consumers=parse_consumers(values.get("consumer") or ()),
         template_vars=parse_template_vars(values.get("template_var") or ()),
+        compare_to=check_compare_to(values.get("compare_to")),
     )
 
 
@@ -234,6 +252,7 @@ __all__ = [
     "MAX_RENDER_SECONDS",
     "OPTIONS",
     "RESERVED",
+    "check_compare_to",
     "check_examples",
     "check_reference",
     "check_render_timeout",

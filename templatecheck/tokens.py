@@ -80,6 +80,8 @@ def stop_set(model: Model) -> StopSet:
     config = model.generation_config
     fallback = (int(tokenizer.eos_token_id),) if tokenizer.eos_token_id is not None else ()
     eos_name = f"the tokenizer's eos_token {tokenizer.eos_token!r}" if fallback else "no token at all"
+    if model.gguf is not None:  # validated as the file was read
+        return StopSet(model.gguf.stop_ids or fallback, "the GGUF's tokenizer.ggml.eos/eot/eom_token_id")
     if config is None:
         return StopSet(fallback, f"{eos_name} (no generation_config.json)")
     if not isinstance(config, dict):

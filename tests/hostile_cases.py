@@ -11,9 +11,11 @@ import json
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CANARY_ENV = "TEMPLATECHECK_CANARY"
 CANARY_VALUE = "canary-7f3a9c"
@@ -765,5 +767,225 @@ MODEL_DIRS = [
         outcome="passed",
         seconds=5.0,
         megabytes=16.0,
+    ),
+]
+
+
+# ------------------------------------------------------------------------------------------------ GGUF files
+
+#: The GGUF file the GGUF cases start from (tokenizer metadata only; see fixtures/build_gguf.py).
+GGUF_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gguf" / "llama-3-tiny.gguf"
+_GGUF_NAME = "model.gguf"
+
+
+def _gguf(make: Callable[[Path], None]) -> Callable[[Path, Path], Path]:
+    """A builder that writes ``model.gguf`` into the model folder with ``make`` and returns its path."""
+
+    def build(model: Path, outside: Path) -> Path:
+        path = model / _GGUF_NAME
+        make(path)
+        return path
+
+    return build
+
+
+def _file(build: Callable[[Path, Path], Path]) -> Callable[[Path, Path], Path]:
+    """``build``, answering the path of ``model.gguf`` rather than the model folder."""
+    return lambda model, outside: build(model, outside) / _GGUF_NAME
+
+
+def _raw(
+    *kvs: tuple[str | bytes, int, bytes],
+    version: int = 3,
+    keys: int | None = None,
+    tensors: tuple[bytes, ...] = (),
+) -> bytes:
+    """A GGUF file from its parts: ``(key, value type, encoded value)`` entries and tensor table entries."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs) if keys is None else keys)
+    body = b"".join(_string(key) + struct.pack("<I", kind) + value for key, kind, value in kvs)
+    return head + body + b"".join(tensors)
+
+
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(data)) + data
+
+
+_ARCH = ("general.architecture", 8, _string("llama"))
+
+
+def _bytes(data: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(data)
+
+
+def _cut(size: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        path.write_bytes(GGUF_FIXTURE.read_bytes()[:size])
+
+    return make
+
+
+def _grown(size: int) -> Callable[[Path], None]:
+    """The fixture, sparsely grown to ``size`` bytes (as large as a model's weights, without the disk)."""
+
+    def make(path: Path) -> None:
+        path.write_bytes(GGUF_FIXTURE.read_bytes())
+        with path.open("r+b") as file:
+            file.truncate(size)
+
+    return make
+
+
+def _written(**changes: object) -> Callable[[Path], None]:
+    """The fixture's tokenizer metadata written with ``gguf``'s writer, with ``changes`` (key -> value, or
+    ``None`` to leave the key out)."""
+
+    def make(path: Path) -> None:
+        import gguf
+
+        source = gguf.GGUFReader(GGUF_FIXTURE)
+        writer = gguf.GGUFWriter(str(path), "llama")
+        for name, value in changes.items():
+            if value is not None and name not in source.fields:
+                writer.add_key_value(name, value, _type_of(value))
+        for field in source.fields.values():
+            if field.name.startswith("GGUF.") or field.name == "general.architecture":
+                continue
+            value = changes.get(field.name, field.contents())
+            if value is not None:
+                kind = field.types[0]
+                writer.add_key_value(
+                    field.name, value, kind, sub_type=field.types[-1] if len(field.types) > 1 else None
+                )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.close()
+
+    return make
+
+
+def _type_of(value: object) -> Any:
+    import gguf
+
+    if isinstance(value, list):
+        return gguf.GGUFValueType.ARRAY
+    return gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.UINT32
+
+
+def _outside_gguf(model: Path, outside: Path) -> Path:
+    (outside / "real.gguf").write_bytes(GGUF_FIXTURE.read_bytes())
+    (model / _GGUF_NAME).symlink_to(outside / "real.gguf")
+    return model / _GGUF_NAME
+
+
+def _nested(depth: int) -> bytes:
+    """An array nested ``depth`` deep around one uint8."""
+    value = struct.pack("<B", 1)
+    kind = 0
+    for _ in range(depth):
+        value, kind = struct.pack("<IQ", kind, 1) + value, 9
+    return value
+
+
+_TRUNCATED = "is truncated: it ends at byte"
+_GGUF_FIX = "re-convert or re-download the file"
+
+GGUF_FILES = [
+    # links, FIFOs and devices named model.gguf: refused before any open
+    ModelDirCase("model.gguf -> a GGUF outside its folder", _outside_gguf, _OUT),
+    ModelDirCase("model.gguf -> /dev/zero", _file(_link(_GGUF_NAME, "/dev/zero")), _OUT),
+    ModelDirCase("model.gguf -> /proc/self/environ", _file(_link(_GGUF_NAME, "/proc/self/environ")), _OUT),
+    ModelDirCase("model.gguf, a broken link", _file(_link(_GGUF_NAME, "missing.gguf")), "is a broken link"),
+    ModelDirCase("model.gguf, a FIFO", _file(_replace(_GGUF_NAME, _fifo)), _FIFO),
+    ModelDirCase("model.gguf, a socket", _file(_replace(_GGUF_NAME, _socket)), "is a socket, not a file"),
+    # truncated and foreign files
+    ModelDirCase(
+        "model.gguf of 10 bytes", _gguf(_cut(10)), f"{_TRUNCATED} 10, inside its metadata; {_GGUF_FIX}"
+    ),
+    ModelDirCase("model.gguf cut inside its token list", _gguf(_cut(2000)), f"{_TRUNCATED} 2,000"),
+    ModelDirCase(
+        "model.gguf, a text file", _gguf(_bytes(b"hello world\n" * 4)), "does not start with the GGUF magic"
+    ),
+    ModelDirCase("model.gguf of version 99", _gguf(_bytes(_raw(_ARCH, version=99))), "is GGUF version 99"),
+    # absurd counts and lengths: refused as declared, never allocated or looped over
+    ModelDirCase(
+        "a token list of 2**40 entries",
+        _gguf(_bytes(_raw(_ARCH, ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 2**40))))),
+        "declares 1,099,511,627,776 entries in tokenizer.ggml.tokens, over the limit of 4,194,304",
+    ),
+    ModelDirCase(
+        "a token list of 4 million entries in 60 bytes",
+        _gguf(_bytes(_raw(_ARCH, ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 2**22))))),
+        _TRUNCATED,
+    ),
+    ModelDirCase(
+        "a template of 2**60 bytes",
+        _gguf(_bytes(_raw(_ARCH, ("tokenizer.chat_template", 8, struct.pack("<Q", 2**60))))),
+        "declares a string value of tokenizer.chat_template of 1,152,921,504,606,846,976 bytes, over 16,777,216",
+    ),
+    ModelDirCase(
+        "2**63 metadata keys",
+        _gguf(_bytes(_raw(keys=2**63))),
+        "declares 9,223,372,036,854,775,808 metadata keys",
+    ),
+    ModelDirCase(
+        "a tensor past the end of the file",
+        _gguf(_bytes(_raw(_ARCH, tensors=(_string("blk.0") + struct.pack("<IQIQ", 1, 2**30, 0, 0),)))),
+        "holds a tensor whose data lies past the end of the file",
+    ),
+    ModelDirCase(
+        "a tensor of 2**31 dimensions",
+        _gguf(_bytes(_raw(_ARCH, tensors=(_string("blk.0") + struct.pack("<I", 2**31),)))),
+        "holds a tensor of 2,147,483,648 dimensions",
+    ),
+    ModelDirCase(
+        "arrays nested 100 deep",
+        _gguf(_bytes(_raw(_ARCH, ("x", 9, _nested(100))))),
+        "nests arrays more than 4 deep in 'x'",
+    ),
+    ModelDirCase(
+        "a value of type 99", _gguf(_bytes(_raw(_ARCH, ("x", 99, b"")))), "holds value type 99 for 'x'"
+    ),
+    ModelDirCase(
+        "a key that is not UTF-8",
+        _gguf(_bytes(_raw(_ARCH, (b"\xff\xfe", 8, _string("x"))))),
+        "holds a key that is not UTF-8",
+    ),
+    # values that parse but do not fit the vocabulary
+    ModelDirCase(
+        "eos_token_id 99999",
+        _gguf(_written(**{"tokenizer.ggml.eos_token_id": 99999})),
+        "has tokenizer.ggml.eos_token_id 99999, not a token id of its 1039 tokens",
+    ),
+    ModelDirCase(
+        "no token list",
+        _gguf(_written(**{"tokenizer.ggml.tokens": None, "tokenizer.ggml.token_type": None})),
+        "has no token list (tokenizer.ggml.tokens)",
+    ),
+    ModelDirCase(
+        "three token types for 1039 tokens",
+        _gguf(_written(**{"tokenizer.ggml.token_type": [1, 1, 1]})),
+        "has 3 token types for 1039 tokens",
+    ),
+    ModelDirCase(
+        "a template name with an escape character",
+        _gguf(
+            _written(**{"tokenizer.chat_templates": ["x\x1b[2J"], "tokenizer.chat_template.x\x1b[2J": "hi"})
+        ),
+        "not a list of printable names",
+    ),
+    ModelDirCase(
+        "a listed template that is missing",
+        _gguf(_written(**{"tokenizer.chat_templates": ["tool_use"]})),
+        "lists the chat template 'tool_use', but holds no tokenizer.chat_template.tool_use",
+    ),
+    ModelDirCase(
+        "no chat template",
+        _gguf(_written(**{"tokenizer.chat_template": None})),
+        "has no chat template (looked in tokenizer.chat_template and tokenizer.chat_templates)",
+    ),
+    # what loads: a file as large as a model's weights reads only its metadata
+    ModelDirCase(
+        "model.gguf of 64 GB (sparse)", _gguf(_grown(2**36)), "default", check="loads", megabytes=4.0
     ),
 ]

@@ -21,6 +21,7 @@ from tests.conftest import FIXTURES, fixture_model
 from tests.hostile_cases import (
     CANARY_ENV,
     CANARY_VALUE,
+    GGUF_FILES,
     INPUTS,
     MODEL_DIRS,
     TEMPLATES,
@@ -226,6 +227,33 @@ def test_hostile_model_directory(case: ModelDirCase, outside: Path) -> None:
     else:
         assert outcome is Outcome(case.outcome), said[:300]
     assert case.message in said, said[:300]
+    assert elapsed < case.seconds, f"{case.name} took {elapsed:.2f} s"
+    assert peak < case.megabytes, f"{case.name} peaked at {peak:.1f} MB of Python allocations"
+    assert CANARY_VALUE not in said
+
+
+@pytest.mark.parametrize("case", GGUF_FILES, ids=lambda c: c.name)
+def test_hostile_gguf_file(case: ModelDirCase, outside: Path) -> None:
+    """A hostile GGUF file is one load error naming the file (never a traceback or a hang), within the case's
+    time and memory; a file that should load does, reading only its metadata."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package: pip install 'templatecheck[gguf]'")
+    path = build_model_dir(case, outside)
+    warm_up()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        model = load_model(str(path))
+        said = " ".join(model.templates)
+    except TemplatecheckError as error:
+        model, said = None, str(error)
+    finally:
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert (model is not None) is (case.check == "loads"), said[:300]
+    assert case.message in said, said[:300]
+    if model is None:
+        assert str(path) in said, said[:300]
     assert elapsed < case.seconds, f"{case.name} took {elapsed:.2f} s"
     assert peak < case.megabytes, f"{case.name} peaked at {peak:.1f} MB of Python allocations"
     assert CANARY_VALUE not in said

@@ -19,7 +19,7 @@ from templatecheck.checks.base import NEEDS, REGISTRY, Check, check
 # isort: off
 from templatecheck.checks import template, roles, tools, sandbox, tokenizer
 from templatecheck.checks import reference, generation
-from templatecheck.checks import engine
+from templatecheck.checks import engine, gguf
 # isort: on
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "check",
     "engine",
     "generation",
+    "gguf",
     "reference",
     "roles",
     "sandbox",

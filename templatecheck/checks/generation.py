@@ -92,6 +92,10 @@ def evaluate(subject: Subject) -> Evaluation:
 def _evaluation(subject: Subject) -> Evaluation | Finding:
     if not subject.options.generate:
         return skipped(SKIP)
+    if subject.model.gguf is not None:
+        return skipped(
+            "a GGUF file's weights are not loaded (llama.cpp's formats); run --tc-generate on the original model"
+        )
     evaluation = evaluate(subject)
     if not evaluation.shipped.replies:
         return skipped("no probe renders under the shipped template (see `renders`)")
