@@ -103,7 +103,7 @@ class Capabilities:
             list_content=self.list_content,
             string_arguments=self.string_arguments or not self.object_arguments,
             object_arguments=self.object_arguments,
-            null_content=not self.failed(NULL_CONTENT),
+            null_content=not any(self.failed(s) for s in NULL_SHAPES),
             any_call_ids=not any(self.failed(s) for s in ID_SHAPES),
             names=not self.failed(USER_NAME),
             nameless_results=not self.failed(RESULT_NAMELESS),
@@ -129,7 +129,7 @@ class Capabilities:
 
 
 #: Names of the wire shapes that decide what the hypothesis draw may contain (:class:`Support`).
-NULL_CONTENT = "a tool call with content: null"
+NULL_SHAPES = ("a tool call with content: null", "parallel tool calls with content: null and their results")
 ID_SHAPES = (
     "a tool call with an OpenAI-style string id (call_ + 24 characters)",
     "a tool call with an integer-looking string id",
@@ -137,7 +137,7 @@ ID_SHAPES = (
 USER_NAME = "a user message with a name field"
 RESULT_NAMELESS = "a tool result without a name field (the OpenAI form)"
 REASONING_ONLY = "a reasoning-only assistant turn (empty content, reasoning_content)"
-assert {NULL_CONTENT, *ID_SHAPES, USER_NAME, RESULT_NAMELESS, REASONING_ONLY} <= {s.name for s in WIRE}
+assert {*NULL_SHAPES, *ID_SHAPES, USER_NAME, RESULT_NAMELESS, REASONING_ONLY} <= {s.name for s in WIRE}
 
 _LABELS = {
     "system": "system role",

@@ -187,3 +187,31 @@ def test_content_fidelity_sees_a_tool_result_given_as_an_object_dropped() -> Non
     assert tools(target).outcome is Outcome.FAILED
     kept = content_fidelity(subject_with_template("hermes-3-tiny", BASE))
     assert not [f for f in kept.findings if f.cause == "tools.result_dropped"]
+
+
+def test_a_generator_given_to_tojson_gets_its_own_fix() -> None:
+    """DeepSeek R1 (llama.cpp's copy): ``tools | map(attribute='function') | tojson`` crashes in Jinja."""
+    source = BASE.replace(
+        "{%- for tool in tools %}{{ tool | tojson }}",
+        "{{ tools | map(attribute='function') | tojson }}{%- for tool in [] %}",
+    )
+    result = tools(subject_with_template("hermes-3-tiny", source))
+    (crash,) = [f for f in result.findings if f.cause == "tools.crash"]
+    assert "Object of type generator is not JSON serializable" in crash.message
+    assert (
+        crash.fix
+        == "add | list before | tojson: map, select and reject return generators, which JSON cannot encode"
+    )
+
+
+def test_a_shape_that_crashes_is_not_drawn_so_renders_does_not_report_it_again() -> None:
+    """QwQ: content null renders alone but crashes once a result follows; ``tools`` reports it, the sample
+    (which ``renders`` judges) gives such a template ``content: ""`` instead."""
+    source = with_guard("message.role == 'tool' and messages[loop.index0 - 1].content is not defined")
+    target = subject_with_template("hermes-3-tiny", source)
+    assert probe(target).support.null_content is False
+    assert probe(subject_with_template("hermes-3-tiny", BASE)).support.null_content is True
+    crash = [f for f in tools(target).findings if f.cause == "tools.crash"]
+    assert crash[0].message.startswith("parallel tool calls with content: null and their results does not")
+    result = renders(target)
+    assert result.outcome is Outcome.PASSED, result.message

@@ -222,8 +222,18 @@ def probe_findings(subject: Subject, owner: str, *, crash: Cause, refused: Cause
             found.append(_foreign(SANDBOX_REFUSED, f"{first.shape} does not render: {first.error}"))
         else:
             text = f"{first.shape} does not render, though clients send it: {first.error}{shown}"
-            found.append(crash(text, fix=first.fix))
+            found.append(crash(text, fix=_crash_fix(first)))
     return found
+
+
+def _crash_fix(failure: Failure) -> str:
+    """The fix for a crash: the shape's, unless the error names a better one (a generator given to
+    ``tojson``: ``map`` and ``select`` return generators in Jinja, lists in some other engines)."""
+    if "Object of type generator is not JSON serializable" in failure.error:
+        return (
+            "add | list before | tojson: map, select and reject return generators, which JSON cannot encode"
+        )
+    return failure.fix
 
 
 def _render_cause(error: RenderError) -> Cause:
