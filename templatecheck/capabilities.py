@@ -3,15 +3,20 @@
 A feature is supported when a conversation using it renders and its sentinel reaches the prompt. The result
 decides what the hypothesis conversations may contain (:class:`~templatecheck.strategies.Support`), and is
 the capabilities table of the reports (with the verdicts of two role checks: :func:`templatecheck.checks.roles.survey`).
+
+A probe that does not render is not "unsupported": a template that ignores a feature renders without its
+sentinel, while one that crashes on it (or is refused by the sandbox) fails every request with that feature.
+Each such probe, and each wire-format shape (:data:`~templatecheck.conversation.WIRE`) the template does not
+take, is kept as a :class:`Failure` for the checks to report (``renders``, ``tools``, ``sandbox``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from templatecheck.conversation import Conversation, assistant, system, user
+from templatecheck.conversation import WIRE, Conversation, Shape, assistant, system, user
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
 from templatecheck.strategies import Support
@@ -40,6 +45,25 @@ def _call(name: str, arguments: Any, call_id: str = CALL_IDS[0]) -> dict[str, An
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
+#: Error kinds that say the template cannot take the input: it refused it (``raise_exception``), raised an
+#: error of its own, or the sandbox refused an operation. Bounds (time, size, memory) are the bounds' checks'.
+FAILURE_KINDS = ("refused", "raised", "security")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A probe or wire shape the template does not render: ``owner`` is the check that reports it (``renders``
+    or ``tools``; a sandbox refusal is ``sandbox``'s whoever observes it), ``kind`` the error kind
+    (:data:`FAILURE_KINDS`), ``fix`` what the template should do instead."""
+
+    shape: str
+    owner: str
+    kind: str
+    error: str
+    fix: str
+    messages: Conversation = field(compare=False, default_factory=list)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     system: bool
@@ -58,6 +82,15 @@ class Capabilities:
     #: Features that reach the prompt only as a Python repr (``"tools"``, ``"list content"``): the template
     #: prints the structure (``tools|string``) instead of its text. Not a row of the table.
     repr_only: frozenset[str] = frozenset()
+    #: The probes and wire shapes that do not render (see :class:`Failure`). Not a row of the table.
+    failures: tuple[Failure, ...] = ()
+    #: A dict tool result renders, shown or not (an extension of transformers: drawn only where it renders,
+    #: so that content_fidelity sees one dropped).
+    dict_results: bool = False
+
+    def failed(self, shape: str) -> bool:
+        """The template does not render the probe or wire shape named ``shape``."""
+        return any(f.shape == shape for f in self.failures)
 
     @property
     def support(self) -> Support:
@@ -70,16 +103,41 @@ class Capabilities:
             list_content=self.list_content,
             string_arguments=self.string_arguments or not self.object_arguments,
             object_arguments=self.object_arguments,
+            null_content=not any(self.failed(s) for s in NULL_SHAPES),
+            any_call_ids=not any(self.failed(s) for s in ID_SHAPES),
+            names=not self.failed(USER_NAME),
+            nameless_results=not self.failed(RESULT_NAMELESS),
+            reasoning=False,  # see :attr:`reasoning_support`
+            dict_results=self.dict_results,
         )
+
+    @property
+    def reasoning_support(self) -> Support:
+        """:attr:`support` with ``reasoning_content`` on replies where the template reads it. Only for the checks
+        that judge each message (``renders``, ``content_fidelity``): a format that drops the reasoning of
+        earlier turns, or writes it after the generation prompt, breaks a prefix by convention, which the
+        prefix and generation-prompt checks judge on conversations of their own."""
+        return replace(self.support, reasoning=self.reasoning and not self.failed(REASONING_ONLY))
 
     def table(self) -> list[tuple[str, bool]]:
         """(feature, supported) rows for the reports, in a fixed order."""
         return [
             (_LABELS.get(name, name.replace("_", " ")), value)
             for name, value in self.__dict__.items()
-            if isinstance(value, bool)
+            if isinstance(value, bool) and name != "dict_results"
         ]
 
+
+#: Names of the wire shapes that decide what the hypothesis draw may contain (:class:`Support`).
+NULL_SHAPES = ("a tool call with content: null", "parallel tool calls with content: null and their results")
+ID_SHAPES = (
+    "a tool call with an OpenAI-style string id (call_ + 24 characters)",
+    "a tool call with an integer-looking string id",
+)
+USER_NAME = "a user message with a name field"
+RESULT_NAMELESS = "a tool result without a name field (the OpenAI form)"
+REASONING_ONLY = "a reasoning-only assistant turn (empty content, reasoning_content)"
+assert {*NULL_SHAPES, *ID_SHAPES, USER_NAME, RESULT_NAMELESS, REASONING_ONLY} <= {s.name for s in WIRE}
 
 _LABELS = {
     "system": "system role",
@@ -91,37 +149,87 @@ _LABELS = {
 }
 
 
-def _reaches(subject: Subject, sentinel: str, messages: Conversation, **kwargs: Any) -> str:
-    """How the sentinel reaches the prompt: ``"text"``, ``"repr"`` (only inside a Python repr of the structure
-    that holds it), or ``"absent"`` (not at all, or the conversation does not render)."""
-    try:
-        rendered = subject.render(messages, **kwargs)
-    except RenderError:
-        return "absent"
-    if sentinel not in rendered:
-        return "absent"
-    return "repr" if "{'" in rendered or "[{'" in rendered else "text"
+class _Prober:
+    """Renders probes for one template, keeping each one that fails (:class:`Failure`) with its shape."""
+
+    def __init__(self, subject: Subject) -> None:
+        self.subject = subject
+        self.failures: dict[str, Failure] = {}
+
+    def render(self, messages: Conversation, shape: tuple[str, str, str] | None, **kwargs: Any) -> str | None:
+        """The rendering, or ``None`` when it fails; ``shape`` is ``(name, owner, fix)`` of a failure to keep
+        (``None``: a failure of this probe is another check's to find)."""
+        try:
+            return self.subject.render(messages, **kwargs)
+        except RenderError as error:
+            if shape is not None and error.kind in FAILURE_KINDS:
+                name, owner, fix = shape
+                self.failures.setdefault(name, Failure(name, owner, error.kind, str(error), fix, messages))
+            return None
+
+    def reaches(
+        self, sentinel: str, messages: Conversation, shape: tuple[str, str, str] | None = None, **kwargs: Any
+    ) -> str:
+        """How the sentinel reaches the prompt: ``"text"``, ``"repr"`` (only inside a Python repr of the
+        structure that holds it), or ``"absent"`` (not at all, or the conversation does not render)."""
+        rendered = self.render(messages, shape, **kwargs)
+        if rendered is None or sentinel not in rendered:
+            return "absent"
+        return "repr" if "{'" in rendered or "[{'" in rendered else "text"
+
+    def shows(
+        self, sentinel: str, messages: Conversation, shape: tuple[str, str, str] | None = None, **kwargs: Any
+    ) -> bool:
+        """The sentinel reaches the prompt as text, not inside a Python repr of the structure that holds it."""
+        return self.reaches(sentinel, messages, shape, **kwargs) == "text"
+
+    def count(
+        self, text: str, messages: Conversation, shape: tuple[str, str, str] | None = None, **kwargs: Any
+    ) -> int:
+        """How often ``text`` occurs in the rendering of ``messages`` (-1 when it does not render)."""
+        rendered = self.render(messages, shape, **kwargs)
+        return -1 if rendered is None else rendered.count(text)
+
+    def wire(self, shapes: list[Shape], *, object_arguments: bool) -> None:
+        """Render each wire shape (in one batch), keeping those that fail; its calls' arguments as a dict
+        when the template takes only that form (the tools check judges the string form)."""
+        renders = [
+            (
+                [_arguments_as(m, object_arguments) for m in s.messages],
+                {} if s.tools == "called" else {"tools": None},
+            )
+            for s in shapes
+        ]
+        self.subject.prefetch_each(renders)
+        for s, (messages, kwargs) in zip(shapes, renders, strict=True):
+            self.render(messages, (s.name, "tools" if s.needs != "plain" else "renders", s.fix), **kwargs)
 
 
-def _count(subject: Subject, text: str, messages: Conversation, **kwargs: Any) -> int:
-    """How often ``text`` occurs in the rendering of ``messages`` (-1 when it does not render)."""
-    try:
-        return subject.render(messages, **kwargs).count(text)
-    except RenderError:
-        return -1
+def _arguments_as(message: dict[str, Any], as_object: bool) -> dict[str, Any]:
+    """``message`` with its calls' JSON-string arguments parsed into dicts when ``as_object``."""
+    if not as_object or not message.get("tool_calls"):
+        return message
+    calls = [
+        {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+        for c in message["tool_calls"]
+    ]
+    return {**message, "tool_calls": calls}
 
 
-def _shows(subject: Subject, sentinel: str, messages: Conversation, **kwargs: Any) -> bool:
-    """The sentinel reaches the prompt as text, not inside a Python repr of the structure that holds it."""
-    return _reaches(subject, sentinel, messages, **kwargs) == "text"
+_TOOLS_FIX = (
+    "render the tool definitions clients send (type: function, function: name, description, parameters) "
+    "without assuming fields they may leave out"
+)
+_CALLS_FIX = "render assistant tool calls in the OpenAI form (id, type: function, function: name, arguments)"
 
 
 def probe(subject: Subject) -> Capabilities:
-    """Render one probe per feature; cached per template of the model."""
+    """Render one probe per feature, then the wire shapes of the features found; cached per template."""
     key = ("capabilities", subject.template.name, subject.template.source)
     cached = subject.model.cache.get(key)
     if isinstance(cached, Capabilities):
         return cached
+    p = _Prober(subject)
     s = SENTINEL
     ask = user("What is the weather?")
     tool_name = f"tool_{s}"
@@ -130,13 +238,15 @@ def probe(subject: Subject) -> Capabilities:
         form: [ask, {"role": "assistant", "content": "", "tool_calls": [_call(tool_name, args)]}]
         for form, args in (("object", {"city": f"c{s}"}), ("string", json.dumps({"city": f"c{s}"})))
     }
-    object_arguments = _shows(subject, f"c{s}", calls["object"], tools=tools)
-    string_arguments = _shows(subject, f"c{s}", calls["string"], tools=tools)
-    # a call whose arguments never show (written as a constant) is still a call: its name shows once more
-    named = max(_count(subject, tool_name, calls[f], tools=tools) for f in calls)
-    tool_calls = (
-        object_arguments or string_arguments or named > _count(subject, tool_name, [ask], tools=tools)
+    definitions = p.reaches(
+        tool_name, [ask], ("a conversation with tool definitions", "tools", _TOOLS_FIX), tools=tools
     )
+    call_shape = ("a tool call (dict arguments)", "tools", _CALLS_FIX)
+    object_arguments = p.shows(f"c{s}", calls["object"], call_shape, tools=tools)
+    string_arguments = p.shows(f"c{s}", calls["string"], tools=tools)  # the tools check judges this form
+    # a call whose arguments never show (written as a constant) is still a call: its name shows once more
+    named = max(p.count(tool_name, calls[f], tools=tools) for f in calls)
+    tool_calls = object_arguments or string_arguments or named > p.count(tool_name, [ask], tools=tools)
     form = "object" if object_arguments else "string"
     parallel = [
         ask,
@@ -154,23 +264,35 @@ def probe(subject: Subject) -> Capabilities:
         {"role": "tool", "tool_call_id": CALL_IDS[0], "name": tool_name, "content": f"r{s}"},
     ]
     source = subject.template.source
-    definitions = _reaches(subject, tool_name, [ask], tools=tools)
-    parts = _reaches(subject, f"l{s}", [user([{"type": "text", "text": f"l{s}"}])])
+    parts = p.reaches(f"l{s}", [user([{"type": "text", "text": f"l{s}"}])])  # content_fidelity's to judge
+    on_calls = ("parallel tool calls", "tools", _CALLS_FIX) if tool_calls else None
+    on_results = ("a tool result", "tools", "render tool messages (role: tool, tool_call_id, content)")
+    reasoning_shape = ("an assistant reply with reasoning_content", "renders", WIRE[3].fix)
+    tool_role = tool_calls and p.shows(f"r{s}", result, on_results, tools=tools)
+    dict_result = [*calls[form], {"role": "tool", "tool_call_id": CALL_IDS[0], "content": {"t": f"d{s}"}}]
+    features = {"plain"} | ({"tool_calls"} if tool_calls else set()) | ({"tool_role"} if tool_role else set())
+    # transformers picks a ``tool_use`` template only for a request with tools: it never gets one without
+    p.wire(
+        [w for w in WIRE if w.needs in features and (w.tools or subject.template.name != "tool_use")],
+        object_arguments=object_arguments and not string_arguments,
+    )
     found = Capabilities(
-        system=_shows(subject, f"s{s}", [system(f"s{s}"), user("hi")]),
+        system=p.shows(f"s{s}", [system(f"s{s}"), user("hi")]),
         tools=definitions == "text",
         tool_calls=tool_calls,
         parallel_tool_calls=tool_calls
-        and _shows(subject, f"second_{s}", parallel, tools=[*tools, _tool(f"second_{s}")]),
-        tool_role=tool_calls and _shows(subject, f"r{s}", result, tools=tools),
+        and p.shows(f"second_{s}", parallel, on_calls, tools=[*tools, _tool(f"second_{s}")]),
+        tool_role=tool_role,
         list_content=parts == "text",
         object_arguments=object_arguments,
         string_arguments=string_arguments,
         reasoning=any(f in source for f in ("reasoning_content", "thinking", "enable_thinking"))
-        and _shows(subject, f"t{s}", [user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}]),
+        and p.shows(f"t{s}", [user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}], reasoning_shape),
         repr_only=frozenset(
             name for name, how in (("tools", definitions), ("list content", parts)) if how == "repr"
         ),
+        failures=tuple(p.failures.values()),
+        dict_results=tool_role and p.render(dict_result, None, tools=tools) is not None,
     )
     subject.model.cache[key] = found
     return found

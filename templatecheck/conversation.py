@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 Message = dict[str, Any]
@@ -85,3 +86,134 @@ def describe(conversation: Conversation) -> str:
         extra = f" {rest}" if rest else ""
         lines.append(f"  {message.get('role')}: {message.get('content')!r}{extra}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ the wire format
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A conversation shape that OpenAI-compatible clients send, rendered to tell a template that takes it from
+    one that crashes on it.
+
+    ``needs`` is the capability the shape exercises (``"plain"``, ``"tool_calls"``, ``"tool_role"``): a shape is
+    tried only on a template that renders that feature, since a template that ignores tool calls is not judged
+    on their forms. Every shape is legal in the wire format, so a crash on one is a failure; a template that
+    refuses one with ``raise_exception`` states a documented constraint of its own (Mistral's 9-character
+    tool-call ids): a warning that names it. (A dict tool result, an extension of transformers and not of the
+    wire format, is the tools check's: a crash on it is a warning there.) ``tools`` is
+    what the request carries: ``"called"`` (definitions of the tools the conversation calls) or ``None`` (no
+    ``tools``, as on the later requests of a client that sends them with the first only). ``fix`` is what the
+    template should do instead of crashing.
+    """
+
+    name: str
+    needs: str
+    messages: Conversation
+    fix: str
+    tools: str | None = "called"
+
+
+def _call(call_id: str, name: str = "get_weather", arguments: Any = '{"city": "Paris"}') -> Message:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _calls(content: Any, *calls: Message) -> Message:
+    return {"role": "assistant", "content": content, "tool_calls": list(calls)}
+
+
+def _result(call_id: str, content: Any = "sunny", **extra: Any) -> Message:
+    return {"role": "tool", "tool_call_id": call_id, "content": content, **extra}
+
+
+_ASK = user("What is the weather in Paris?")
+_NINE = "call00001"
+_NULL_CONTENT = (
+    "clients send content: null next to tool calls: test {% if message.content is string %} (or "
+    "`is not none`) before writing or joining it"
+)
+
+#: The shapes of :class:`Shape`, in the order they are tried.
+WIRE: tuple[Shape, ...] = (
+    Shape(
+        "an empty user message",
+        "plain",
+        [user("")],
+        "write empty content as an empty string; do not index or strip into it unguarded",
+    ),
+    Shape(
+        "an empty assistant reply in the history",
+        "plain",
+        [user("hi"), assistant(""), user("again")],
+        "write empty content as an empty string",
+    ),
+    Shape(
+        "a user message with a name field",
+        "plain",
+        [{"role": "user", "content": "hi", "name": "alice"}],
+        "ignore the optional name field, or write it where the format names the speaker",
+    ),
+    Shape(
+        "an assistant reply with reasoning_content",
+        "plain",
+        [user("hi"), {**assistant("Hello."), "reasoning_content": "The user greets."}, user("again")],
+        "read reasoning_content only where the format writes reasoning, and ignore it elsewhere",
+    ),
+    Shape(
+        "a reasoning-only assistant turn (empty content, reasoning_content)",
+        "plain",
+        [user("hi"), {**assistant(""), "reasoning_content": "Thinking only."}, user("again")],
+        "write an assistant turn whose content is empty (its reasoning may be dropped from history)",
+    ),
+    Shape(
+        "a tool call with content: null",
+        "tool_calls",
+        [_ASK, _calls(None, _call(_NINE))],
+        _NULL_CONTENT,
+    ),
+    Shape(
+        "a tool call with an OpenAI-style string id (call_ + 24 characters)",
+        "tool_calls",
+        [_ASK, _calls("", _call("call_Hx8GjKq2mWv5RtY1nBzP3aLc"))],
+        "accept any string id (write it as it is), or refuse other forms with raise_exception('...')",
+    ),
+    Shape(
+        "a tool call with an integer-looking string id",
+        "tool_calls",
+        [_ASK, _calls("", _call("0"))],
+        "accept any string id (write it as it is), or refuse other forms with raise_exception('...')",
+    ),
+    Shape(
+        "parallel tool calls with content: null and their results",
+        "tool_role",
+        [
+            _ASK,
+            _calls(None, _call(_NINE), _call("call00002", "get_time", '{"city": "Paris"}')),
+            _result(_NINE, name="get_weather"),
+            _result("call00002", "noon", name="get_time"),
+            assistant("Sunny at noon."),
+        ],
+        _NULL_CONTENT,
+    ),
+    Shape(
+        "a tool result without a name field (the OpenAI form)",
+        "tool_role",
+        [_ASK, _calls("", _call(_NINE)), _result(_NINE)],
+        "find the tool's name from the call with the same tool_call_id, or leave it out; the OpenAI form "
+        "has no name on tool messages",
+    ),
+    Shape(
+        "a tool exchange on a later request without tools (clients send tools with the first only)",
+        "tool_role",
+        [
+            _ASK,
+            _calls("", _call(_NINE)),
+            _result(_NINE, name="get_weather"),
+            assistant("Sunny."),
+            user("Thanks"),
+        ],
+        "render tool calls and results without reading `tools`: later requests of a conversation often "
+        "carry none",
+        tools=None,
+    ),
+)

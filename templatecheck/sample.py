@@ -20,7 +20,7 @@ from typing import Any
 
 from templatecheck.conversation import Conversation, describe, well_formed
 from templatecheck.result import Finding
-from templatecheck.strategies import Support, conversations
+from templatecheck.strategies import Support, conversations, nine_character_id
 
 #: Conversations drawn per process: enough for hypothesis' default budget; larger budgets draw more.
 BASE_COUNT = 100
@@ -95,8 +95,11 @@ def _storage_elsewhere() -> Iterator[None]:
 
 def project(conversation: Conversation, support: Support, *, end_with_user: bool) -> Conversation | None:
     """``conversation`` reduced to what ``support`` allows (tool exchanges removed, parts joined, argument
-    forms converted), cut after its last user turn when ``end_with_user``; ``None`` when nothing is left."""
+    forms converted, wire-format forms the template does not take replaced by the plain ones), cut after its
+    last user turn when ``end_with_user``; ``None`` when nothing is left."""
     out: list[dict[str, Any]] = []
+    ids: dict[str, str] = {}
+    names: dict[str, str] = {}
     for message in conversation:
         role = message.get("role")
         if role == "system" and not support.system:
@@ -106,18 +109,53 @@ def project(conversation: Conversation, support: Support, *, end_with_user: bool
         if message.get("tool_calls"):
             if not support.tool_calls:
                 continue
-            message = {
-                **message,
-                "tool_calls": [_convert_arguments(c, support) for c in message["tool_calls"]],
-            }
+            message = _project_calls(message, support, ids, names)
+        elif role == "tool":
+            message = _project_result(message, support, ids, names)
         content = message.get("content")
         if isinstance(content, list) and not support.list_content:
             message = {**message, "content": "".join(p.get("text", "") for p in content)}
+        if not support.names and role == "user":
+            message = {k: v for k, v in message.items() if k != "name"}
+        if not support.reasoning and "reasoning_content" in message:
+            message = {k: v for k, v in message.items() if k != "reasoning_content"}
         out.append(message)
     if end_with_user:
         last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=-1)
         out = out[: last_user + 1]
     return out if out and well_formed(out) else None
+
+
+def _project_calls(
+    message: dict[str, Any], support: Support, ids: dict[str, str], names: dict[str, str]
+) -> dict[str, Any]:
+    """An assistant turn with tool calls, its arguments, ids and ``content: null`` as ``support`` allows;
+    ``ids`` and ``names`` learn each call's new id and its tool's name, for its result."""
+    calls = []
+    for k, call in enumerate(message["tool_calls"]):
+        call = _convert_arguments(call, support)
+        if not support.any_call_ids:
+            new = nine_character_id(len(ids), k)
+            ids[call["id"]] = new
+            call = {**call, "id": new}
+        names[call["id"]] = call["function"]["name"]
+        calls.append(call)
+    projected = {**message, "tool_calls": calls}
+    if projected.get("content") is None and not support.null_content:
+        projected["content"] = ""
+    return projected
+
+
+def _project_result(
+    message: dict[str, Any], support: Support, ids: dict[str, str], names: dict[str, str]
+) -> dict[str, Any]:
+    """A tool result with the id of its call, a name where results need one, a dict as its JSON string."""
+    projected = {**message, "tool_call_id": ids.get(message["tool_call_id"], message["tool_call_id"])}
+    if not support.nameless_results and "name" not in projected:
+        projected["name"] = names.get(projected["tool_call_id"], "get_weather")
+    if isinstance(projected.get("content"), dict) and not support.dict_results:
+        projected["content"] = json.dumps(projected["content"], ensure_ascii=False)
+    return projected
 
 
 def _convert_arguments(call: dict[str, Any], support: Support) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Hypothesis strategies for conversations, biased toward what breaks templates.
 
 ``conversations()`` draws system/user/assistant/tool turns, tool definitions, assistant tool calls (arguments
-as a dict or a JSON string, single or parallel), tool results, list-of-parts content and empty content, with
+as a dict or a JSON string, single or parallel, ids of the forms clients send, ``content: null`` or text next
+to them), tool results (strings, JSON strings and dicts, with or without ``name``), list-of-parts content,
+empty content, ``name`` fields on user turns and ``reasoning_content`` (also on reasoning-only replies), as
+OpenAI-compatible clients send them, with
 text that has leading and trailing whitespace, ``\\r\\n``, Jinja syntax, control-token look-alikes, quotes and
 characters outside the BMP. ``Support`` limits the draw to what a template supports (see
 :mod:`templatecheck.capabilities`). Everything shrinks toward one short user turn.
@@ -57,11 +60,32 @@ class Support:
     list_content: bool = True
     string_arguments: bool = True
     object_arguments: bool = True
+    #: ``content: null`` next to tool calls (what OpenAI clients send), else ``""``.
+    null_content: bool = True
+    #: Tool-call ids of every form clients send (``call_…``, ``"0"``), else only 9 alphanumerics (Mistral's).
+    any_call_ids: bool = True
+    #: ``name`` fields on user messages.
+    names: bool = True
+    #: Tool results without ``name`` (the OpenAI form), else each names its tool.
+    nameless_results: bool = True
+    #: ``reasoning_content`` on assistant replies, and reasoning-only replies (empty content).
+    reasoning: bool = True
+    #: Tool results given as a dict (a transformers extension), else as its JSON string.
+    dict_results: bool = True
 
     @classmethod
     def plain(cls) -> Support:
         """Only system, user and assistant turns with string content."""
-        return cls(tools=False, tool_calls=False, tool_role=False, list_content=False)
+        return cls(
+            tools=False,
+            tool_calls=False,
+            tool_role=False,
+            list_content=False,
+            null_content=False,
+            names=False,
+            reasoning=False,
+            dict_results=False,
+        )
 
 
 #: A small alphabet with what breaks templates and tokenizers: printable ASCII, control characters, unusual
@@ -127,32 +151,64 @@ def _arguments(support: Support) -> st.SearchStrategy[dict[str, Any] | str]:
     return st.one_of(*forms)
 
 
+def nine_character_id(index: int, k: int) -> str:
+    """A tool-call id of 9 alphanumerics (the form Mistral's formats require), unique per call."""
+    return f"c{index:04d}{k:04d}"
+
+
+def call_id(form: int, index: int, k: int) -> str:
+    """A tool-call id in one of the forms clients send: OpenAI's ``call_`` + 24 characters, an
+    integer-looking string, a short custom one, and 9 alphanumerics."""
+    if form == 0:
+        return f"call_{index}{k}Hx8GjKq2mWv5RtY1nBzP3a"[:29]
+    if form == 1:
+        return str(index * 2 + k)
+    if form == 2:
+        return f"call_{index}_{k}"
+    return nine_character_id(index, k)
+
+
+def _result(support: Support) -> st.SearchStrategy[Any]:
+    forms: list[st.SearchStrategy[Any]] = [text(min_size=1, max_size=20), st.just('{"temperature": 21}')]
+    if support.dict_results:
+        forms.append(st.builds(lambda sky: {"temperature": 21, "sky": sky}, text(min_size=1, max_size=8)))
+    return st.one_of(*forms)
+
+
 @st.composite
 def tool_exchange(draw: st.DrawFn, support: Support, index: int) -> list[Message]:
     """An assistant turn with one or more tool calls, then (if supported) one tool result per call."""
     calls: list[dict[str, Any]] = []
+    form = draw(st.integers(0, 3)) if support.any_call_ids else 3
     for k in range(draw(st.integers(min_value=1, max_value=2))):
         calls.append(
             {
-                "id": f"call_{index}_{k}",
+                "id": call_id(form, index, k),
                 "type": "function",
                 "function": {"name": draw(_name()), "arguments": draw(_arguments(support))},
             }
         )
-    content = draw(st.one_of(st.just(""), text(max_size=20)))
+    empty = [st.just(None)] if support.null_content else []
+    content = draw(st.one_of(st.just(""), *empty, text(max_size=20)))
     messages: list[Message] = [{"role": "assistant", "content": content, "tool_calls": calls}]
     if support.tool_role:
+        named = not support.nameless_results or draw(st.booleans())
         for call in calls:
-            result = draw(st.one_of(text(min_size=1, max_size=20), st.just('{"temperature": 21}')))
-            messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": call["id"],
-                    "name": call["function"]["name"],
-                    "content": result,
-                }
-            )
+            result: Message = {"role": "tool", "tool_call_id": call["id"], "content": draw(_result(support))}
+            if named:
+                result["name"] = call["function"]["name"]
+            messages.append(result)
     return messages
+
+
+@st.composite
+def _reply(draw: st.DrawFn, support: Support, content: st.SearchStrategy[str]) -> Message:
+    """An assistant reply; with reasoning supported, sometimes with ``reasoning_content``, or with it only."""
+    shape = draw(st.integers(0, 5)) if support.reasoning else 0
+    if shape < 4:
+        return {"role": "assistant", "content": draw(content)}
+    thought = draw(text(min_size=1, max_size=16))
+    return {"role": "assistant", "content": draw(content) if shape == 4 else "", "reasoning_content": thought}
 
 
 def _content(support: Support, content: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
@@ -186,12 +242,15 @@ def conversations(
         messages.append({"role": "system", "content": draw(text_strategy)})
     turns = draw(st.integers(min_value=1, max_value=max_turns))
     for i in range(turns):
-        messages.append({"role": "user", "content": draw(_content(support, text_strategy))})
+        turn: Message = {"role": "user", "content": draw(_content(support, text_strategy))}
+        if support.names and draw(st.integers(0, 7)) == 0:
+            turn["name"] = draw(st.sampled_from(["alice", "user_2"]))
+        messages.append(turn)
         if i == turns - 1 and end_with_user:
             break
         if support.tool_calls and draw(st.integers(0, 3)) == 0:
             messages.extend(draw(tool_exchange(support, i)))
-        messages.append({"role": "assistant", "content": draw(text_strategy)})
+        messages.append(draw(_reply(support, text_strategy)))
     return messages
 
 

@@ -132,7 +132,8 @@ def test_a_call_whose_name_is_lost() -> None:
 def test_a_call_that_crashes_on_dict_arguments() -> None:
     message = only(variant(ARGUMENTS, "{{ fn.arguments + '' }}"), "tools.crash")
     assert message.startswith(
-        "a tool call with dict arguments does not render: template raised TypeError: unsupported operand"
+        "a tool call (dict arguments) does not render, though clients send it: template raised TypeError: "
+        "unsupported operand"
     )
 
 

@@ -8,21 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from templatecheck.conversation import Conversation, well_formed
 from templatecheck.sample import minimize, sample
 from templatecheck.strategies import TRICKY_FRAGMENTS, Support, conversations, tools_for
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])  # a shared, loaded machine
 @given(conversations(support=Support()))
 def test_generated_conversations_are_well_formed(conversation: Conversation) -> None:
     assert well_formed(conversation)
     assert conversation[-1]["role"] == "user"
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])  # a shared, loaded machine
 @given(conversations(support=Support(), end_with_user=False))
 def test_tool_calls_are_followed_by_their_results(conversation: Conversation) -> None:
     assert well_formed(conversation)
@@ -140,3 +140,55 @@ def test_the_draw_is_the_same_whatever_a_process_imported_first(tmp_path: Path) 
     assert _draw_digest(tmp_path, "constants", "patched") == plain
     # The control: without the patch the same two processes draw differently, so the test can fail.
     assert _draw_digest(tmp_path, "constants", "unpatched") != _draw_digest(tmp_path, "nothing", "unpatched")
+
+
+WIRE_LESS = Support(
+    null_content=False,
+    any_call_ids=False,
+    names=False,
+    nameless_results=False,
+    reasoning=False,
+    dict_results=False,
+)
+
+
+def _messages(conversations: list[Conversation]) -> list[dict[str, object]]:
+    return [m for c in conversations for m in c]
+
+
+def test_samples_hold_what_openai_compatible_clients_send() -> None:
+    messages = _messages(sample(Support(), end_with_user=False, count=100))
+    calls = [m for m in messages if m.get("tool_calls")]
+    ids = [str(c["id"]) for m in calls for c in m["tool_calls"]]  # type: ignore[attr-defined]
+    results = [m for m in messages if m["role"] == "tool"]
+    assert any(m["content"] is None for m in calls)  # content: null next to tool calls
+    assert any(i.startswith("call_") and len(i) == 29 for i in ids)  # OpenAI's form
+    assert any(i.isdigit() for i in ids)  # integer-looking
+    assert any(len(i) == 9 and i.isalnum() for i in ids)  # Mistral's form
+    assert any(len(m["tool_calls"]) == 2 for m in calls)  # type: ignore[arg-type]  # parallel
+    assert any("name" not in m for m in results) and any("name" in m for m in results)
+    assert any(isinstance(m["content"], dict) for m in results)
+    assert any(m["role"] == "user" and "name" in m for m in messages)
+    assert any(m.get("reasoning_content") and m["content"] for m in messages)
+    assert any(m.get("reasoning_content") and m["content"] == "" for m in messages)  # reasoning only
+    assert any(m.get("content") == "" for m in messages)
+
+
+def test_projection_replaces_the_wire_forms_a_template_does_not_take() -> None:
+    projected = sample(WIRE_LESS, end_with_user=False, count=100)
+    messages = _messages(projected)
+    calls = [c for m in messages for c in m.get("tool_calls") or []]  # type: ignore[attr-defined]
+    assert calls and all(len(c["id"]) == 9 and c["id"].isalnum() for c in calls)
+    assert all(m["content"] == "" or isinstance(m["content"], str) for m in messages if m.get("tool_calls"))
+    assert not any(m["role"] == "user" and "name" in m for m in messages)
+    assert not any("reasoning_content" in m for m in messages)
+    results = [m for m in messages if m["role"] == "tool"]
+    assert results and all(isinstance(m["content"], str) and "name" in m for m in results)
+    for conversation in projected:  # each result still answers a call of its turn, by its new id
+        known = {c["id"] for m in conversation for c in m.get("tool_calls") or []}
+        assert all(m["tool_call_id"] in known for m in conversation if m["role"] == "tool")
+
+
+def test_plain_support_draws_none_of_the_wire_extras() -> None:
+    messages = _messages(sample(Support.plain(), end_with_user=False, count=60))
+    assert all(set(m) == {"role", "content"} for m in messages)

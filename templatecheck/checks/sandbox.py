@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jinja2.nodes
 
 from templatecheck import conversation as conv
+from templatecheck.capabilities import probe
 from templatecheck.causes import defect
 from templatecheck.checks.base import check
 from templatecheck.model import Subject
@@ -159,6 +160,11 @@ REFUSED = defect(
     "sandbox.refused_operation",
     "an operation the sandbox refuses fails every render that reaches it, in every engine that sandboxes",
 )
+REFUSED_FIX = (
+    "the sandbox (transformers' ImmutableSandboxedEnvironment) refuses methods that change a value "
+    "(list.append, list.pop, dict.update) and private attributes: build a new value instead, "
+    "{% set ns.items = ns.items + [item] %}"
+)
 
 
 @check(Layer.TEMPLATE, needs="parses")
@@ -167,7 +173,10 @@ def sandbox(subject: Subject) -> list[Finding]:
     ``__globals__``, ``__subclasses__``), no private attributes, no operation the sandbox refuses.
 
     A chat template from the Hub is untrusted code. The sandbox stops these attempts, so they cannot reach the
-    host; a template that makes them is reported as a security finding, whatever it renders.
+    host; a template that makes them is reported as a security finding, whatever it renders. A refused
+    operation is found on the plain conversations and on the capability probes and wire-format shapes
+    (:mod:`templatecheck.capabilities`): Kimi K2's ``list.append`` on every tool call. It is reported here
+    once; ``renders`` and ``tools`` note it.
     """
     findings = [ESCAPE(_message(attempt)) for attempt in escape_attempts(subject.template.source)]
     for conversation in (conv.SYSTEM_USER_ASSISTANT, conv.USER_ONLY):
@@ -175,6 +184,16 @@ def sandbox(subject: Subject) -> list[Finding]:
             subject.render(conversation, add_generation_prompt=True)
         except RenderError as error:
             if error.kind == "security":
-                findings.append(REFUSED(f"security: {error}"))
-                break
+                findings.append(REFUSED(f"security: {error}", fix=REFUSED_FIX))
+                return findings
+    refused = [f for f in probe(subject).failures if f.kind == "security"]
+    if refused:
+        shapes = "".join(f"\n  also: {f.shape}" for f in refused[1:])
+        findings.append(
+            REFUSED(
+                f"security: {refused[0].shape} does not render: {refused[0].error}{shapes}\nconversation:\n"
+                f"{conv.describe(refused[0].messages)}",
+                fix=REFUSED_FIX,
+            )
+        )
     return findings

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import CALL_IDS, probe
+from templatecheck.capabilities import CALL_IDS, Failure, probe
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks.base import check
 from templatecheck.formats.detect import choose
@@ -47,6 +47,9 @@ PLAIN_REFUSED = defect(
     "a template that refuses a plain conversation (a user message, or system + user + assistant, not because of "
     "the system role) cannot be used through the documented chat path at all",
 )
+#: The sandbox check's cause (:mod:`templatecheck.checks.sandbox`, which imports this module): an operation the
+#: sandbox refuses, whichever conversation reaches it. Other checks that observe it note it.
+SANDBOX_REFUSED = "sandbox.refused_operation"
 REFUSED = policy(
     "renders.refused",
     "raise_exception on a conversation shape the format does not support is a deliberate, clear error, "
@@ -99,10 +102,15 @@ def by_cause(
     return found
 
 
-def _samples(subject: Subject, *, end_with_user: bool = True, share: int = 1) -> list[conv.Conversation]:
-    """The hypothesis sample for this template's capabilities (``examples // share`` conversations)."""
+def _samples(
+    subject: Subject, *, end_with_user: bool = True, share: int = 1, reasoning: bool = False
+) -> list[conv.Conversation]:
+    """The hypothesis sample for this template's capabilities (``examples // share`` conversations), with
+    ``reasoning_content`` on replies when ``reasoning`` (see :attr:`Capabilities.reasoning_support`)."""
     count = max(1, subject.options.examples // share)
-    return sample(probe(subject).support, end_with_user=end_with_user, count=count)
+    caps = probe(subject)
+    support = caps.reasoning_support if reasoning else caps.support
+    return sample(support, end_with_user=end_with_user, count=count)
 
 
 def blank(subject: Subject) -> list[Finding] | None:
@@ -158,30 +166,74 @@ def renders(subject: Subject) -> list[Finding]:
                 texts.append(subject.render(conversation, add_generation_prompt=add_generation_prompt))
             except RenderError as error:
                 if _refused_system(subject, error, conversation):
-                    rule = SYSTEM_REFUSED
+                    key = SYSTEM_REFUSED.key
+                elif error.kind == "security":  # the sandbox check owns it: one root cause, one failure
+                    key = SANDBOX_REFUSED
                 else:
-                    rule = PLAIN_REFUSED if error.kind == "refused" else CRASH
+                    key = PLAIN_REFUSED.key if error.kind == "refused" else CRASH.key
                 where = f"{name}, add_generation_prompt={add_generation_prompt}"
-                failures.setdefault(rule.key, []).append((where, error, conversation))
+                failures.setdefault(key, []).append((where, error, conversation))
     findings = [_plain_failure(key, cases) for key, cases in failures.items()]
     if texts and not any(t.strip() for t in texts):
         findings.append(EMPTY("the template renders nothing for the plain conversations: an empty prompt"))
-    if {CRASH.key, PLAIN_REFUSED.key} & set(failures) or any(f.cause == EMPTY.key for f in findings):
+    if {CRASH.key, PLAIN_REFUSED.key, SANDBOX_REFUSED} & set(failures) or any(
+        f.cause == EMPTY.key for f in findings
+    ):
         return findings  # the sample would only repeat it
+    findings += probe_findings(subject, "renders", crash=CRASH, refused=REFUSED)
+
+    sandbox_saw = any(f.kind == "security" for f in probe(subject).failures)
 
     def judge(conversation: conv.Conversation) -> list[Finding]:
         try:
             subject.render(conversation, add_generation_prompt=True)
         except RenderError as error:
+            if error.kind == "security" and sandbox_saw:  # the sandbox check reports it with its probe
+                return [_foreign(SANDBOX_REFUSED, f"a valid conversation does not render: {error}")]
             rule = _render_cause(error)
             if rule is REFUSED:
                 return [REFUSED(f"the template refuses a valid conversation: {error}")]
             return [CRASH(f"a valid conversation does not render: {error}")]
         return []
 
-    sampled = _samples(subject)
+    sampled = _samples(subject, reasoning=True)
     subject.prefetch(sampled, add_generation_prompt=True)
     return findings + by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
+
+
+def probe_findings(subject: Subject, owner: str, *, crash: Cause, refused: Cause) -> list[Finding]:
+    """The capability probes and wire shapes of ``owner`` that do not render, one finding per cause naming
+    each shape: a crash on a shape clients send is ``crash`` (with the fix of its first shape), a
+    ``raise_exception`` is ``refused`` (a warning naming the template's constraint), a refusal of the sandbox
+    is the sandbox check's cause (a note here)."""
+    by_kind: dict[str, list[Failure]] = {}
+    for failure in probe(subject).failures:
+        if failure.owner == owner:
+            by_kind.setdefault("crash" if failure.kind == "raised" else failure.kind, []).append(failure)
+    found = []
+    for kind, failures in by_kind.items():
+        first = failures[0]
+        also = "".join(f"\n  also: {f.shape}: {f.error}" for f in failures[1:])
+        shown = f"{also}\nconversation:\n{conv.describe(first.messages)}"
+        if kind == "refused":
+            text = f"the template refuses {first.shape} (a constraint of its own): {first.error}{shown}"
+            found.append(refused(text))
+        elif kind == "security":
+            found.append(_foreign(SANDBOX_REFUSED, f"{first.shape} does not render: {first.error}"))
+        else:
+            text = f"{first.shape} does not render, though clients send it: {first.error}{shown}"
+            found.append(crash(text, fix=_crash_fix(first)))
+    return found
+
+
+def _crash_fix(failure: Failure) -> str:
+    """The fix for a crash: the shape's, unless the error names a better one (a generator given to
+    ``tojson``: ``map`` and ``select`` return generators in Jinja, lists in some other engines)."""
+    if "Object of type generator is not JSON serializable" in failure.error:
+        return (
+            "add | list before | tojson: map, select and reject return generators, which JSON cannot encode"
+        )
+    return failure.fix
 
 
 def _render_cause(error: RenderError) -> Cause:
@@ -193,6 +245,8 @@ def _plain_failure(key: str, cases: list[tuple[str, RenderError, conv.Conversati
     also = "".join(f"\n  also: {w}" for w, _, _ in cases[1:])
     if key == SYSTEM_REFUSED.key:
         return SYSTEM_REFUSED(f"the template refuses a system message ({where}): {error}{also}")
+    if key == SANDBOX_REFUSED:
+        return _foreign(SANDBOX_REFUSED, f"the template does not render ({where}): {error}{also}")
     rule = CRASH if key == CRASH.key else PLAIN_REFUSED
     return rule(f"the template does not render ({where}): {error}{also}\n{conv.describe(conversation)}")
 
@@ -836,6 +890,7 @@ LIST_RAISES = policy(
 #: Causes that tool messages and tool-calling turns map to: the `tools` check owns them.
 CONTENT_DROPPED_WITH_CALLS = "tools.content_dropped_with_calls"
 RESULT_DROPPED = "tools.result_dropped"
+RESULT_REPR = "tools.result_repr"
 
 
 def tag(conversation: conv.Conversation) -> conv.Conversation:
@@ -857,6 +912,9 @@ def tag(conversation: conv.Conversation) -> conv.Conversation:
                 {**p, "text": mark(p["text"], i)} if isinstance(p.get("text"), str) else p for p in content
             ]
             message = {**message, "content": parts}
+        elif isinstance(content, dict):  # a tool result given as an object
+            fields = {k: mark(v, i) if isinstance(v, str) else v for k, v in content.items()}
+            message = {**message, "content": fields}
         tagged.append(message)
     return tagged
 
@@ -903,6 +961,14 @@ def _message_finding(rendered: str, i: int, message: conv.Message, text: str) ->
     return ALTERED(f"the {role} message {i} is altered: {text!r} renders as …{shown!r}…")
 
 
+def _object_dropped(rendered: str, content: dict[str, Any]) -> bool:
+    """None of the text values of an object (a tool result given as a dict) reaches the prompt, as text or
+    JSON-escaped (Qwen3's ``<tool_response>\n\n</tool_response>``)."""
+    values = [v for v in content.values() if isinstance(v, str) and v.strip()]
+    escaped = [json.dumps(v, ensure_ascii=False)[1:-1] for v in values]
+    return bool(values) and not any(v in rendered for v in [*values, *escaped])
+
+
 def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Finding]:
     """Every way ``rendered`` fails to show each text of the tagged ``conversation`` verbatim, once, in order:
     one finding per cause, in the order of the messages."""
@@ -913,9 +979,19 @@ def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Fi
     for i, message in enumerate(conversation):
         role = message.get("role")
         content = message.get("content")
-        if isinstance(content, (list, dict)) and repr(content) in rendered:
+        if isinstance(content, dict) and repr(content) in rendered:  # a tool result given as an object
+            found.append(
+                _foreign(RESULT_REPR, f"the tool message {i} (an object) is rendered as a Python repr")
+            )
+            continue
+        if isinstance(content, list) and repr(content) in rendered:
             found.append(
                 LIST_REPR(f"the {role} message {i} content is rendered as a Python repr; use its text")
+            )
+            continue
+        if isinstance(content, dict) and _object_dropped(rendered, content):
+            found.append(
+                _foreign(RESULT_DROPPED, f"the tool message {i} (a result given as an object) is dropped")
             )
             continue
         for text in texts(message):
@@ -953,7 +1029,8 @@ def content_fidelity(subject: Subject) -> list[Finding]:
     (``[{"type": "text", "text": ...}]``) is rendered as its text or refused.
 
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
-    alter it, repeat it, reorder turns, or print list content as a Python repr. Trimming is a warning when
+    alter it, repeat it, reorder turns, print list content as a Python repr, or drop a tool result given as
+    an object (noted here, the tools check's cause). Trimming is a warning when
     the template trims every message alike, or the model's reference format strips text itself (Llama,
     Gemma), or trims only its own side's text (replies written back as history, the system prompt): a
     format decision, official or community template alike, which the reference check compares with the
@@ -981,7 +1058,7 @@ def content_fidelity(subject: Subject) -> list[Finding]:
 
     plain = [conv.SYSTEM_USER_ASSISTANT, PADDED, *_tool_turns(subject)]
     findings = _list_content(subject)
-    conversations = [*plain, *_samples(subject, end_with_user=False, share=2)]
+    conversations = [*plain, *_samples(subject, end_with_user=False, share=2, reasoning=True)]
     subject.prefetch([tag(c) for c in conversations])
     return findings + by_cause(
         conversations,

@@ -9,16 +9,17 @@ from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks.base import check
-from templatecheck.checks.template import blank, distinct
+from templatecheck.checks.template import SANDBOX_REFUSED, blank, distinct, probe_findings
 from templatecheck.model import Subject
 from templatecheck.render import RenderError
-from templatecheck.result import Finding, Layer, skipped
+from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.text import diff, quote
 
 CRASH = defect(
     "tools.crash",
-    "a tool conversation in the documented form (dict arguments, string results) that makes the template "
-    "raise an error of its own fails every such request",
+    "a tool conversation in the documented form (dict arguments, string results) or as OpenAI-compatible "
+    "clients send it (content: null next to calls, ids of any form, no tools on later requests) that makes "
+    "the template raise an error of its own fails every such request",
 )
 REFUSED = policy(
     "tools.refused",
@@ -148,6 +149,11 @@ class _Renders:
         try:
             return self.subject.render(messages, tools=[tool])
         except RenderError as error:
+            if error.kind == "security":  # the sandbox check's cause: noted here
+                self.findings.append(
+                    Finding(Outcome.FAILED, f"{what} does not render: {error}", SANDBOX_REFUSED)
+                )
+                return None
             rule = REFUSED if error.kind == "refused" else crash
             self.findings.append(rule(f"{what} does not render: {error}"))
             return None
@@ -168,8 +174,9 @@ def tools(subject: Subject) -> list[Finding]:
     if skip is not None:
         return skip
     caps = probe(subject)
+    probed = probe_findings(subject, "tools", crash=CRASH, refused=REFUSED)
     if not (caps.tools or caps.tool_calls or "tools" in caps.repr_only):
-        return [skipped("the template renders neither tool definitions nor tool calls")]
+        return probed or [skipped("the template renders neither tool definitions nor tool calls")]
     render = _Renders(subject)
     findings: list[Finding] = []
     if caps.tools or "tools" in caps.repr_only:
@@ -178,7 +185,7 @@ def tools(subject: Subject) -> list[Finding]:
         findings += _tool_calls(render, caps.object_arguments)
     if caps.tool_calls:  # a template that renders calls but drops their results is what is checked here
         findings += _tool_results(render, caps.object_arguments)
-    return distinct([*render.findings, *findings])
+    return distinct([*probed, *render.findings, *findings])
 
 
 def _escaped(rendered: str) -> str | None:
