@@ -105,11 +105,30 @@ def test_agent_loop_catches_a_different_header_after_a_tool_result() -> None:
     assert failed(result) == ["agent_loop.header_after_tool"]
     text = only(result, "agent_loop.header_after_tool")
     assert text.startswith(
-        "after a tool result, a rendered assistant turn does not start with the generation"
+        "after a tool result the generation prompt is '<|im_start|>assistant tool\\n', but the reply is written "
+        "after '<|im_start|>assistant\\n' in history (after a user turn the two agree)"
     )
-    assert "'<|im_start|>assistant tool\\n'" in text
     assert text.endswith(
-        "fix: write the same assistant header after a tool turn as before replies in history"
+        "fix: write '<|im_start|>assistant\\n' as the generation prompt after a tool turn, as replies are written "
+        "in history"
+    )
+
+
+def test_agent_loop_warns_on_a_thinking_block_opened_after_tool_results() -> None:
+    source = changed(
+        PROMPT,
+        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% if messages[-1].role == 'tool' %}"
+        "{{ '<think>\\n\\n</think>\\n' }}{% endif %}{% endif %}",
+    )
+    result = agent_loop(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.WARNING
+    assert [f.cause for f in result.findings if f.outcome is Outcome.WARNING] == [
+        "agent_loop.thinking_rewritten"
+    ]
+    assert only(result, "agent_loop.thinking_rewritten").startswith(
+        "after a tool result the prompt ends with '<|im_start|>assistant\\n<think>\\n\\n</think>\\n', a thinking "
+        "block the reply in history does not have (it follows '<|im_start|>assistant\\n'): the family's reasoning "
+        "convention"
     )
 
 
@@ -125,7 +144,8 @@ def test_agent_loop_catches_a_call_turn_rewritten_once_its_results_follow() -> N
         "the tool-call reply (message 2) as the template writes it after the prompt is not how it is rendered "
         "once its results follow"
     )
-    assert "</tool_call><|im_end|>" in text and "</tool_call>␠<|im_end|>" in text
+    assert "-</tool_call><|im_end|>\n" in text and "+</tool_call> <|im_end|>␤\n" in text
+    assert text.endswith("fix: render a tool-call turn the same whether or not its results follow")
 
 
 def test_agent_loop_leaves_history_after_a_final_reply_to_prefix_stability() -> None:
@@ -198,7 +218,7 @@ def test_closed_turns_catches_a_turn_left_open_after_a_tool_round_trip() -> None
     text = only(result, "closed_turns.unclosed")
     assert text.startswith(
         "the turn open at the tool message 2 is not closed with '<|im_end|>' before the user turn opens\n"
-        "  between the turns: '\\n</tool_response>\\n<|im_start|>user\\n'\n"
+        "  between the turns: '\\n</tool_response>\\n<|im_start|>'\n"
     )
     assert text.endswith(
         "fix: write '<|im_end|>' to close the open turn before the next turn's opener in this shape"
@@ -231,9 +251,11 @@ def test_closed_turns_catches_a_marker_written_twice() -> None:
     assert failed(result) == ["closed_turns.closed_twice"]
     text = only(result, "closed_turns.closed_twice")
     assert text.startswith(
-        "the assistant turn (message 2) is closed 2 times with '<|im_end|>' before the user turn opens"
+        "the assistant turn (message 2) is closed twice with '<|im_end|>'\n  between the turns: "
     )
-    assert text.endswith("fix: write '<|im_end|>' once at the end of each turn")
+    assert text.endswith(
+        "fix: write '<|im_end|>' once at the end of each turn, and open every turn with its header"
+    )
 
 
 def test_a_final_reply_left_open_is_unclosed() -> None:
@@ -285,11 +307,15 @@ def test_hermes3_tool_use_reports_the_tool_turn_once_with_a_fix_that_works() -> 
 def test_a_gemma4_revision_leaves_the_model_turn_open_after_a_tool_round_trip() -> None:
     model = corpus_model(SHARED / "corpus" / "templates", FIXTURES / "hermes-3-tiny")
     newer = closed_turns(Subject(model, model.templates["google__gemma-4-31B-it@llamacpp-2#default"]))
-    assert failed(newer) == ["closed_turns.unclosed"]
-    text = only(newer, "closed_turns.unclosed")
-    assert text.startswith(
+    assert failed(newer) == ["closed_turns.unclosed", "closed_turns.closed_twice"]
+    assert only(newer, "closed_turns.unclosed").startswith(
         "the turn open at the tool message 2 is not closed with '<turn|>' before the user turn opens\n"
-        "  between the turns: '<|\"|>}<tool_response|><|turn>user\\n'\n"
+        "  between the turns: '<|\"|>}<tool_response|><|turn>'\n"
+    )
+    # a call with text: the text closes the model turn, and the reply after the results is in no turn
+    assert only(newer, "closed_turns.closed_twice").startswith(
+        "the assistant message 3 is written after the turn before it was closed, in no turn (no opener), and "
+        "closed again with '<turn|>'\n  between the turns: '<|\"|>}<tool_response|>turn1zq7<turn|>\\nturn3zq7<turn|>'"
     )
     older = closed_turns(Subject(model, model.templates["google__gemma-4-31B-it@llamacpp-hist-2#default"]))
     assert older.outcome is Outcome.PASSED

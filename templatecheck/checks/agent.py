@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, Capabilities, probe
-from templatecheck.causes import defect
+from templatecheck.causes import defect, policy
 from templatecheck.checks import template as tpl
 from templatecheck.checks.base import check
 from templatecheck.model import Subject
@@ -71,6 +70,11 @@ HEADER_AFTER_TOOL = defect(
     "agent_loop.header_after_tool",
     "after a tool result the model is prompted with a header that differs from the one its reply has once the "
     "conversation goes on; after a user turn they agree",
+)
+THINKING_REWRITTEN = policy(
+    "agent_loop.thinking_rewritten",
+    "reasoning formats open a thinking block in the prompt that history drops, or drop the analysis of earlier "
+    "turns, as their models were trained; a prefix cache must re-render at every step",
 )
 CALL_TURN_CHANGED = defect(
     "agent_loop.call_turn_changed",
@@ -248,26 +252,117 @@ def _prompt_break(
 ) -> list[Finding]:
     """The prompt posted at ``step`` is not how the reply's turn starts in history."""
     run, k = step.run, step.reply
+    before = subject.render(run[:k], **tools)
     if not step.after_tool:
         # after a user turn the prompt is `generation_prompt`'s: its causes are notes here
         found = tpl._generation_prompt_of(subject, run[:k])
-        return found or [_foreign_rewrite(posted, history)]
-    before = subject.render(run[:k], **tools)
+        added = tpl.always_added(subject)
+        if found or added is not None:
+            return found or [added.finding]  # type: ignore[union-attr]
     if not history.startswith(before):
-        return [_tool_turn_differs(before, history)]
+        closed = _closed_alike(subject, step, before, history)
+        if isinstance(closed, Finding):
+            return [closed]
+        before = closed
+    if not posted.startswith(before):
+        return [_foreign_rewrite(posted, history)]
+    reply_at = history.find(conv.ASSISTANT_TEXT, len(before))
+    header = posted[len(before) :]
+    turn = history[len(before) : reply_at] if reply_at >= 0 else ""
+    if header == turn or reply_at < 0:
+        return []
     verdict = tpl._judge_generation_prompt(
         before, posted, history, tpl._reasoning_template(subject.template.source)
     )
-    if verdict is None:
-        return []
-    if verdict.cause in _after_user_causes(subject):
+    if step.after_tool and verdict is not None and verdict.cause in _after_user_causes(subject):
         return [verdict]  # the same prompt header as after a user turn: `generation_prompt` reports it
+    thinking = _without_thinking(header)
+    if thinking != header and turn.startswith(thinking):
+        after = "a tool result" if step.after_tool else "a user turn"
+        return [
+            THINKING_REWRITTEN(
+                f"after {after} the prompt ends with {header!r}, a thinking block the reply in history does not "
+                f"have (it follows {turn!r}): the family's reasoning convention; history is rewritten at every "
+                "step"
+            )
+        ]
+    if not step.after_tool:
+        return [_foreign_rewrite(posted, history)]
+    fix = (
+        "write nothing after a tool turn when add_generation_prompt is set: the reply continues the open turn"
+        if not turn
+        else f"write {turn!r} as the generation prompt after a tool turn, as replies are written in history"
+    )
     return [
         HEADER_AFTER_TOOL(
-            f"after a tool result, {verdict.message}",
-            fix="write the same assistant header after a tool turn as before replies in history",
+            f"after a tool result the generation prompt is {header!r}, but the reply is written after {turn!r} "
+            "in history (after a user turn the two agree)\n"
+            + diff(posted, history[: len(posted) + 40], labels=("prompt after the tool result", "history")),
+            fix=fix,
         )
     ]
+
+
+def _closed_alike(subject: Subject, step: Step, before: str, history: str) -> str | Finding:
+    """Where the rendering with the last message last (``before``) and the one with the reply after it part:
+    ``before`` up to the end-of-turn marker that closes the last message when both close it alike (what
+    differs is a header written after it without the flag), else the finding that says why they part."""
+    run, k = step.run, step.reply
+    same = next((i for i, (a, b) in enumerate(zip(before, history, strict=False)) if a != b), len(before))
+    learnt = markers(subject)
+    text = run[k - 1].get("content")
+    text_at = before.rfind(text) if isinstance(text, str) and text else -1
+    if text_at >= 0 and same < text_at:
+        return _earlier_rewrite(subject, step, before, history)
+    close = before.find(learnt.end, text_at) if learnt is not None and text_at >= 0 else -1
+    if learnt is not None and close >= 0 and close + len(learnt.end) <= same:
+        return before[: close + len(learnt.end)]
+    if not step.after_tool:
+        return _foreign_rewrite(before, history)
+    reply_at = history.find(conv.ASSISTANT_TEXT, text_at)
+    if learnt is not None and close >= 0 and learnt.end not in history[text_at:reply_at]:
+        return _foreign_unclosed(learnt.end)
+    return _tool_turn_differs(before, history)
+
+
+def _earlier_rewrite(subject: Subject, step: Step, before: str, history: str) -> Finding:
+    """Earlier turns render differently once the reply follows: a convention (`prefix_stability`'s, or the
+    text of a reasoning format's earlier turn dropped), else a defect of the agent loop."""
+    known = tpl._convention(subject, before, history)
+    if known is not None:
+        return known
+    same = next((i for i, (a, b) in enumerate(zip(before, history, strict=False)) if a != b), len(before))
+    dropped = next((j for j in range(same, len(before)) if history[same:].startswith(before[j:])), None)
+    if dropped is not None and tpl._reasoning_template(subject.template.source):
+        return THINKING_REWRITTEN(
+            f"history rewrite: {before[same:dropped]!r}, the text of an earlier turn, is dropped once a final "
+            "reply follows (the family's reasoning convention: earlier analysis is not kept); history is "
+            "rewritten at every step"
+        )
+    after = "a tool result" if step.after_tool else "a user turn"
+    return CALL_TURN_CHANGED(
+        f"earlier turns render differently once the reply after {after} follows: the prompt of that step is "
+        "not a prefix of the next step's\n"
+        + diff(before, history[: len(before) + 40], labels=("prompt", "next")),
+        fix="render every earlier turn the same whatever follows",
+    )
+
+
+_THINKING_PIECE = re.compile(r"<[^<>]*think[^<>]*>\s*", re.IGNORECASE)
+
+
+def _without_thinking(text: str) -> str:
+    """``text`` without its thinking tags (``<think>``, ``<|START_THINKING|>``) and their whitespace."""
+    return _THINKING_PIECE.sub("", text)
+
+
+def _foreign_unclosed(end: str) -> Finding:
+    return Finding(
+        UNCLOSED.severity,
+        f"the tool turn is closed with {end!r} when it is the last message, and left open once the reply "
+        "follows",
+        UNCLOSED.key,
+    )
 
 
 def _foreign_rewrite(posted: str, history: str) -> Finding:
@@ -450,12 +545,18 @@ def _learn_markers(subject: Subject) -> Markers | None:
     # a template that writes the assistant header whatever the flag says (`generation_prompt.always_added`)
     # still closes the user's turn before it
     headless = not header.strip() and tpl.always_added(subject) is None
-    if len(found) < 2 or headless or found[0] in header:
+    if len(found) < 2 or headless:
         return None
-    end = found[0]
+    # the marker closes the user's turn and another's (inner tags such as <|END_TEXT|> close one role's text)
+    others = [pieces(segment or "") for segment in [*earlier, after_reply]]
+    shared = [p for p in found if p not in header and any(p in other for other in others)]
     eos = subject.model.renderer.special_tokens.get("eos_token", "")
-    closers = [p[0] for p in (pieces(s or "") for s in [*earlier, after_reply]) if p]
-    if end not in closers and (not eos or eos not in closers):
+    reply_closer = pieces(after_reply)[:1]
+    if shared:
+        end = shared[0]
+    elif eos and reply_closer == [eos] and found[0] not in header:
+        end = found[0]  # replies closed with the end-of-sequence token instead (`closed_turns` reports it)
+    else:
         return None
     openers = {_opener_after(s or "", end) for s in segments}
     return Markers(end, frozenset(o for o in openers if o))
@@ -470,9 +571,9 @@ def _opener_after(segment: str, end: str) -> str:
     return after[0] if after else ""
 
 
-def _segments(rendered: str, shape: conv.Conversation) -> list[str | None]:
-    """For each message of ``shape``, the text from its last sentinel to the next message's first (to the end
-    for the last message); ``None`` where a sentinel is missing or out of order."""
+def _spans(rendered: str, shape: conv.Conversation) -> list[tuple[int, int] | None]:
+    """Where each message of ``shape`` is in ``rendered``: from its first sentinel to the end of its last;
+    ``None`` where a sentinel is missing or out of order."""
     spans: list[tuple[int, int] | None] = []
     position = 0
     for i, message in enumerate(shape):
@@ -484,6 +585,13 @@ def _segments(rendered: str, shape: conv.Conversation) -> list[str | None]:
             continue
         spans.append((first, last + len(texts[-1])))
         position = last + len(texts[-1])
+    return spans
+
+
+def _segments(rendered: str, shape: conv.Conversation) -> list[str | None]:
+    """For each message of ``shape``, the text from its end to the next message's start (to the end for the
+    last message); ``None`` where either is not found."""
+    spans = _spans(rendered, shape)
     found: list[str | None] = []
     for i, span in enumerate(spans):
         after = spans[i + 1] if i + 1 < len(spans) else (len(rendered), len(rendered))
@@ -504,8 +612,16 @@ def turn_shapes(caps: Capabilities) -> list[conv.Conversation]:
         [*_opening(caps), conv.user(""), conv.assistant(""), conv.user(""), conv.assistant("")]
     ]
     if caps.tool_calls and caps.tool_role:
+        opening = _opening(caps)
         shapes += [
-            [conv.user(""), _calls("", caps, "c1"), _result(0, ""), conv.assistant(""), conv.user("")],
+            [
+                *opening,
+                conv.user(""),
+                _calls("", caps, "c1"),
+                _result(0, ""),
+                conv.assistant(""),
+                conv.user(""),
+            ],
             [conv.user(""), _calls("", caps, "c1"), _result(0, ""), conv.user("")],
             [conv.user(""), _calls("text", caps, "c1"), _result(0, ""), conv.assistant("")],
         ]
@@ -532,7 +648,7 @@ def _tagged(shape: conv.Conversation) -> conv.Conversation:
         calls = []
         for n, call in enumerate(message.get("tool_calls") or []):
             arguments = call["function"]["arguments"]
-            city = f"{_sentinel(i)}c{n}"
+            city = f"arg{i}q{n}zq7"  # not containing the content's sentinel
             arguments = {"city": city} if isinstance(arguments, dict) else json.dumps({"city": city})
             calls.append({**call, "function": {**call["function"], "arguments": arguments}})
         if calls:
@@ -570,61 +686,133 @@ def closed_turns(subject: Subject) -> list[Finding]:
             rendered = subject.render(shape)
         except RenderError:
             continue  # `renders` reports what does not render
-        found += _turn_findings(shape, _segments(rendered, shape), learnt, eos, rendered)
+        found += [
+            replace(f, message=f"{f.message}\nconversation:\n{conv.describe(shape)}")
+            for f in _walk(
+                rendered, shape, learnt, eos, subject.model.renderer.special_tokens.get("bos_token", "")
+            )
+        ]
     findings = tpl.distinct(found)
     if not findings:
         return [note(f"every turn of {len(shapes)} shapes is closed once with {learnt.end!r}")]
     return findings
 
 
-def _turn_findings(
-    shape: conv.Conversation, segments: Iterable[str | None], learnt: Markers, eos: str, rendered: str
-) -> list[Finding]:
-    found = []
-    for i, segment in enumerate(segments):
-        if segment is None:
+def _opened_unlearnt(since: list[str], learnt: Markers, ignored: set[str]) -> bool:
+    """Some piece other than the sequence tokens follows the last end-of-turn marker: a turn header."""
+    after = since[len(since) - since[::-1].index(learnt.end) :] if learnt.end in since else since
+    return any(p not in ignored for p in after)
+
+
+def _walk(rendered: str, shape: conv.Conversation, learnt: Markers, eos: str, bos: str = "") -> list[Finding]:
+    """Read ``rendered`` from start to end, opening a turn at each opener and closing it at each end-of-turn
+    marker: what is closed twice, or left open when the next turn opens (or the conversation ends after a
+    reply), with a message of ``shape`` in it."""
+    spans = _spans(rendered, shape)
+    ignored = {t for t in (bos, eos) if t}
+    events: list[tuple[int, str | int]] = [(m.start(), m.group(0)) for m in PIECE.finditer(rendered)]
+    events += [(span[0], i) for i, span in enumerate(spans) if span is not None]
+    events.sort(key=lambda event: event[0])
+    is_open = False
+    inside: int | None = None  # the last message in the open turn
+    closed: int | None = None  # the message whose turn the last marker closed (until the next turn opens)
+    stray: int | None = None  # a message written while no turn is open
+    since: list[str] = []  # the pieces after the last message
+    found: list[Finding] = []
+    for at, event in events:
+        if isinstance(event, int):
+            if not is_open and _opened_unlearnt(since, learnt, ignored):
+                is_open = True  # a header the learning conversation does not have (Phi-3's <|system|>)
+            inside = event if is_open else None
+            stray = event if not is_open and closed is not None else None
+            since = []
             continue
-        last = i == len(shape) - 1
-        if last and not (shape[i]["role"] == "assistant" and not shape[i].get("tool_calls")):
-            continue  # an open final turn is the generation prompt's or the tool round-trip's
-        problem = _segment_problem(segment, shape, i, learnt, eos, last)
-        if problem is not None:
-            found.append(
-                replace(
-                    problem,
-                    message=f"{problem.message}\n  between the turns: {segment!r}\n"
-                    f"conversation:\n{conv.describe(shape)}",
+        since.append(event)
+        if event == learnt.end:
+            if not is_open and (stray is not None or closed is not None):
+                first = closed if closed is not None else stray
+                assert first is not None
+                found.append(
+                    _shown(_twice(shape, closed, stray, learnt), rendered, spans[first], at + len(event))
                 )
-            )
+            closed = inside if is_open else closed
+            is_open, inside, stray = False, None, None
+            continue
+        if event not in learnt.openers:
+            continue
+        if is_open and inside is not None:
+            ahead = f"the {_next_role(shape, inside)} turn opens"
+            problem = _unclosed(shape, inside, since[:-1], learnt, eos, ahead)
+            if problem is not None:
+                found.append(_shown(problem, rendered, spans[inside], at + len(event)))
+        is_open, inside, since, closed = True, None, [], None
+    last = shape[inside] if inside is not None else {}
+    if is_open and inside is not None and last["role"] == "assistant" and not last.get("tool_calls"):
+        problem = _unclosed(shape, inside, since, learnt, eos, "the conversation ends", final=True)
+        if problem is not None:
+            found.append(_shown(problem, rendered, spans[inside], len(rendered)))
     return found
 
 
-def _segment_problem(
-    segment: str, shape: conv.Conversation, i: int, learnt: Markers, eos: str, last: bool
-) -> Finding | None:
-    """What is wrong with the closing of message ``i``, given the text after it (``segment``)."""
-    found = pieces(segment)
-    opens = len(found) if last else next((n for n, p in enumerate(found) if p in learnt.openers), None)
-    before = found[:opens] if opens is not None else found
-    closes = before.count(learnt.end)
-    role = _shape_role(shape[i])
-    ahead = "the conversation ends" if last else f"the {_shape_role(shape[i + 1])} turn opens"
-    if closes >= 2:
+def _next_role(shape: conv.Conversation, i: int) -> str:
+    return _shape_role(shape[i + 1]) if i + 1 < len(shape) else "next"
+
+
+def _shown(problem: Finding, rendered: str, span: tuple[int, int] | None, at: int) -> Finding:
+    """``problem`` with the rendering from the end of its message to ``at``."""
+    start = span[1] if span is not None else max(0, at - 40)
+    return replace(problem, message=f"{problem.message}\n  between the turns: {rendered[start:at]!r}")
+
+
+def _twice(shape: conv.Conversation, closed: int | None, stray: int | None, learnt: Markers) -> Finding:
+    fix = f"write {learnt.end!r} once at the end of each turn, and open every turn with its header"
+    if stray is not None:
         return CLOSED_TWICE(
-            f"the {role} turn (message {i}) is closed {closes} times with {learnt.end!r} before {ahead}",
-            fix=f"write {learnt.end!r} once at the end of each turn",
+            f"the {_shape_role(shape[stray])} message {stray} is written after the turn before it was closed, "
+            f"in no turn (no opener), and closed again with {learnt.end!r}",
+            fix=fix,
         )
-    if opens is None or closes == 1 or (last and before):
-        return None  # one close; no next turn opened; a final reply closed its own way (`prefix_stability`)
-    if eos and eos != learnt.end and eos in before and shape[i]["role"] == "assistant":
+    assert closed is not None
+    return CLOSED_TWICE(
+        f"the {_shape_role(shape[closed])} turn (message {closed}) is closed twice with {learnt.end!r}",
+        fix=fix,
+    )
+
+
+def _unclosed(
+    shape: conv.Conversation,
+    i: int,
+    since: list[str],
+    learnt: Markers,
+    eos: str,
+    ahead: str,
+    *,
+    final: bool = False,
+) -> Finding | None:
+    """Why the turn holding message ``i`` is not closed before ``ahead`` (``since``: the pieces after the
+    message), or ``None`` when it ends with a closer of its own (gpt-oss's ``<|call|>``, Llama's
+    ``<|eom_id|>`` after a call, or any closing piece of a final reply)."""
+    role = _shape_role(shape[i])
+    if eos and eos != learnt.end and eos in since and shape[i]["role"] == "assistant":
         return EOS_CLOSER(
             f"the {role} turn (message {i}) is closed with the end-of-sequence token {eos!r}, not with "
             f"{learnt.end!r}, the end-of-turn marker of the other turns",
             fix=f"close assistant turns with {learnt.end!r} like the others (the model stops on it)",
         )
+    if since and (final or _own_closer(since[-1])):
+        return None
     return UNCLOSED(
         f"the turn open at the {role} message {i} is not closed with {learnt.end!r} before {ahead}",
         fix=f"write {learnt.end!r} to close the open turn before the next turn's opener in this shape",
+    )
+
+
+def _own_closer(piece: str) -> bool:
+    """A control token that ends a turn of one kind by itself (``<|call|>``, ``<|eom_id|>``), not the closing
+    half of a block (``</tool_response>``, ``<tool_response|>``) nor an opening one."""
+    name = piece.strip("<>|｜").lower()  # noqa: RUF001
+    return bool(re.fullmatch(r"<\|[^/|]+\|>|<｜[^｜]+｜>", piece)) and not any(  # noqa: RUF001
+        word in name for word in ("start", "begin", "open")
     )
 
 
