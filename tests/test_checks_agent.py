@@ -258,6 +258,16 @@ def test_closed_turns_catches_a_marker_written_twice() -> None:
     )
 
 
+def test_an_end_of_sequence_token_after_the_last_reply_is_not_a_second_close() -> None:
+    # the tiny fixture's end-of-sequence token is <|im_end|>: written once more after the final reply, it is
+    # `prefix_stability.final_eos`'s convention
+    source = (
+        CHATML
+        + "{% if not add_generation_prompt and messages[-1].role == 'assistant' %}{{ eos_token }}{% endif %}"
+    )
+    assert closed_turns(subject_with_template("hermes-3-tiny", source)).outcome is Outcome.PASSED
+
+
 def test_a_final_reply_left_open_is_unclosed() -> None:
     source = CHATML.replace(
         "{{ m.content }}<|im_end|>\n", "{{ m.content }}{% if not loop.last %}<|im_end|>\n{% endif %}"
@@ -319,3 +329,12 @@ def test_a_gemma4_revision_leaves_the_model_turn_open_after_a_tool_round_trip() 
     )
     older = closed_turns(Subject(model, model.templates["google__gemma-4-31B-it@llamacpp-hist-2#default"]))
     assert older.outcome is Outcome.PASSED
+
+
+@needs_shared
+def test_the_corpus_hermes3_tool_use_template_gets_tools_and_reports_the_tool_turn_once() -> None:
+    model = corpus_model(SHARED / "corpus" / "templates", FIXTURES / "hermes-3-tiny")
+    result = agent_loop(
+        Subject(model, model.templates["NousResearch__Hermes-3-Llama-3.1-8B@llamacpp#tool_use"])
+    )
+    assert failed(result) == ["agent_loop.tool_turn_differs"]

@@ -529,6 +529,7 @@ def _learning(caps: Capabilities) -> conv.Conversation:
 
 def _learn_markers(subject: Subject) -> Markers | None:
     shape = _learning(probe(subject))
+    subject.prefetch_each([(shape, {}), (shape[:-2], {}), (shape[:-2], {"add_generation_prompt": True})])
     try:
         rendered = subject.render(shape)
         without = subject.render(shape[:-2])
@@ -729,7 +730,10 @@ def _walk(rendered: str, shape: conv.Conversation, learnt: Markers, eos: str, bo
             continue
         since.append(event)
         if event == learnt.end:
-            if not is_open and (stray is not None or closed is not None):
+            final_eos = (
+                event == eos and not rendered[at + len(event) :].strip()
+            )  # `prefix_stability.final_eos`
+            if not is_open and (stray is not None or closed is not None) and not final_eos:
                 first = closed if closed is not None else stray
                 assert first is not None
                 found.append(
