@@ -1,6 +1,7 @@
 """Failed findings per cause key over a template corpus, and a seeded random sample of them to read.
 
     python benchmarks/corpus_causes.py [CORPUS_DIR] [--examples N] [--sample 30] [--seed S] [--out FILE]
+        [--only TEMPLATE] [--check NAME]
 
 Each corpus template is tested with a small byte-level BPE tokenizer (the one of ``fixtures/hermes-3-tiny``)
 plus that template's own control tokens, added as special tokens, and with the corpus entry's BOS and EOS
@@ -83,6 +84,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--out", default="corpus-sample.md")
     parser.add_argument("--only", action="append", default=[], help="a template name (repeatable)")
+    parser.add_argument("--check", action="append", default=[], help="run only this check (repeatable)")
     args = parser.parse_args()
     options = Options(examples=args.examples)
     failed: list[tuple[str, str, str, str]] = []
@@ -97,7 +99,7 @@ def main() -> int:
             model = _model(directory, name, source)
             subject = Subject(model, model.templates[name], options)
             for check in REGISTRY.values():
-                if check.layer not in LAYERS:
+                if check.layer not in LAYERS or (args.check and check.name not in args.check):
                     continue
                 try:
                     result = check(subject)

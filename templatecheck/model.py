@@ -548,4 +548,5 @@ class Subject:
         called = tools_for(messages)
         if called:
             return called
-        return [WEATHER_TOOL] if self.template.name == "tool_use" else None
+        # a corpus names its templates ``<file>#<name>``: its ``tool_use`` templates need tools as well
+        return [WEATHER_TOOL] if self.template.name.rsplit("#", 1)[-1] == "tool_use" else None

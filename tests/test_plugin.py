@@ -31,7 +31,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "-v")
-    result.assert_outcomes(passed=28, skipped=18, warnings=4)  # test_pins skips without --tc-pin-dir
+    result.assert_outcomes(passed=32, skipped=18, warnings=4)  # test_pins skips without --tc-pin-dir
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
@@ -50,7 +50,7 @@ def test_without_model_the_project_tests_run(project: pytest.Pytester) -> None:
 
 def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", NO_BOS)
-    result.assert_outcomes(passed=26, failed=2, skipped=18, warnings=4)
+    result.assert_outcomes(passed=30, failed=2, skipped=18, warnings=4)
     result.stdout.fnmatch_lines(
         [
             "*_ test_double_bos[[]no-bos:default[]] _*",
@@ -67,7 +67,7 @@ def test_a_failure_shows_conversation_tokens_and_fix(project: pytest.Pytester) -
 def test_several_models_and_a_bad_one_in_one_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--model", HERMES, "--model", "./does-not-exist", "--model", NO_BOS, "-v")
     # the model that does not load is one error item, not one per check
-    result.assert_outcomes(passed=54, failed=2, skipped=36, errors=1, warnings=8)
+    result.assert_outcomes(passed=62, failed=2, skipped=36, errors=1, warnings=8)
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]does-not-exist:load-error[]] ERROR*",
@@ -109,13 +109,13 @@ def test_summary_lists_templates_and_findings(project: pytest.Pytester) -> None:
         [
             "*= templatecheck summary =*",
             f"hermes-3-tiny ({HERMES}) [[]reference: chatml (detected)[]]",
-            "  default: 12 passed, 8 skipped, 2 warning",
+            "  default: 14 passed, 8 skipped, 2 warning",
             "    WARNING content_fidelity.list_content_raises: list content *",
             "    WARNING control_token_injection.*: user text containing *",
-            "  tool_use: 12 passed, 8 skipped, 2 warning",
+            "  tool_use: 14 passed, 8 skipped, 2 warning",
             "*",
             f"no-bos ({NO_BOS}) [[]reference: chatml (detected)[]]",
-            "  default: 11 passed, 8 skipped, 2 warning, 1 failed",
+            "  default: 13 passed, 8 skipped, 2 warning, 1 failed",
             "    FAILED double_bos.missing: apply_chat_template(tokenize=True) and servers * give no BOS*",
         ]
     )
@@ -163,7 +163,7 @@ def test_report_json_has_every_result(project: pytest.Pytester, tmp_path: Path) 
 
 def test_chat_template_selects_a_name_or_tests_a_candidate_file(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "--tc-chat-template", "tool_use").assert_outcomes(
-        passed=14, skipped=9, warnings=2
+        passed=16, skipped=9, warnings=2
     )
     candidate = project.path / "candidate.jinja"
     candidate.write_text(
@@ -220,7 +220,7 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
     args = ["--model", HERMES, "--model", NO_BOS, "-p", "no:cacheprovider", "--tc-examples", "20"]
     project.runpytest_subprocess(
         *args, "--tc-report-json", str(serial), "--tc-report-md", str(serial.with_suffix(".md"))
-    ).assert_outcomes(passed=54, failed=2, skipped=36, warnings=8)
+    ).assert_outcomes(passed=62, failed=2, skipped=36, warnings=8)
     run = project.runpytest_subprocess(
         *args,
         "-n",
@@ -231,7 +231,7 @@ def test_xdist_gives_the_serial_results(project: pytest.Pytester, tmp_path: Path
         str(parallel.with_suffix(".md")),
     )
     outcomes = run.parseoutcomes()
-    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (54, 2, 36)
+    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (62, 2, 36)
     run.stdout.fnmatch_lines(["*= templatecheck summary =*"])
 
     def results(path: Path) -> list[tuple[str, str, str, str]]:
@@ -316,7 +316,7 @@ def test_a_run_from_another_directory_writes_nothing_beside_the_model(
     before = _listing(model)
     # a subprocess: the hypothesis draw of this process is cached already
     result = project.runpytest_subprocess("--model", str(model), "--tc-examples", "20")
-    result.assert_outcomes(passed=26, failed=2, skipped=18, warnings=4)
+    result.assert_outcomes(passed=30, failed=2, skipped=18, warnings=4)
     result.stdout.fnmatch_lines(
         [
             f"rootdir: {project.path}",
@@ -378,5 +378,5 @@ def test_a_path_outside_the_suite_is_a_usage_error(project: pytest.Pytester) -> 
 
 def test_the_marker_selects_the_suite(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "-m", "templatecheck", "-k", "clock").assert_outcomes(passed=2)
-    project.runpytest("--model", HERMES, "-m", "not templatecheck").assert_outcomes(deselected=46)
+    project.runpytest("--model", HERMES, "-m", "not templatecheck").assert_outcomes(deselected=50)
     project.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.templatecheck: *"])

@@ -158,7 +158,7 @@ def test_the_terminal_summary_has_a_table_per_model(reports: tuple[dict[str, Any
     assert set(rows) == set(REGISTRY)
     assert rows["double_bos"] == ["tokenizer", "double_bos", "failed", "failed"]
     assert rows["tools"] == ["template", "tools", "skipped", "passed"]
-    assert lines[start + 2 + len(REGISTRY)] == "  default: 11 passed, 8 skipped, 2 warning, 1 failed"
+    assert lines[start + 2 + len(REGISTRY)] == "  default: 13 passed, 8 skipped, 2 warning, 1 failed"
 
 
 # ----------------------------------------------------------------------------------- the report helpers

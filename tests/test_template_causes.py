@@ -15,7 +15,10 @@ from templatecheck.result import Layer, Outcome
 from tests.conftest import ROOT, subject, subject_with_template
 
 TEMPLATE_CHECKS = [name for name, c in REGISTRY.items() if c.layer is Layer.TEMPLATE and name != "sandbox"]
-TESTS = "".join((ROOT / "tests" / f).read_text() for f in ("test_checks_template.py", "test_checks_tools.py"))
+TESTS = "".join(
+    (ROOT / "tests" / f).read_text()
+    for f in ("test_checks_template.py", "test_checks_tools.py", "test_checks_agent.py")
+)
 ROLE_TESTS = (ROOT / "tests" / "test_checks_roles.py").read_text()
 
 

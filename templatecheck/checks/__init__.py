@@ -17,7 +17,7 @@ from templatecheck.checks.base import NEEDS, REGISTRY, Check, check
 
 # The layer modules register their checks on import; importing them here makes REGISTRY complete, in layer order.
 # isort: off
-from templatecheck.checks import template, roles, tools, sandbox, tokenizer
+from templatecheck.checks import template, agent, roles, tools, sandbox, tokenizer
 from templatecheck.checks import reference, generation
 from templatecheck.checks import engine, gguf
 # isort: on
@@ -26,6 +26,7 @@ __all__ = [
     "NEEDS",
     "REGISTRY",
     "Check",
+    "agent",
     "check",
     "engine",
     "generation",

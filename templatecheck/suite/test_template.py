@@ -1,6 +1,6 @@
 """Template layer: what the chat template renders."""
 
-from templatecheck.checks import sandbox, template
+from templatecheck.checks import agent, sandbox, template
 from templatecheck.plugin import CheckRunner
 
 
@@ -26,3 +26,11 @@ def test_assistant_mask(tc: CheckRunner) -> None:
 
 def test_sandbox(tc: CheckRunner) -> None:
     tc.run(sandbox.sandbox)
+
+
+def test_agent_loop(tc: CheckRunner) -> None:
+    tc.run(agent.agent_loop)
+
+
+def test_closed_turns(tc: CheckRunner) -> None:
+    tc.run(agent.closed_turns)
