@@ -366,28 +366,28 @@ def engine_findings(subject: Subject, engine: Engine) -> list[Finding]:
         found = compare(subject, hits, engine, case, pair)
         identical += not found
         for d in found:
-            first.setdefault((d.group, d.line), (case, d))
+            first.setdefault(_key(d), (case, d))
     findings = [_finding(subject, hits, engine, case, d) for case, d in first.values()]
     findings.append(note(f"{engine.title}: {identical} of {len(batch)} conversations render identically"))
     return findings
+
+
+def _key(d: Difference) -> tuple[str, int]:
+    """The root cause of a difference: its group and line; JSON escaping is the engine's, wherever the template
+    serializes (one finding, whatever the number of ``|tojson``)."""
+    return (d.group, 0 if d.group == "tojson" else d.line)
 
 
 def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
     def key(candidate: conv.Conversation) -> str | None:
         small = Case(candidate, case.add_generation_prompt)
         pair = render_pairs(subject, engine, [small])[0]
-        return (
-            "yes"
-            if any(
-                (x.group, x.line) == (d.group, d.line) for x in compare(subject, hits, engine, small, pair)
-            )
-            else None
-        )
+        return "yes" if any(_key(x) == _key(d) for x in compare(subject, hits, engine, small, pair)) else None
 
     small = minimize(case.conversation, key) if len(case.conversation) > 1 else case.conversation
     pair = render_pairs(subject, engine, [Case(small, case.add_generation_prompt)])[0]
     again = compare(subject, hits, engine, Case(small, case.add_generation_prompt), pair)
-    d = next((x for x in again if (x.group, x.line) == (d.group, d.line)), d)
+    d = next((x for x in again if _key(x) == _key(d)), d)
     where = f"line {d.line}" if d.line else "a line it does not name"
     message = f"{engine.title} {GROUPS[d.group][1].split(':')[0]}: {where}, `{d.construct}`\n{d.detail}"
     ours, theirs = pair
