@@ -360,3 +360,21 @@ def test_hfjs_names_the_filter_its_error_names() -> None:
         'line 3, `|trim`\n@huggingface/jinja: Cannot apply filter "trim" to type: UndefinedValue'
         in found.message
     )
+
+
+def test_integers_past_2_53_are_not_compared() -> None:
+    """A double holds them inexactly (JavaScript prints 1.1415641853959697e+23): the number's type, not the
+    template, would make the difference."""
+    from templatecheck.checks.engine import _exact_in_json
+
+    exact = [{"role": "assistant", "tool_calls": [{"function": {"arguments": {"n": 2**53, "ok": True}}}]}]
+    assert _exact_in_json(exact)
+    assert not _exact_in_json([{"tool_calls": [{"function": {"arguments": {"city": 114156418539596969672704}}}]}])
+    assert not _exact_in_json({"n": -(2**53) - 1})
+
+
+@needs_hfjs
+def test_hfjs_passes_the_bundled_hermes_tool_use_template() -> None:
+    result = hfjs(subject("hermes-3-tiny", "tool_use"))
+    assert result.outcome is Outcome.PASSED, result.message
+    assert "render identically" in result.message

@@ -100,7 +100,25 @@ def cases(subject: Subject) -> list[Case]:
     plain = [Case(c, flag) for c in conv.PLAIN.values() for flag in (False, True)]
     count = max(1, subject.options.examples)
     drawn = sample(probe(subject).support, end_with_user=True, count=count)
-    return plain + [Case(c, True) for c in drawn]
+    return plain + [Case(c, True) for c in drawn if _exact_in_json(c)]
+
+
+#: The largest integer every engine's JSON numbers hold exactly (JavaScript's, a double's 53-bit mantissa).
+_EXACT = 2**53
+
+
+def _exact_in_json(value: object) -> bool:
+    """Whether ``value`` holds no integer past :data:`_EXACT`: such a number prints otherwise in an engine whose
+    numbers are doubles (``1.1e+23``), a difference of the number's type, not of the template."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_EXACT <= value <= _EXACT
+    if isinstance(value, dict):
+        return all(_exact_in_json(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_exact_in_json(v) for v in value)
+    return True
 
 
 def render_pairs(
