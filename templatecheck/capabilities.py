@@ -270,7 +270,10 @@ def probe(subject: Subject) -> Capabilities:
     reasoning_shape = ("an assistant reply with reasoning_content", "renders", WIRE[3].fix)
     tool_role = tool_calls and p.shows(f"r{s}", result, on_results, tools=tools)
     dict_result = [*calls[form], {"role": "tool", "tool_call_id": CALL_IDS[0], "content": {"t": f"d{s}"}}]
-    features = {"plain"} | ({"tool_calls"} if tool_calls else set()) | ({"tool_role"} if tool_role else set())
+    # a template that shows tools and their results serves agents, though it drops the calls (``tools``
+    # reports that): the shapes of calls are its to take
+    agents = tool_calls or (definitions == "text" and p.shows(f"r{s}", result, tools=tools))
+    features = {"plain"} | ({"tool_calls"} if agents else set()) | ({"tool_role"} if tool_role else set())
     # transformers picks a ``tool_use`` template only for a request with tools: it never gets one without
     p.wire(
         [w for w in WIRE if w.needs in features and (w.tools or subject.template.name != "tool_use")],

@@ -172,6 +172,12 @@ WIRE: tuple[Shape, ...] = (
         _NULL_CONTENT,
     ),
     Shape(
+        "an assistant reply with an empty tool_calls list",
+        "tool_calls",
+        [_ASK, _calls("It is sunny in Paris."), user("Thanks")],
+        "treat tool_calls: [] as no calls: test {% if message.tool_calls %} before iterating or indexing it",
+    ),
+    Shape(
         "a tool call with an OpenAI-style string id (call_ + 24 characters)",
         "tool_calls",
         [_ASK, _calls("", _call("call_Hx8GjKq2mWv5RtY1nBzP3aLc"))],

@@ -49,6 +49,78 @@ def test_template_without_tools_is_skipped() -> None:
     assert result.message == "the template renders neither tool definitions nor tool calls"
 
 
+# ------------------------------------------------------------------------- calls dropped, empty call lists
+
+CALLS = BASE[
+    BASE.index("{%- for call in message.tool_calls %}") : BASE.index("{%- endfor %}\n{{- '<|im_end|>")
+]
+REPLY_TEXT = "{% if message.content %}{{ message.content + '\\n' }}{% endif %}"
+
+
+def test_a_template_that_shows_tools_and_results_but_drops_calls_fails() -> None:
+    """LFM2 (llama.cpp's older copy): tools and tool responses rendered, the assistant's calls never."""
+    source = BASE.replace(CALLS, "{%- for call in [] %}")
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    assert (probe(target).tools, probe(target).tool_calls) == (True, False)
+    result = tools(target)
+    message = only(result, "tools.call_dropped")
+    assert message.startswith(
+        "the template shows the model its tools and the tool's result, but drops the assistant's tool call"
+    ), message
+    assert "sunny zq7result" in message
+    assert [f.fix for f in result.findings if f.cause == "tools.call_dropped"] == [
+        "render message.tool_calls (each call's function name and arguments) on assistant turns"
+    ]
+
+
+def test_a_template_that_drops_calls_is_still_tried_on_the_shapes_of_calls() -> None:
+    """LFM2's older copy writes content with | tojson: content null (a key left out) crashes it."""
+    source = BASE.replace(CALLS, "{%- for call in [] %}").replace(
+        REPLY_TEXT, "{{ message.content | tojson }}"
+    )
+    result = tools(subject_with_template("hermes-3-tiny", source, name="tool_use"))
+    crash = [f for f in result.findings if f.cause == "tools.crash"]
+    assert crash and crash[0].message.startswith(
+        "a tool call with content: null does not render, though clients send it: template raised TypeError"
+    ), result.message
+    unsupported = tools(subject_with_template("hermes-3-tiny", source.replace(DEFINITION, "")))
+    assert unsupported.outcome is Outcome.SKIPPED, unsupported.message
+
+
+def test_a_template_without_tool_definitions_that_drops_calls_stays_unsupported() -> None:
+    """A tool role alone (a generic role loop) is not tool support: no definitions, no calls, no finding."""
+    source = BASE.replace(CALLS, "{%- for call in [] %}").replace(DEFINITION, "")
+    result = tools(subject_with_template("hermes-3-tiny", source))
+    assert result.outcome is Outcome.SKIPPED, result.message
+    assert not [
+        f for f in tools(subject("hermes-3-tiny", "tool_use")).findings if f.cause == "tools.call_dropped"
+    ]
+
+
+def test_an_empty_tool_calls_list_that_drops_the_reply_fails() -> None:
+    """DeepSeek V3.1 (an older llama.cpp copy): ``tool_calls is not none`` takes ``[]`` for a call turn."""
+    dropping = "{% if message.content and message.tool_calls %}{{ message.content + '\\n' }}{% endif %}"
+    message = only(variant(REPLY_TEXT, dropping), "tools.empty_calls_mishandled")
+    assert message.startswith(
+        "an assistant reply with tool_calls: [] drops the reply's text from the same reply without tool_calls"
+    ), message
+    assert "It is sunny zq7empty." in message
+
+
+def test_an_empty_tool_calls_list_that_writes_a_stray_block_fails() -> None:
+    stray = REPLY_TEXT + "{% if not message.tool_calls %}{{ '<tool_call></tool_call>' }}{% endif %}"
+    message = only(variant(REPLY_TEXT, stray), "tools.empty_calls_mishandled")
+    assert message.startswith("an assistant reply with tool_calls: [] renders differently"), message
+    assert "<tool_call></tool_call>" in message
+
+
+def test_an_empty_tool_calls_list_rendered_as_the_reply_passes() -> None:
+    """The Hermes template writes one newline more for ``[]``: the same reply, no finding."""
+    assert not [
+        f for f in variant(REPLY_TEXT, REPLY_TEXT).findings if f.cause == "tools.empty_calls_mishandled"
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- definitions
 
 
@@ -167,7 +239,7 @@ def test_a_clear_refusal_of_content_next_to_calls_is_a_warning() -> None:
     result = variant(
         "{{- '<|im_start|>assistant\\n' }}{% if message.content %}",
         "{{- '<|im_start|>assistant\\n' }}{% if message.content %}"
-        "{{ raise_exception('Assistant message cannot have both content and tool calls.') }}",
+        "{% if message.tool_calls %}{{ raise_exception('Assistant message cannot have both content and tool calls.') }}{% endif %}",
     )
     assert result.outcome is Outcome.WARNING
     assert only(result, "tools.refused", Outcome.WARNING) == (

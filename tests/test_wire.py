@@ -26,10 +26,12 @@ CRASHES_ON = {
     "a reasoning-only assistant turn (empty content, reasoning_content)": "message.reasoning_content is "
     "defined and message.content == ''",
     "a tool call with content: null": "message.tool_calls is defined and message.content is not defined",
+    "an assistant reply with an empty tool_calls list": "message.tool_calls is defined and "
+    "message.tool_calls | length == 0",
     "a tool call with an OpenAI-style string id (call_ + 24 characters)": "message.tool_calls is defined "
-    "and message.tool_calls[0].id | length > 20",
+    "and message.tool_calls and message.tool_calls[0].id | length > 20",
     "a tool call with an integer-looking string id": "message.tool_calls is defined "
-    "and message.tool_calls[0].id == '0'",
+    "and message.tool_calls and message.tool_calls[0].id == '0'",
     "parallel tool calls with content: null and their results": "message.tool_calls is defined and "
     "message.tool_calls | length > 1 and message.content is not defined",
     "a tool result without a name field (the OpenAI form)": "message.role == 'tool' and message.name is "

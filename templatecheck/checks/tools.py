@@ -73,6 +73,16 @@ DICT_RESULT_RAISES = policy(
     "tool results are strings in the OpenAI and transformers forms; a template that raises on a dict result "
     "gives the client an error, never a wrong prompt",
 )
+CALL_DROPPED = defect(
+    "tools.call_dropped",
+    "a template that shows the model its tools and their results but drops the assistant's tool calls "
+    "rewrites every agent's history: the model reads results of calls it never made",
+)
+EMPTY_CALLS = defect(
+    "tools.empty_calls_mishandled",
+    "some clients send tool_calls: [] on a reply without calls; a template that tests `is defined` or "
+    "`is not none` takes it for a call turn, dropping the reply's text or writing an empty tool-calls block",
+)
 RESULT_DROPPED = defect("tools.result_dropped", "the model never sees what the tool returned")
 RESULT_REPR = defect(
     "tools.result_repr",
@@ -167,8 +177,9 @@ def tools(subject: Subject) -> list[Finding]:
 
     Catches tool definitions dropped or printed as a Python repr (``tools|string``), hand-built JSON broken by
     a quote or never valid, ``&#34;`` from ``"..." + x|tojson|safe``, calls whose name or arguments are lost,
-    a call or the assistant's text dropped when a message has both, string arguments or results encoded a
-    second time, and a dict tool result printed as a Python repr.
+    a call or the assistant's text dropped when a message has both, calls dropped by a template that shows
+    tools and their results, ``tool_calls: []`` taken for a call turn,
+    string arguments or results encoded a second time, and a dict tool result printed as a Python repr.
     """
     skip = blank(subject)
     if skip is not None:
@@ -183,6 +194,9 @@ def tools(subject: Subject) -> list[Finding]:
         findings += _definitions(render)
     if caps.tool_calls:
         findings += _tool_calls(render, caps.object_arguments)
+    elif caps.tools:  # tools shown, calls not: "unsupported" only for a template that serves no agent
+        findings += _calls_dropped(render)
+    findings += _empty_calls(subject)
     if caps.tool_calls:  # a template that renders calls but drops their results is what is checked here
         findings += _tool_results(render, caps.object_arguments)
     return distinct([*probed, *render.findings, *findings])
@@ -309,6 +323,50 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _quiet(subject: Subject, messages: conv.Conversation) -> str | None:
+    """The rendering with the tool defined, or ``None``: a crash on these shapes is a wire shape's (probe)."""
+    try:
+        return subject.render(messages, tools=[TOOL])
+    except RenderError:
+        return None
+
+
+def _calls_dropped(render: _Renders) -> list[Finding]:
+    """A template that shows tool definitions and tool results serves agents: a call it drops is a defect."""
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(json.dumps(ARGUMENTS))]}
+    result = {"role": "tool", "tool_call_id": CALL_IDS[0], "name": "lookup_zq7", "content": "sunny zq7result"}
+    rendered = render([_ASK, call, result], "a tool call and its result")
+    if rendered is None or "zq7result" not in rendered:
+        return []
+    at = rendered.find("zq7result")
+    return [
+        CALL_DROPPED(
+            "the template shows the model its tools and the tool's result, but drops the assistant's tool "
+            "call (its name and arguments are not in the prompt)\n"
+            f"  rendering:\n{quote(rendered[max(0, at - 200) : at + 40])}",
+            fix="render message.tool_calls (each call's function name and arguments) on assistant turns",
+        )
+    ]
+
+
+def _empty_calls(subject: Subject) -> list[Finding]:
+    """``tool_calls: []`` next to text renders as that reply without ``tool_calls`` would."""
+    reply = "It is sunny zq7empty."
+    plain = _quiet(subject, [_ASK, conv.assistant(reply), conv.user("Thanks")])
+    empty = _quiet(subject, [_ASK, {**conv.assistant(reply), "tool_calls": []}, conv.user("Thanks")])
+    if plain is None or empty is None or "".join(empty.split()) == "".join(plain.split()):
+        return []  # a newline more or less is the same reply
+    what = "drops the reply's text" if "zq7empty" not in empty else "renders differently"
+    return [
+        EMPTY_CALLS(
+            f"an assistant reply with tool_calls: [] {what} from the same reply without tool_calls\n"
+            + diff(plain, empty, labels=("without tool_calls", "tool_calls: []")),
+            fix="treat an empty list as no calls: test {% if message.tool_calls %} (not `is defined` or "
+            "`is not none`)",
+        )
+    ]
 
 
 def _string_arguments(as_object: str | None, as_string: str) -> Finding:
