@@ -369,7 +369,9 @@ def test_integers_past_2_53_are_not_compared() -> None:
 
     exact = [{"role": "assistant", "tool_calls": [{"function": {"arguments": {"n": 2**53, "ok": True}}}]}]
     assert _exact_in_json(exact)
-    assert not _exact_in_json([{"tool_calls": [{"function": {"arguments": {"city": 114156418539596969672704}}}]}])
+    assert not _exact_in_json(
+        [{"tool_calls": [{"function": {"arguments": {"city": 114156418539596969672704}}}]}]
+    )
     assert not _exact_in_json({"n": -(2**53) - 1})
 
 

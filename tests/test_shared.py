@@ -74,7 +74,7 @@ def test_real_findings_on_real_models(pytester: pytest.Pytester, tmp_path: Path)
 def test_every_corpus_template_runs_without_errors_of_ours() -> None:
     model = corpus_model(SHARED / "corpus" / "templates", FIXTURES / "hermes-3-tiny")
     assert len(model.templates) >= 305
-    assert len(REGISTRY) == 22
+    assert len(REGISTRY) == 28
     counts: Counter[tuple[str, str]] = Counter()
     for template in model.templates.values():
         subject = Subject(model, template, Options(examples=10))  # a small sample keeps the sweep fast

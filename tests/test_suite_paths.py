@@ -52,7 +52,8 @@ def test_suite_files_and_node_ids_are_read_relative_to_the_suite(tmp_path: Path)
     ):
         node_id("tests/", tmp_path)
     with pytest.raises(
-        TemplatecheckError, match=r"name one of its files \(test_generation.py, .*test_tools.py\)"
+        TemplatecheckError,
+        match=r"name one of its files \(test_engine.py, test_generation.py, .*test_tools.py\)",
     ):
         node_id("test_nothing.py", tmp_path)
 
