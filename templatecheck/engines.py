@@ -19,7 +19,6 @@ of an engine is a :class:`~templatecheck.render.RenderError` value, never an exc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from typing import Any
 import jinja2.nodes
 
 from templatecheck.render import Limits, RenderError
-from templatecheck.worker import GRACE, REPEATED, Answer, exceeded, shared
+from templatecheck.worker import GRACE, REPEATED, Answer, end, exceeded, shared
 
 #: The version of @huggingface/jinja that ``templatecheck engines install`` installs.
 HFJS_PACKAGE = "@huggingface/jinja@0.5.11"
@@ -297,16 +296,8 @@ class NodeProcess:
 
     def _stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if process is not None:
+            end(process)
 
 
 _NODE: NodeProcess | None = None

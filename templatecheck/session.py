@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from templatecheck.checks import Check
     from templatecheck.model import Model, Subject
 
-#: The source and template under which :attr:`Session.facts` keeps the facts of the whole run.
+#: The template (and source) under which :attr:`Session.facts` keeps the facts of a whole model (of the run).
 _RUN = ""
 #: The files that mark a folder as a model directory for ``--tc-models-from``.
 MODEL_MARKERS = ("tokenizer_config.json", "chat_template.jinja")
@@ -135,16 +135,16 @@ class Session:
 
     def _facts_of(self, check: Check, model: Model, template: str) -> dict[str, Any]:
         """The report facts that running ``check`` on ``template`` gives (JSON values), computed where the
-        check ran: the model's reference choice with the ``reference`` check, the template's capabilities
-        table with ``renders`` when :attr:`tables` is set. Both are cached by the checks that use them."""
+        check ran: the model's reference choice with the ``reference`` check (a fact of the model, recorded
+        here), the template's capabilities table with ``renders`` when :attr:`tables` is set. Both are cached
+        by the checks that use them."""
         facts: dict[str, Any] = {}
         if (_RUN, _RUN, "check order") not in self.facts:
             from templatecheck.checks import REGISTRY
 
             self.record(_RUN, _RUN, {"check order": list(REGISTRY)})
-        known = any(s == model.ref.text and n == "reference" for s, _, n in self.facts)
-        if check.name == "reference" and not known:
-            facts["reference"] = _reference_note(model, self.options)
+        if check.name == "reference" and (model.ref.text, _RUN, "reference") not in self.facts:
+            self.record(model.ref.text, _RUN, {"reference": _reference_note(model, self.options)})
         if check.name == "renders" and self.tables:
             table = _capabilities_table(model, template, self.options)
             if table is not None:
@@ -157,13 +157,10 @@ class Session:
             self.facts[(source, template, name)] = value
 
     def facts_about(self, source: str, template: str) -> list[list[Any]]:
-        """The report facts known of one template, as JSON (what an item sends to the controller of an xdist
-        run: :meth:`record_all` reads it)."""
-        return [
-            [s, t, n, v]
-            for (s, t, n), v in self.facts.items()
-            if (s, t) in ((source, template), (_RUN, _RUN))
-        ]
+        """The report facts known of one template, of its model and of the run, as JSON (what an item sends to
+        the controller of an xdist run: :meth:`record_all` reads it)."""
+        keys = ((source, template), (source, _RUN), (_RUN, _RUN))
+        return [[s, t, n, v] for (s, t, n), v in self.facts.items() if (s, t) in keys]
 
     def record_all(self, facts: list[list[Any]]) -> None:
         """Keep the facts :meth:`facts_about` gave (in an xdist worker)."""
@@ -200,8 +197,8 @@ class Session:
         notes = {}
         for ref, model in self.models():
             if ref in sources:
-                recorded = [v for (s, _, n), v in self.facts.items() if s == ref and n == "reference"]
-                notes[ref] = str(recorded[0]) if recorded else _reference_note(model, self.options)
+                recorded = self.facts.get((ref, _RUN, "reference"))
+                notes[ref] = str(recorded) if recorded is not None else _reference_note(model, self.options)
         return notes
 
     def load_error(self, ref: str, check: Check) -> CheckResult:

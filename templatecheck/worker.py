@@ -193,16 +193,20 @@ class Worker:
 
     def _stop(self) -> None:
         process, self._process, self._reader = self._process, None, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(OSError):
-            process.wait(timeout=5)
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if process is not None:
+            end(process)
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    """Kill a child we talk to over pipes, reap it and close its pipes (the render worker, the Node process)."""
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def _why(code: int | None, budget: Budget) -> WorkerDied:
