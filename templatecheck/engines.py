@@ -70,6 +70,9 @@ class Engine:
     title: str
     serves: str
     install: str
+    #: Whether the messages reach the template as the client's JSON, ``null`` values kept (transformers.js),
+    #: rather than with them dropped, as transformers drops them.
+    keeps_none: bool = False
 
     def missing(self) -> str | None:
         """Why the engine cannot run here, with the command that installs it; ``None`` when it can."""
@@ -110,7 +113,9 @@ class Engine:
 MINIJINJA = Engine(
     "minijinja", "MiniJinja", "Text Generation Inference and other Rust servers", MINIJINJA_INSTALL
 )
-HFJS = Engine("hfjs", "@huggingface/jinja", "transformers.js and the Hub's chat widgets", HFJS_INSTALL)
+HFJS = Engine(
+    "hfjs", "@huggingface/jinja", "transformers.js and the Hub's chat widgets", HFJS_INSTALL, keeps_none=True
+)
 ENGINES = (MINIJINJA, HFJS)
 
 

@@ -426,13 +426,16 @@ def _plain(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as the template receives them: ``None`` values dropped, reasoning fields aliased."""
+def prepare_messages(
+    messages: Sequence[Mapping[str, Any]], *, keep_none: bool = False
+) -> list[dict[str, Any]]:
+    """Messages as the template receives them: ``None`` values dropped (as transformers does; kept with
+    ``keep_none``, as an engine that passes the client's JSON does), reasoning fields aliased."""
     prepared = []
     for message in messages:
         if not isinstance(message, Mapping):
             raise TypeError(f"a message must be a mapping, got {message!r}")
-        plain = _plain({k: v for k, v in message.items() if v is not None})
+        plain = _plain({k: v for k, v in message.items() if keep_none or v is not None})
         reasoning = next((plain[k] for k in _REASONING_FIELDS if plain.get(k) is not None), None)
         if reasoning is not None:
             plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
@@ -583,16 +586,19 @@ class Renderer:
         self.ledger.record(source, time.monotonic() - start, answers)
         return [_result(answer, final) for answer, (_, final) in zip(answers, prepared, strict=True)]
 
-    def context(self, source: str, call: Call) -> dict[str, Any]:
-        """The variables a template gets for ``call``, as transformers passes them (for other engines)."""
-        return self._prepare(source, call)[0]
+    def context(self, source: str, call: Call, *, keep_none: bool = False) -> dict[str, Any]:
+        """The variables a template gets for ``call``, as transformers passes them (for other engines; with
+        ``keep_none``, the messages' ``None`` values stay)."""
+        return self._prepare(source, call, keep_none=keep_none)[0]
 
-    def _prepare(self, source: str, call: Call) -> tuple[dict[str, Any], str | None]:
+    def _prepare(
+        self, source: str, call: Call, *, keep_none: bool = False
+    ) -> tuple[dict[str, Any], str | None]:
         """The render context of ``call`` as transformers builds it, and the text a continued final message
         ends with."""
         if call.continue_final_message and call.add_generation_prompt:
             raise ValueError("continue_final_message and add_generation_prompt are not compatible")
-        chat = prepare_messages(call.messages)
+        chat = prepare_messages(call.messages, keep_none=keep_none)
         final = None
         if call.continue_final_message:
             cfm = call.continue_final_message

@@ -380,3 +380,40 @@ def test_hfjs_passes_the_bundled_hermes_tool_use_template() -> None:
     result = hfjs(subject("hermes-3-tiny", "tool_use"))
     assert result.outcome is Outcome.PASSED, result.message
     assert "render identically" in result.message
+
+
+#: Renders the calls of a reply whose content is none (as Mistral v0.3's template does); a reply whose content
+#: key is missing, as transformers leaves a null one, says so.
+_NULL_CONTENT = (
+    "{% for m in messages %}{% if m.role == 'assistant' and m.content is none %}"
+    "{% for c in m.tool_calls %}[{{ c.function.name }}]{% endfor %}"
+    "{% elif m.content is defined %}{{ m.content }}{% else %}<{{ m.role }} without content>{% endif %}{% endfor %}"
+)
+
+
+def test_hfjs_gets_null_content_as_transformers_js_does() -> None:
+    """transformers.js passes the client's JSON (``content: null`` stays null); transformers drops the key."""
+    subject = subject_with_template("tiny-chatml", _NULL_CONTENT)
+    call = Call(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}]}]
+    )  # fmt: skip
+    renderer = subject.model.renderer
+    kept = renderer.context(subject.template.source, call, keep_none=HFJS.keeps_none)
+    dropped = renderer.context(subject.template.source, call, keep_none=MINIJINJA.keeps_none)
+    assert kept["messages"][1]["content"] is None
+    assert "content" not in dropped["messages"][1]
+    assert renderer.render_many(subject.template.source, [call])[0].text == "x<assistant without content>"
+
+
+@needs_hfjs
+def test_hfjs_renders_null_content_as_transformers_js() -> None:
+    subject = subject_with_template("tiny-chatml", _NULL_CONTENT)
+    call = Call(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}]}]
+    )  # fmt: skip
+    renderer = subject.model.renderer
+    source = subject.template.source
+    kept = HFJS.render_many(source, [renderer.context(source, call, keep_none=True)], renderer.limits, None)
+    assert kept == ["x[f]"]

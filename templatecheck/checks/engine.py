@@ -135,7 +135,10 @@ def render_pairs(
         ours = subject.render_each(conversations, add_generation_prompt=flag)
         calls = subject.calls(conversations, add_generation_prompt=flag)
         theirs = engine.render_many(
-            source, [renderer.context(source, c) for c in calls], renderer.limits, renderer.clock
+            source,
+            [renderer.context(source, c, keep_none=engine.keeps_none) for c in calls],
+            renderer.limits,
+            renderer.clock,
         )
         for i, a, b in zip(chosen, ours, theirs, strict=True):
             out[i] = (a, b)
