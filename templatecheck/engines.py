@@ -39,7 +39,7 @@ from typing import Any
 import jinja2.nodes
 
 from templatecheck.render import Limits, RenderError
-from templatecheck.worker import GRACE, REPEATED, Answer, end, exceeded, shared
+from templatecheck.worker import GRACE, Answer, completed, end, exceeded, shared
 
 #: The version of @huggingface/jinja that ``templatecheck engines install`` installs.
 HFJS_PACKAGE = "@huggingface/jinja@0.5.11"
@@ -193,26 +193,25 @@ class NodeProcess:
     def run(
         self, source: str, contexts: Sequence[dict[str, Any]], limits: Limits, clock: datetime | None
     ) -> list[Answer]:
-        """One answer per context; after a bound exceeded, the rest repeat it without rendering."""
+        """One answer per context, the contexts sent in one request; after a bound exceeded, the rest repeat
+        it without rendering. Each answer is waited for within one render's deadline."""
         answers: list[Answer] = []
+        if not contexts:
+            return answers
         with self._lock:
-            for context in contexts:
-                if answers and exceeded(answers[-1]):
-                    answers.append(
-                        {"error": answers[-1]["error"], "message": answers[-1]["message"] + REPEATED}
-                    )
-                    continue
-                answers.append(self._render(source, context, limits, clock))
-        return answers
+            answers = self._batch(source, contexts, limits, clock)
+        return completed(answers, len(contexts))
 
     def close(self) -> None:
         with self._lock:
             self._stop()
 
-    def _render(self, source: str, context: dict[str, Any], limits: Limits, clock: datetime | None) -> Answer:
+    def _batch(
+        self, source: str, contexts: Sequence[dict[str, Any]], limits: Limits, clock: datetime | None
+    ) -> list[Answer]:
         request = {
             "source": source,
-            "context": context,
+            "contexts": list(contexts),
             "clock": clock.isoformat() if clock is not None else None,
             "max_chars": limits.max_output_chars,
         }
@@ -223,18 +222,22 @@ class NodeProcess:
             process.stdin.flush()
         except OSError:
             self._stop()
-            return {"error": "crash", "message": "the Node process ended unexpectedly"}
+            return [{"error": "crash", "message": "the Node process ended unexpectedly"}]
         wait = limits.seconds + GRACE if limits.seconds is not None else None
         cap = 12 * limits.max_output_chars + 4096 if limits.max_output_chars is not None else None
-        line = self._line(wait, cap)
-        if isinstance(line, str):
-            return self._died(line, limits)
-        answer = json.loads(line)
-        return (
-            answer
-            if isinstance(answer, dict)
-            else {"error": "crash", "message": "Node answered a non-answer"}
-        )
+        answers: list[Answer] = []
+        while len(answers) < len(contexts) and not (answers and exceeded(answers[-1])):
+            line = self._line(wait, cap)
+            if isinstance(line, str):
+                answers.append(self._died(line, limits))
+                break
+            answer = json.loads(line)
+            answers.append(
+                answer
+                if isinstance(answer, dict)
+                else {"error": "crash", "message": "Node answered a non-answer"}
+            )
+        return answers
 
     def _died(self, why: str, limits: Limits) -> Answer:
         process = self._process

@@ -1,8 +1,9 @@
 // templatecheck's driver for @huggingface/jinja: one JSON request per line on stdin, one JSON answer per line
 // on stdout. Started by templatecheck.engines with an empty environment and a bounded heap:
 //   node --max-old-space-size=MB hfjs_driver.mjs NODE_DIR
-// A request is {"source", "context", "clock" (ISO date, or null), "max_chars"}; an answer is {"ok": text} or
-// {"error": kind, "message": text}, kind one of syntax, refused, raised, output.
+// A request is {"source", "contexts", "clock" (ISO date, or null), "max_chars"}: one answer line per context,
+// in order, each {"ok": text} or {"error": kind, "message": text}, kind one of syntax, refused, raised, output;
+// after an output error the batch stops (the caller answers the rest with it).
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -52,14 +53,14 @@ function compiled(source) {
   return parsed.get(source);
 }
 
-function answer(request) {
+function answer(request, given) {
   let template;
   try {
     template = compiled(request.source);
   } catch (error) {
     return { error: "syntax", message: String(error && error.message) };
   }
-  const context = { ...request.context };
+  const context = { ...given };
   context.raise_exception = (message) => { throw new Refusal(String(message)); };
   if (request.clock !== null) {
     const clock = new Date(request.clock + "Z");
@@ -80,11 +81,21 @@ function answer(request) {
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
 process.stdout.write(JSON.stringify({ ready: true }) + "\n");
 for await (const line of lines) {
-  let reply;
+  let request;
   try {
-    reply = answer(JSON.parse(line));
+    request = JSON.parse(line);
   } catch (error) {
-    reply = { error: "crash", message: String(error && error.message) };
+    process.stdout.write(JSON.stringify({ error: "crash", message: String(error && error.message) }) + "\n");
+    continue;
   }
-  process.stdout.write(JSON.stringify(reply) + "\n");
+  for (const context of request.contexts) {
+    let reply;
+    try {
+      reply = answer(request, context);
+    } catch (error) {
+      reply = { error: "crash", message: String(error && error.message) };
+    }
+    process.stdout.write(JSON.stringify(reply) + "\n");
+    if (reply.error === "output") break;
+  }
 }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -433,10 +432,6 @@ def _gguf_key(name: str) -> str:
     return "tokenizer.chat_template" + ("" if name == "default" else f".{name}")
 
 
-def _render_key(messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> bytes:
-    return pickle.dumps((messages, sorted(kwargs.items())), protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def read_configs(directory: Path) -> tuple[Any, dict[str, Any] | None]:
     """``generation_config.json`` and ``config.json`` of ``directory`` (``None`` where absent), with the token
     fields of those and of the tokenizer's configuration validated: one clear error for a bad value.
@@ -481,40 +476,25 @@ class Subject:
         when tools are passed) always gets one, and a conversation with tool calls gets definitions of the
         tools it calls, unless the caller passes ``tools`` itself.
         """
-        store = self._prefetched()
-        if store:
-            ready = store.get(_render_key(messages, kwargs))
-            if ready:
-                result = ready.pop()
-                if isinstance(result, RenderError):
-                    raise result
-                return result
         return self.model.renderer.render(self.template.source, messages, **self.arguments(messages, kwargs))
 
     def prefetch(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> None:
-        """Render ``conversations`` in one batch ahead of the renders a check asks for one at a time: each
-        result answers the first equal :meth:`render` call (a later equal call renders again)."""
+        """Render ``conversations`` in one batch ahead of the renders a check asks for one at a time (the
+        renderer keeps what each gave, so the later :meth:`render` calls cost no render)."""
         self.prefetch_each([(messages, kwargs) for messages in conversations])
 
     def prefetch_each(self, renders: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
         """:meth:`prefetch` with arguments of their own for each conversation."""
         calls = [self._call(messages, kwargs) for messages, kwargs in renders]
-        results = self.model.renderer.render_many(self.template.source, calls)
-        store = self._prefetched()
-        for (messages, kwargs), result in zip(renders, results, strict=True):
-            store.setdefault(_render_key(messages, kwargs), []).append(result)
-
-    def _prefetched(self) -> dict[bytes, list[Rendered | RenderError]]:
-        found: dict[bytes, list[Rendered | RenderError]] = self.model.cache.setdefault(
-            ("prefetched", self.template.name, self.template.source), {}
-        )
-        return found
+        self.model.renderer.render_many(self.template.source, calls)
 
     def render_each(
-        self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any
+        self, conversations: Sequence[list[dict[str, Any]]], *, fresh: bool = False, **kwargs: Any
     ) -> list[str | RenderError]:
-        """The rendering of each conversation (or its error), rendered in one batch."""
-        results = self.model.renderer.render_many(self.template.source, self.calls(conversations, **kwargs))
+        """The rendering of each conversation (or its error), rendered in one batch (``fresh``: each rendered
+        anew, not answered from an equal render made before)."""
+        calls = self.calls(conversations, **kwargs)
+        results = self.model.renderer.render_many(self.template.source, calls, fresh=fresh)
         return [r.text if isinstance(r, Rendered) else r for r in results]
 
     def calls(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> list[Call]:

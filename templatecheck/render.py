@@ -14,8 +14,10 @@ in the size of strings and numbers the template can build, so a hostile or broke
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,7 +33,7 @@ import jinja2.nodes
 import jinja2.sandbox
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-from templatecheck.worker import REPEATED, Answer, Budget, Job, exceeded, shared
+from templatecheck.worker import BOUND_KINDS, REPEATED, Answer, Budget, Job, exceeded, shared
 
 #: The clock templates see through ``strftime_now`` unless a check asks otherwise. Rendering through a pinned
 #: clock makes every result reproducible; ``Renderer(clock=None)`` gives transformers' behaviour.
@@ -516,6 +518,71 @@ class _Ledger:
                 self.exceeded[source] = error
 
 
+class _Memo:
+    """Renderings already made: several checks ask for the same render (a sample conversation with the
+    generation prompt, its prefixes), and under a pinned clock a render is a function of its call, so each is
+    made once. Bounded by the characters kept (least recently used first out); a bound exceeded is not kept
+    (the ledger answers those)."""
+
+    def __init__(self, max_chars: int = 1 << 26) -> None:
+        self.entries: OrderedDict[tuple[Any, ...], Rendered | RenderError] = OrderedDict()
+        self.max_chars = max_chars
+        self.chars = 0
+
+    @staticmethod
+    def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
+        """The key of a render; ``None`` for a call whose values do not pickle (rendered every time)."""
+        try:
+            fields = pickle.dumps(
+                (
+                    call.messages,
+                    call.add_generation_prompt,
+                    call.continue_final_message,
+                    call.tools,
+                    call.documents,
+                    sorted(call.variables.items()),
+                ),
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
+        except Exception:
+            return None
+        return (source, clock, max_chars, fields)
+
+    def get(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        self.entries.move_to_end(key)
+        return _copy(found)
+
+    def put(self, key: tuple[Any, ...], result: Rendered | RenderError) -> None:
+        if isinstance(result, RenderError) and result.kind in BOUND_KINDS:
+            return
+        if key in self.entries:
+            return
+        self.entries[key] = result
+        self.chars += _size(key, result)
+        while self.chars > self.max_chars and self.entries:
+            old_key, old = self.entries.popitem(last=False)
+            self.chars -= _size(old_key, old)
+
+
+#: The first item of the pending key of a call that is rendered without being kept.
+_UNKEPT = object()
+
+
+def _size(key: tuple[Any, ...], result: Rendered | RenderError) -> int:
+    text = result.text if isinstance(result, Rendered) else result.message
+    return len(text) + len(key[3])
+
+
+def _copy(result: Rendered | RenderError) -> Rendered | RenderError:
+    """A fresh copy of a kept result (callers may change what they get)."""
+    if isinstance(result, Rendered):
+        return Rendered(result.text, list(result.generation_spans))
+    return RenderError(result.kind, result.message)
+
+
 @dataclass(frozen=True)
 class Call:
     """One render's arguments (see :meth:`Renderer.render`)."""
@@ -541,6 +608,7 @@ class Renderer:
     limits: Limits = Limits()
     clock: datetime | None = PINNED_CLOCK
     ledger: _Ledger = field(default_factory=_Ledger, compare=False, repr=False)
+    memo: _Memo = field(default_factory=_Memo, compare=False, repr=False)
 
     def with_clock(self, clock: datetime | None) -> Renderer:
         """The same renderer reading another clock."""
@@ -568,23 +636,51 @@ class Renderer:
             raise result
         return result
 
-    def render_many(self, source: str, calls: Sequence[Call]) -> list[Rendered | RenderError]:
+    def render_many(
+        self, source: str, calls: Sequence[Call], *, fresh: bool = False
+    ) -> list[Rendered | RenderError]:
         """Render each call, in one batch to the render worker; each result is a rendering or its error.
 
-        Invalid arguments of the caller's own raise ``ValueError`` before anything renders.
+        Under a pinned clock a call rendered before (by this renderer or one made from it with
+        :meth:`with_clock`) is answered from what it gave, and equal calls of a batch render once; ``fresh``
+        renders every call (to see whether equal renders agree). Invalid arguments of the caller's own raise
+        ``ValueError`` before anything renders.
         """
-        prepared = [self._prepare(source, call) for call in calls]
+        for call in calls:
+            if call.continue_final_message and call.add_generation_prompt:
+                raise ValueError("continue_final_message and add_generation_prompt are not compatible")
         try:
             self.ledger.check(source, self.limits)
         except RenderError as error:
             return [error] * len(calls)
-        jobs = [
-            ("render", source, context, self.clock, self.limits.max_output_chars) for context, _ in prepared
-        ]
-        start = time.monotonic()
-        answers = shared().run(jobs, self.limits.budget())
-        self.ledger.record(source, time.monotonic() - start, answers)
-        return [_result(answer, final) for answer, (_, final) in zip(answers, prepared, strict=True)]
+        keep = not fresh and self.clock is not None
+        results: list[Rendered | RenderError | None] = [None] * len(calls)
+        pending: dict[Any, list[int]] = {}
+        for i, call in enumerate(calls):
+            key = self.memo.key(source, self.clock, self.limits.max_output_chars, call) if keep else None
+            found = self.memo.get(key) if key is not None else None
+            if found is not None:
+                results[i] = found
+            else:
+                pending.setdefault(key if key is not None else (_UNKEPT, i), []).append(i)
+        if pending:
+            prepared = [self._prepare(source, calls[where[0]]) for where in pending.values()]
+            jobs = [
+                ("render", source, context, self.clock, self.limits.max_output_chars)
+                for context, _ in prepared
+            ]
+            start = time.monotonic()
+            answers = shared().run(jobs, self.limits.budget())
+            self.ledger.record(source, time.monotonic() - start, answers)
+            for (key, where), answer, (_, final) in zip(pending.items(), answers, prepared, strict=True):
+                result = _result(answer, final)
+                if key[0] is not _UNKEPT:
+                    self.memo.put(key, result)
+                for i in where:
+                    results[i] = _copy(result)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(calls)
+        return done
 
     def context(self, source: str, call: Call, *, keep_none: bool = False) -> dict[str, Any]:
         """The variables a template gets for ``call``, as transformers passes them (for other engines; with

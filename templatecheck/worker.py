@@ -65,7 +65,7 @@ def exceeded(answer: Answer) -> bool:
     return answer.get("error") in BOUND_KINDS
 
 
-def _completed(answers: list[Answer], count: int) -> list[Answer]:
+def completed(answers: list[Answer], count: int) -> list[Answer]:
     """The ``count`` answers of a batch: those a child gave, and for the jobs after a bound exceeded (where the
     child stopped), that bound again, without running anything."""
     if answers and exceeded(answers[-1]):
@@ -121,7 +121,7 @@ class Worker:
             except WorkerDied as died:
                 self._stop()
                 answers.append({"error": died.kind, "message": died.message})
-        return _completed(answers, len(jobs))
+        return completed(answers, len(jobs))
 
     def close(self) -> None:
         with self._lock:
@@ -302,7 +302,7 @@ def run_forked(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answe
     child has every object loaded here, such as a tokenizer, without loading it again, and none of this
     process's environment variables.
     """
-    return _completed(_fork_batch(tasks, budget), len(tasks))
+    return completed(_fork_batch(tasks, budget), len(tasks))
 
 
 def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
@@ -322,7 +322,7 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
                     answer = _run_task(task, budget)
                     write_answer(sink, answer)
                     if exceeded(answer):
-                        break  # the parent answers the rest with it (see _completed)
+                        break  # the parent answers the rest with it (see completed)
         finally:
             os._exit(0)
     os.close(write_fd)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 
-from templatecheck.render import PINNED_CLOCK, Limits, Renderer, RenderError, compile_template
+from templatecheck.render import PINNED_CLOCK, Call, Limits, Rendered, Renderer, RenderError, compile_template
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -142,3 +143,79 @@ def test_bounds_leave_no_pending_interrupt_behind() -> None:
         fast.render(CHATML, HI)
     time.sleep(0.1)  # any interrupt armed by the renders above would land here
     assert render(CHATML) == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+# ------------------------------------------------------------------------------------------------ the memo
+
+
+def _jobs_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the render worker gets from now on."""
+    from templatecheck import worker
+
+    sent: list[int] = []
+    real = worker.Worker.run
+
+    def run(self: worker.Worker, jobs: Any, budget: Any) -> Any:
+        sent.append(len(jobs))
+        return real(self, jobs, budget)
+
+    monkeypatch.setattr(worker.Worker, "run", run)
+    return sent
+
+
+MEMO_CHAT = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+
+
+def test_an_equal_render_is_answered_from_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = Renderer()
+    sent = _jobs_sent(monkeypatch)
+    first = renderer.render(MEMO_CHAT, [{"role": "user", "content": "hi"}])
+    again = renderer.render(MEMO_CHAT, [{"role": "user", "content": "hi"}])
+    assert first == again and first is not again
+    first.text = "changed by a caller"
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "hi"}]).text == "<user>hi"
+    batch = renderer.render_many(
+        MEMO_CHAT, [Call([{"role": "user", "content": t}]) for t in ("a", "b", "a", "hi")]
+    )
+    assert [r.text for r in batch if isinstance(r, Rendered)] == ["<user>a", "<user>b", "<user>a", "<user>hi"]
+    assert sent == [1, 2]  # "hi" once; in the batch "a" once, "b" once, "hi" not at all
+    other = renderer.with_clock(datetime(2030, 1, 1))
+    other.render(MEMO_CHAT, [{"role": "user", "content": "hi"}])
+    assert sent == [1, 2, 1]  # another clock is another render
+
+
+def test_fresh_and_live_clock_renders_are_always_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _jobs_sent(monkeypatch)
+    renderer = Renderer()
+    call = Call([{"role": "user", "content": "hi"}])
+    renderer.render_many(MEMO_CHAT, [call])
+    renderer.render_many(MEMO_CHAT, [call, call, call], fresh=True)
+    live = Renderer(clock=None)
+    live.render_many(MEMO_CHAT, [call])
+    live.render_many(MEMO_CHAT, [call])
+    assert sent == [1, 3, 1, 1]
+
+
+def test_template_errors_are_kept_and_bounds_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _jobs_sent(monkeypatch)
+    renderer = Renderer()
+    raising = "{{ raise_exception('no system role') }}"
+    for _ in range(2):
+        with pytest.raises(RenderError, match="no system role") as caught:
+            renderer.render(raising, [{"role": "user", "content": "hi"}])
+        assert caught.value.kind == "refused"
+    assert sent == [1]
+    memo = Renderer().memo
+    key = memo.key(raising, None, None, call=Call([]))
+    assert key is not None
+    memo.put(key, RenderError("timeout", "render exceeded 2 s"))
+    assert memo.get(key) is None
+
+
+def test_the_memo_is_bounded_by_the_characters_it_keeps() -> None:
+    renderer = Renderer()
+    renderer.memo.max_chars = 2_000
+    for i in range(50):
+        renderer.render(MEMO_CHAT, [{"role": "user", "content": f"{i:04d}" * 50}])
+    assert 0 < renderer.memo.chars <= 2_000
+    assert len(renderer.memo.entries) < 50

@@ -85,14 +85,15 @@ def test_a_bound_is_paid_once_per_template() -> None:
 
 
 def test_a_slow_template_stops_at_its_budget() -> None:
-    """A template that stays under the per-render bound but is slow costs at most its budget in a run."""
+    """A template that stays under the per-render bound but is slow costs at most its budget in a run (each
+    render a different conversation: an equal one is answered from the first)."""
     renderer = Renderer(limits=Limits(seconds=2.0, budget_seconds=0.5))
     slow = "{% for a in range(300) %}{% for b in range(1000) %}{% endfor %}{% endfor %}ok"
     start = time.perf_counter()
     kinds = []
-    for _ in range(40):
+    for i in range(40):
         try:
-            renderer.render(slow, HI)
+            renderer.render(slow, [{"role": "user", "content": f"hi {i}"}])
             kinds.append("ok")
         except RenderError as error:
             kinds.append(error.kind)

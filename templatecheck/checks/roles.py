@@ -256,9 +256,8 @@ def clock(subject: Subject) -> list[Finding]:
             first = subject.render(conversation, add_generation_prompt=True)
         except RenderError:
             return [skipped("no plain conversation renders (see `renders`)")]
-    try:
-        again = [subject.render(conversation, add_generation_prompt=True) for _ in range(_REPEATS - 1)]
-    except RenderError:
+    again = subject.render_each([conversation] * (_REPEATS - 1), fresh=True, add_generation_prompt=True)
+    if any(isinstance(r, RenderError) for r in again):
         return [skipped("no plain conversation renders (see `renders`)")]
     if any(r != first for r in again):
         return [
