@@ -30,7 +30,7 @@ from templatecheck.checks import tokenizer as tokenizer_checks  # noqa: E402
 from templatecheck.model import Subject, load_model  # noqa: E402
 from templatecheck.render import Renderer  # noqa: E402
 from templatecheck.result import Layer  # noqa: E402
-from templatecheck.sample import _draw  # noqa: E402
+from templatecheck.sample import _draw, _projected  # noqa: E402
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
@@ -58,8 +58,20 @@ def main() -> None:
     original_apply = tokenizer_class.apply_chat_template
     inside_apply = False
 
-    def recording_render_many(self: Renderer, source: str, calls: Any) -> Any:
+    asked = 0
+    made: set[Any] = set()
+
+    def recording_render_many(self: Renderer, source: str, calls: Any, *, fresh: bool = False) -> Any:
+        """Record the renders the suite makes: a call it asked for before (under the same clock) is answered
+        from the renderer's memo, so it is not raw work (``asked`` counts every call)."""
+        nonlocal asked
         for call in calls:
+            asked += 1
+            key = None if fresh else self.memo.key(source, self.clock, self.limits.max_output_chars, call)
+            if key is not None and key in made:
+                continue
+            if key is not None:
+                made.add(key)
             kwargs = {
                 **call.variables,
                 "add_generation_prompt": call.add_generation_prompt,
@@ -68,7 +80,7 @@ def main() -> None:
                 "documents": call.documents,
             }
             renders.append((source, call.messages, kwargs))
-        return original_render_many(self, source, calls)
+        return original_render_many(self, source, calls, fresh=fresh)
 
     def recording_forked(tasks: Any, budget: Any) -> Any:
         """transformers' own calls run in a forked child, out of reach of the recorders: run them here once."""
@@ -95,7 +107,10 @@ def main() -> None:
         """Every check (but those of ``skip``) on every template, from cold: samples are drawn and capabilities
         probed afresh."""
         _draw.cache_clear()
+        _projected.cache_clear()
         model.cache.clear()
+        model.renderer.memo.entries.clear()
+        model.renderer.memo.chars = 0
         for subject in subjects:
             for check in REGISTRY.values():
                 if check.layer not in skip:
@@ -148,8 +163,8 @@ def main() -> None:
 
     print(f"model: {model_dir} ({len(subjects)} templates, {len(REGISTRY)} checks)")
     print(
-        f"work per suite run: {len(renders)} renders, {len(encodes)} tokenizations, "
-        f"{len(applied)} apply_chat_template calls"
+        f"work per suite run: {len(renders)} renders ({asked} asked for; an equal one is answered from the "
+        f"first), {len(encodes)} tokenizations, {len(applied)} apply_chat_template calls"
     )
     print(f"checks in-process:                 {suite_s * 1000:8.2f} ms")
     print(f"raw render + tokenize of the same: {raw_s * 1000:8.2f} ms")

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,14 +145,14 @@ def render_minijinja_here(
     :class:`RenderError` of kind ``syntax``, ``refused``, ``raised``, ``timeout`` or ``output``."""
     import minijinja
 
-    functions = {
-        "raise_exception": _raise_exception,
-        "strftime_now": lambda fmt: (clock or datetime.now()).strftime(str(fmt)),
-    }
-    env = minijinja.Environment(fuel=MINIJINJA_FUEL, pycompat=True, debug=False, globals=functions)
+    _MINIJINJA_CLOCK[0] = clock
+    try:
+        env = _minijinja_environment(source)
+    except minijinja.TemplateError as error:
+        raise RenderError("syntax", f"template does not parse: {_first_line(error)}") from None
     values = json.loads(json.dumps(context))  # TGI's context is serde JSON: tuples are lists, keys strings
     try:
-        text = str(env.render_str(tgi_source(source), **values))
+        text = str(env.render_template("<string>", **values))
     except _Refusal as refusal:
         raise RenderError("refused", f"template refused: {refusal}") from None
     except minijinja.TemplateError as error:
@@ -166,6 +167,32 @@ def render_minijinja_here(
             "output", f"output exceeded {max_chars / 1_000_000:g} MB ({len(text):,} characters)"
         )
     return text
+
+
+#: The clock ``strftime_now`` reads in the render being made (the render worker makes one at a time).
+_MINIJINJA_CLOCK: list[datetime | None] = [None]
+#: Environments holding one compiled template each, the most recently used last.
+_MINIJINJA_ENVIRONMENTS: OrderedDict[str, Any] = OrderedDict()
+
+
+def _minijinja_environment(source: str) -> Any:
+    """A MiniJinja environment as TGI configures it, holding ``source`` compiled (named as ``render_str`` names it) (kept for the
+    next renders of the template: compiling costs more than rendering; fuel is counted per render)."""
+    import minijinja
+
+    env = _MINIJINJA_ENVIRONMENTS.get(source)
+    if env is None:
+        functions = {
+            "raise_exception": _raise_exception,
+            "strftime_now": lambda fmt: (_MINIJINJA_CLOCK[0] or datetime.now()).strftime(str(fmt)),
+        }
+        env = minijinja.Environment(fuel=MINIJINJA_FUEL, pycompat=True, debug=False, globals=functions)
+        env.add_template("<string>", tgi_source(source))
+        _MINIJINJA_ENVIRONMENTS[source] = env
+        while len(_MINIJINJA_ENVIRONMENTS) > 8:
+            _MINIJINJA_ENVIRONMENTS.popitem(last=False)
+    _MINIJINJA_ENVIRONMENTS.move_to_end(source)
+    return env
 
 
 def _first_line(error: Exception) -> str:

@@ -55,6 +55,8 @@ def _draw(count: int) -> tuple[Conversation, ...]:
     same in every process: see :func:`_no_local_constants`)."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
+    from templatecheck.model import settle
+
     drawn: list[Conversation] = []
 
     @settings(
@@ -72,6 +74,7 @@ def _draw(count: int) -> tuple[Conversation, ...]:
 
     with _storage_elsewhere(), _no_local_constants():
         collect()
+    settle()
     return tuple(drawn)
 
 
@@ -170,9 +173,14 @@ def _convert_arguments(call: dict[str, Any], support: Support) -> dict[str, Any]
 def sample(support: Support, *, end_with_user: bool = True, count: int = BASE_COUNT) -> list[Conversation]:
     """Up to ``count`` distinct conversations within ``support``, the same on every call; a fresh copy.
 
-    All samples come from one hypothesis draw per process, projected onto each template's support, so a
-    suite over many templates pays for drawing once.
+    All samples come from one hypothesis draw per process, projected onto each template's support (once per
+    support: several checks ask for the same sample), so a suite over many templates pays for drawing once.
     """
+    return [plain_copy(c) for c in _projected(support, end_with_user, count)]
+
+
+@lru_cache(maxsize=64)
+def _projected(support: Support, end_with_user: bool, count: int) -> tuple[Conversation, ...]:
     chosen: dict[str, Conversation] = {}
     for conversation in _draw(max(count, BASE_COUNT)):
         projected = project(conversation, support, end_with_user=end_with_user)
@@ -180,7 +188,20 @@ def sample(support: Support, *, end_with_user: bool = True, count: int = BASE_CO
             chosen.setdefault(json.dumps(projected, sort_keys=True), projected)
         if len(chosen) >= count:
             break
-    return copy.deepcopy(list(chosen.values()))
+    return tuple(chosen.values())
+
+
+def plain_copy(value: Any) -> Any:
+    """A copy of plain data (dicts, lists and tuples of scalars), as :func:`copy.deepcopy` makes it, at a
+    fraction of its cost; anything else is shared."""
+    kind = type(value)
+    if kind is dict:
+        return {k: plain_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [plain_copy(v) for v in value]
+    if kind is tuple:
+        return tuple(plain_copy(v) for v in value)
+    return value
 
 
 def minimize(

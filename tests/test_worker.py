@@ -158,7 +158,8 @@ def test_forked_tasks_are_bounded() -> None:
 def test_a_batch_stops_at_its_first_bound(source: str) -> None:
     """A batch holds one template's renders: the first past a bound is the finding, the rest answer at once."""
     start = time.perf_counter()
-    results = Renderer(limits=Limits(seconds=0.5)).render_many(source, [Call(HI)] * 6)
+    calls = [Call([{"role": "user", "content": f"hi {i}"}]) for i in range(6)]
+    results = Renderer(limits=Limits(seconds=0.5)).render_many(source, calls)
     assert time.perf_counter() - start < 4
     assert all(isinstance(r, RenderError) and r.kind == "timeout" for r in results)
     assert [r.message.endswith("it is not rendered again)") for r in results] == [False] + [True] * 5  # type: ignore[union-attr]
