@@ -175,9 +175,14 @@ _UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _LINE = re.compile(r"\(in [^:()]*:(\d+)\)")
 
 
+#: The pieces a diff aligns: words, and single other characters (a character-level diff of long renderings
+#: costs quadratic time; words align the same differences at a fraction of it).
+_PIECES = re.compile(r"\w+|\W")
+
+
 def _diff(ours: str, theirs: str) -> list[tuple[int, int, str, str]]:
-    """Where two texts differ: (start, end in ours, our text, theirs), from a diff of the part between their
-    common prefix and suffix (capped, so a huge rendering costs a bounded diff)."""
+    """Where two texts differ: (start, end in ours, our text, theirs), from a diff of the words and other
+    characters between their common prefix and suffix (capped, so a huge rendering costs a bounded diff)."""
     start = 0
     while start < min(len(ours), len(theirs)) and ours[start] == theirs[start]:
         start += 1
@@ -185,12 +190,39 @@ def _diff(ours: str, theirs: str) -> list[tuple[int, int, str, str]]:
     while end < min(len(ours), len(theirs)) - start and ours[-1 - end] == theirs[-1 - end]:
         end += 1
     a, b = ours[start : len(ours) - end][:4000], theirs[start : len(theirs) - end][:4000]
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    pa, pb = _PIECES.findall(a), _PIECES.findall(b)
+    ia, ib = _offsets(pa), _offsets(pb)
+    matcher = difflib.SequenceMatcher(None, pa, pb, autojunk=False)
     return [
-        (start + i1, start + i2, a[i1:i2], b[j1:j2])
+        (start + ia[i1], start + ia[i2], a[ia[i1] : ia[i2]], b[ib[j1] : ib[j2]])
         for op, i1, i2, j1, j2 in matcher.get_opcodes()
         if op != "equal"
     ]
+
+
+def _offsets(pieces: list[str]) -> list[int]:
+    """The character offset of each piece, and the end."""
+    offsets = [0]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece))
+    return offsets
+
+
+def _space_runs(ours: str, theirs: str) -> list[tuple[int, str, str]]:
+    """Where two texts that differ only in whitespace differ: (position in ours, our run, theirs) for each
+    run of whitespace between the same two visible characters that is not the same in both (linear)."""
+    found: list[tuple[int, str, str]] = []
+    i = j = 0
+    while i < len(ours) or j < len(theirs):
+        i0, j0 = i, j
+        while i < len(ours) and ours[i].isspace():
+            i += 1
+        while j < len(theirs) and theirs[j].isspace():
+            j += 1
+        if ours[i0:i] != theirs[j0:j]:
+            found.append((i0, ours[i0:i], theirs[j0:j]))
+        i, j = i + 1, j + 1  # the same visible character in both
+    return found
 
 
 def _squeezed(text: str) -> str:
@@ -198,13 +230,13 @@ def _squeezed(text: str) -> str:
 
 
 def _segments(ours: str, theirs: str) -> list[tuple[int, str, str]]:
-    """Where two renderings differ: (position in ours, our text, theirs). When they differ in more than
-    whitespace, the diff is of the texts without whitespace (a newline more would misalign the rest), its
-    positions mapped back into ours."""
+    """Where two renderings differ: (position in ours, our text, theirs). When they differ only in
+    whitespace, the runs of whitespace that differ; otherwise the diff is of the texts without whitespace (a
+    newline more would misalign the rest), its positions mapped back into ours."""
     kept = [i for i, c in enumerate(ours) if not c.isspace()]
     squeezed, other = "".join(ours[i] for i in kept), _squeezed(theirs)
     if squeezed == other:
-        return [(at, mine, theirs_) for at, _, mine, theirs_ in _diff(ours, theirs)]
+        return _space_runs(ours, theirs)
     kept.append(len(ours))
     return [(kept[at], mine, theirs_) for at, _, mine, theirs_ in _diff(squeezed, other)]
 
