@@ -3,19 +3,28 @@
 A check evaluates its property over a sample drawn once per process (hypothesis' generation phase with a
 derandomized seed, no example database: the same run gives the same verdict, which a CI gate needs), then
 projected onto what each template supports (:class:`~templatecheck.strategies.Support`), so the cost of
-drawing is paid once for every check and template. When a conversation fails, :func:`minimize` shrinks it to a short readable one
+drawing is paid once for every check and template. The draw is the same in every process, so it is kept in
+the user's cache directory (:func:`draw_cache`) and read back by later runs and by the other processes of a
+``pytest -n`` run, keyed by what decides it: hypothesis' and Python's versions and the code of the
+strategies. When a conversation fails, :func:`minimize` shrinks it to a short readable one
 that fails the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import importlib
 import json
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from templatecheck.conversation import Conversation, describe, well_formed
@@ -52,10 +61,101 @@ def _no_local_constants() -> Iterator[None]:
 @lru_cache(maxsize=8)
 def _draw(count: int) -> tuple[Conversation, ...]:
     """``count`` conversations with every feature, ending with an assistant reply (one hypothesis run, the
-    same in every process: see :func:`_no_local_constants`)."""
-    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-
+    same in every process: see :func:`_no_local_constants`), read from the draw cache when it holds them."""
     from templatecheck.model import settle
+
+    path = _cached_draw_path(count)
+    kept = _read_draw(path, count) if path is not None else None
+    if kept is not None:
+        return kept
+    drawn = _run_draw(count)
+    if path is not None:
+        _write_draw(path, drawn)
+    settle()
+    return drawn
+
+
+def draw_cache() -> Path | None:
+    """Where draws are kept: ``$TEMPLATECHECK_CACHE_DIR`` (``off``: nowhere), or ``templatecheck/draws`` under
+    the user's cache directory."""
+    given = os.environ.get("TEMPLATECHECK_CACHE_DIR")
+    if given == "off":
+        return None
+    if given:
+        return Path(given).expanduser() / "draws"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "templatecheck" / "draws"
+
+
+#: The modules whose code decides what a draw holds.
+_DRAW_CODE = ("strategies.py", "conversation.py", "sample.py")
+
+
+def _cached_draw_path(count: int) -> Path | None:
+    folder = draw_cache()
+    if folder is None:
+        return None
+    import hypothesis
+
+    version = f"{hypothesis.__version__}\0{sys.version_info[:2]}\0{count}"
+    digest = hashlib.sha256(version.encode())
+    here = Path(__file__).parent
+    for name in _DRAW_CODE:
+        try:
+            digest.update((here / name).read_bytes())
+        except OSError:
+            return None
+    return folder / f"draw-{count}-{digest.hexdigest()[:32]}.json"
+
+
+def _read_draw(path: Path, count: int) -> tuple[Conversation, ...] | None:
+    """The draw kept at ``path``; ``None`` when there is none or it is not ``count`` well-formed conversations
+    (a damaged file is drawn again, and replaced)."""
+    try:
+        if not path.is_file():
+            return None
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, list) or len(found) != count:
+        return None
+    if not all(isinstance(c, list) and c and all(isinstance(m, dict) for m in c) for c in found):
+        return None
+    if not all(well_formed(c) for c in found):
+        return None
+    return tuple(found)
+
+
+def _write_draw(path: Path, drawn: tuple[Conversation, ...]) -> None:
+    """Keep ``drawn`` at ``path`` when JSON holds it exactly (atomically; a cache that cannot be written is no
+    cache)."""
+    text = json.dumps(list(drawn), ensure_ascii=True)
+    if not _same_values(json.loads(text), list(drawn)):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
+            out.write(text)
+        os.replace(out.name, path)
+    except OSError:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(out.name)
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """Equal, with the same types all the way down (JSON would turn a tuple into a list, say)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same_values(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_values(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _run_draw(count: int) -> tuple[Conversation, ...]:
+    """The hypothesis run of :func:`_draw`."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
     drawn: list[Conversation] = []
 
@@ -74,7 +174,6 @@ def _draw(count: int) -> tuple[Conversation, ...]:
 
     with _storage_elsewhere(), _no_local_constants():
         collect()
-    settle()
     return tuple(drawn)
 
 

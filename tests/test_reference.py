@@ -514,13 +514,16 @@ def test_without_mistral_common_the_oracle_is_skipped_with_the_install_command(
     assert result.message == "mistral-common is not installed: pip install 'templatecheck[mistral]'"
 
 
-def test_the_sample_is_the_same_in_every_call() -> None:
+def test_the_sample_is_the_same_in_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
     from templatecheck.formats.compare import cases
-    from templatecheck.sample import _draw
+    from templatecheck.sample import _draw, _projected
 
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", "off")  # hypothesis draws each time
     _draw.cache_clear()
+    _projected.cache_clear()
     first = cases(20, tool_calls=True)
     _draw.cache_clear()
+    _projected.cache_clear()
     assert cases(20, tool_calls=True) == first
     assert len({c.name for c in first if c.name.startswith("drawn")}) == 20
     assert all(not c.add_generation_prompt for c in first if c.messages[-1]["role"] == "assistant")

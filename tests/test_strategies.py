@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from templatecheck.conversation import Conversation, well_formed
@@ -125,7 +127,7 @@ def _draw_digest(folder: Path, first: str, mode: str) -> str:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env={**os.environ, "PYTHONHASHSEED": "0", "TEMPLATECHECK_CACHE_DIR": "off"},  # draw, not read
     )
     return done.stdout.strip()
 
@@ -192,3 +194,59 @@ def test_projection_replaces_the_wire_forms_a_template_does_not_take() -> None:
 def test_plain_support_draws_none_of_the_wire_extras() -> None:
     messages = _messages(sample(Support.plain(), end_with_user=False, count=60))
     assert all(set(m) == {"role", "content"} for m in messages)
+
+
+# ------------------------------------------------------------------------------------------ the draw cache
+
+
+def test_a_draw_is_kept_and_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from templatecheck import sample as sampling
+
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", str(tmp_path))
+    sampling._draw.cache_clear()
+    try:
+        drawn = sampling._draw(20)
+        (kept,) = (tmp_path / "draws").glob("draw-20-*.json")
+        sampling._draw.cache_clear()
+
+        def no_hypothesis(count: int) -> Any:
+            raise AssertionError("drew again although the draw was kept")
+
+        monkeypatch.setattr(sampling, "_run_draw", no_hypothesis)
+        assert sampling._draw(20) == drawn
+        sampling._draw.cache_clear()
+        kept.write_text('[[{"role": "assistant", "content": "a reply first"}]]')  # damaged: drawn again
+        monkeypatch.undo()
+        monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", str(tmp_path))
+        assert sampling._draw(20) == drawn
+        assert json.loads(kept.read_text()) == [list(c) for c in drawn]
+    finally:
+        sampling._draw.cache_clear()
+
+
+def test_the_draw_cache_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from templatecheck import sample as sampling
+
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    sampling._draw.cache_clear()
+    try:
+        assert sampling.draw_cache() is None
+        assert len(sampling._draw(20)) == 20
+        assert not any(tmp_path.iterdir())
+    finally:
+        sampling._draw.cache_clear()
+
+
+def test_an_unwritable_draw_cache_is_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from templatecheck import sample as sampling
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", str(blocker))
+    sampling._draw.cache_clear()
+    try:
+        assert len(sampling._draw(20)) == 20
+        assert blocker.read_text() == "not a folder"
+    finally:
+        sampling._draw.cache_clear()
