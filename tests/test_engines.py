@@ -417,3 +417,13 @@ def test_hfjs_renders_null_content_as_transformers_js() -> None:
     source = subject.template.source
     kept = HFJS.render_many(source, [renderer.context(source, call, keep_none=True)], renderer.limits, None)
     assert kept == ["x[f]"]
+
+
+def test_whitespace_differences_are_the_runs_that_differ() -> None:
+    from templatecheck.checks.engine import _segments
+
+    ours, theirs = "<a>\n\nhi <b>x", "<a>hi  <b>\tx"
+    assert _segments(ours, theirs) == [(3, "\n\n", ""), (7, " ", "  "), (11, "", "\t")]
+    assert _segments("same text", "same text") == []
+    # more than whitespace: the visible texts are diffed, positions in ours
+    assert _segments("say 'a'", 'say "a"') == [(4, "'", '"'), (6, "'", '"')]

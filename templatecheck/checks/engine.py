@@ -17,6 +17,7 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jinja2.nodes
 
@@ -208,35 +209,45 @@ def _offsets(pieces: list[str]) -> list[int]:
     return offsets
 
 
+_SPACE = re.compile(r"\s+")  # str.isspace's characters, as re's \s is for str patterns
+
+
+def _runs(text: str) -> list[tuple[int, int, str]]:
+    """Each run of whitespace of ``text``: (visible characters before it, where it starts, the run)."""
+    found, removed = [], 0
+    for match in _SPACE.finditer(text):
+        found.append((match.start() - removed, match.start(), match.group()))
+        removed += len(match.group())
+    return found
+
+
 def _space_runs(ours: str, theirs: str) -> list[tuple[int, str, str]]:
     """Where two texts that differ only in whitespace differ: (position in ours, our run, theirs) for each
-    run of whitespace between the same two visible characters that is not the same in both (linear)."""
+    run of whitespace between the same two visible characters that is not the same in both."""
+    mine = {before: (start, run) for before, start, run in _runs(ours)}
+    other = {before: run for before, _, run in _runs(theirs)}
     found: list[tuple[int, str, str]] = []
-    i = j = 0
-    while i < len(ours) or j < len(theirs):
-        i0, j0 = i, j
-        while i < len(ours) and ours[i].isspace():
-            i += 1
-        while j < len(theirs) and theirs[j].isspace():
-            j += 1
-        if ours[i0:i] != theirs[j0:j]:
-            found.append((i0, ours[i0:i], theirs[j0:j]))
-        i, j = i + 1, j + 1  # the same visible character in both
+    spaces = 0  # whitespace characters of ours before the position reached
+    for before in sorted(mine.keys() | other.keys()):
+        start, run = mine.get(before, (before + spaces, ""))
+        if run != other.get(before, ""):
+            found.append((start, run, other.get(before, "")))
+        spaces += len(run)
     return found
 
 
 def _squeezed(text: str) -> str:
-    return "".join(c for c in text if not c.isspace())
+    return _SPACE.sub("", text)
 
 
 def _segments(ours: str, theirs: str) -> list[tuple[int, str, str]]:
     """Where two renderings differ: (position in ours, our text, theirs). When they differ only in
     whitespace, the runs of whitespace that differ; otherwise the diff is of the texts without whitespace (a
     newline more would misalign the rest), its positions mapped back into ours."""
-    kept = [i for i, c in enumerate(ours) if not c.isspace()]
-    squeezed, other = "".join(ours[i] for i in kept), _squeezed(theirs)
+    squeezed, other = _squeezed(ours), _squeezed(theirs)
     if squeezed == other:
         return _space_runs(ours, theirs)
+    kept = [i for i, c in enumerate(ours) if not c.isspace()]
     kept.append(len(ours))
     return [(kept[at], mine, theirs_) for at, _, mine, theirs_ in _diff(squeezed, other)]
 
@@ -350,7 +361,11 @@ def _named(source: str, message: str, line: int) -> Hit | None:
     match = _NAMED.search(message)
     if match is None:
         return None
-    name = next(g for g in match.groups() if g)
+    return _named_use(source, next(g for g in match.groups() if g), line)
+
+
+@lru_cache(maxsize=256)
+def _named_use(source: str, name: str, line: int) -> Hit | None:
     nodes: list[jinja2.nodes.Node] = [
         n for n in parse_template(source).find_all((jinja2.nodes.Filter, jinja2.nodes.Test)) if n.name == name
     ]
