@@ -294,3 +294,64 @@ def test_no_finding_of_the_tools_check_is_unclassified(name: str) -> None:
     for fixture in ("hermes-3-tiny", "broken/tool-result-repr", "broken/tool-json-quotes"):
         result = tools(subject(fixture, name))
         assert all(not f.cause.endswith(".unclassified") for f in result.findings)
+
+
+# ------------------------------------------------------------------ calls behind tool definitions that crash
+
+#: DeepSeek R1 (llama.cpp's copies): ``tools | map(...) | tojson`` is a generator, which transformers' tojson
+#: cannot encode: every request with tools crashes before a call is written.
+CRASHING_DEFINITION = "{{ [tool] | map(attribute='function') | tojson }}"
+
+
+def crashing(*replacements: tuple[str, str]) -> CheckResult:
+    """The tools check on the Hermes tool template (as a default template) whose definitions crash."""
+    source = BASE.replace(DEFINITION, CRASHING_DEFINITION)
+    for old, new in replacements:
+        assert old in source, old
+        source = source.replace(old, new)
+    return tools(subject_with_template("hermes-3-tiny", source))
+
+
+def test_crashing_definitions_with_correct_calls_report_only_the_crash() -> None:
+    result = crashing()
+    assert [f.cause for f in result.findings if f.outcome is not Outcome.PASSED] == ["tools.crash"], [
+        (f.cause, f.message[:100]) for f in result.findings
+    ]
+    assert result.findings[0].message.startswith(
+        "a conversation with tool definitions does not render, though clients send it: template raised "
+        "TypeError: Object of type generator is not JSON serializable"
+    )
+
+
+def test_crashing_definitions_do_not_hide_string_arguments_encoded_twice() -> None:
+    """DeepSeek R1's current llama.cpp copy: ``tool_args | tojson`` encodes a JSON-string argument again."""
+    result = crashing((ARGUMENTS, "{{- fn.arguments | tojson }}"))
+    only(result, "tools.crash")
+    message = only(result, "tools.string_arguments_unsupported", Outcome.WARNING)
+    assert message.startswith("a tool call with arguments as a JSON string (the OpenAI wire form) renders")
+    assert '{\\"cityzq7\\": \\"Pariszq7arg\\"' in message
+    assert message.endswith(
+        "(rendered without `tools`, as a later request of the conversation: the tool definitions crash, so "
+        "this is what remains broken once they render)"
+    )
+
+
+def test_crashing_definitions_do_not_hide_calls_dropped_while_results_show() -> None:
+    """DeepSeek R1's older llama.cpp copy: calls only for ``content is none``, so content "" drops them."""
+    result = crashing((CALLS, "{%- for call in [] %}"))
+    only(result, "tools.crash")
+    message = only(result, "tools.call_dropped")
+    assert "sunny zq7result" in message
+    assert message.endswith("so this is what remains broken once they render)")
+
+
+def test_crashing_definitions_do_not_hide_calls_dropped_next_to_content() -> None:
+    """DeepSeek R1's llama.cpp copies write calls only when the reply has no text."""
+    result = crashing(
+        (
+            "{%- for call in message.tool_calls %}",
+            "{%- for call in message.tool_calls if not message.content %}",
+        )
+    )
+    message = only(result, "tools.call_dropped_with_content")
+    assert message.startswith("the tool call is dropped when the assistant message also has content")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from templatecheck import conversation as conv
@@ -149,15 +150,17 @@ def _json_objects_around(text: str, needle: str) -> list[Any]:
 class _Renders:
     """Renders tool conversations with the tool defined, collecting the errors as findings."""
 
-    def __init__(self, subject: Subject) -> None:
+    def __init__(self, subject: Subject, *, definitions: bool = True) -> None:
         self.subject = subject
+        #: ``False``: render without ``tools``, as a later request of a conversation (see :func:`_bare`).
+        self.definitions = definitions
         self.findings: list[Finding] = []
 
     def __call__(
         self, messages: conv.Conversation, what: str, *, tool: dict[str, Any] = TOOL, crash: Cause = CRASH
     ) -> str | None:
         try:
-            return self.subject.render(messages, tools=[tool])
+            return self.subject.render(messages, tools=[tool] if self.definitions else None)
         except RenderError as error:
             if error.kind == "security":  # the sandbox check's cause: noted here
                 self.findings.append(
@@ -187,7 +190,11 @@ def tools(subject: Subject) -> list[Finding]:
     caps = probe(subject)
     probed = probe_findings(subject, "tools", crash=CRASH, refused=REFUSED)
     if not (caps.tools or caps.tool_calls or "tools" in caps.repr_only):
-        return probed or [skipped("the template renders neither tool definitions nor tool calls")]
+        crashed = any(f.shape == DEFINITIONS_SHAPE and f.kind == "raised" for f in caps.failures)
+        bare = _bare(subject) if crashed else []
+        return distinct([*probed, *bare]) or [
+            skipped("the template renders neither tool definitions nor tool calls")
+        ]
     render = _Renders(subject)
     findings: list[Finding] = []
     if caps.tools or "tools" in caps.repr_only:
@@ -200,6 +207,37 @@ def tools(subject: Subject) -> list[Finding]:
     if caps.tool_calls:  # a template that renders calls but drops their results is what is checked here
         findings += _tool_results(render, caps.object_arguments)
     return distinct([*probed, *render.findings, *findings])
+
+
+#: The capability probe of tool definitions (:func:`templatecheck.capabilities.probe`).
+DEFINITIONS_SHAPE = "a conversation with tool definitions"
+_BARE_NOTE = (
+    "\n  (rendered without `tools`, as a later request of the conversation: the tool definitions crash, "
+    "so this is what remains broken once they render)"
+)
+
+
+def _bare(subject: Subject) -> list[Finding]:
+    """The tool calls and results of a template whose tool definitions crash, checked on renders without
+    ``tools`` (the form of a client's later requests), so that the crash does not hide calls dropped, lost or
+    encoded twice, or results dropped. Only what renders wrong is reported: a crash here is behind the
+    definitions' crash, which the probe reports."""
+    render = _Renders(subject, definitions=False)
+    base = render([_ASK], "a conversation without tools")
+    if base is None:
+        return []
+    shows = {
+        form: rendered is not None and not _lost(rendered, base, ARGUMENTS)
+        for form, rendered in (
+            ("dict", render(_with_call(ARGUMENTS), "a tool call without tools")),
+            ("string", render(_with_call(json.dumps(ARGUMENTS)), "a tool call without tools")),
+        )
+    }
+    if any(shows.values()):
+        found = _tool_calls(render, shows["dict"]) + _tool_results(render, shows["dict"])
+    else:
+        found = _calls_dropped(render)
+    return [replace(f, message=f.message + _BARE_NOTE) for f in found]
 
 
 def _escaped(rendered: str) -> str | None:
