@@ -355,3 +355,27 @@ def test_crashing_definitions_do_not_hide_calls_dropped_next_to_content() -> Non
     )
     message = only(result, "tools.call_dropped_with_content")
     assert message.startswith("the tool call is dropped when the assistant message also has content")
+
+
+# ------------------------------------------------------------------------------ a call named only by its id
+
+NAME = '\'<tool_call>\\n{"name": "\' + fn.name'
+
+
+def test_a_call_named_only_by_the_clients_id_fails() -> None:
+    """Kimi K2 (the vendor's template): ``<|tool_call_begin|>{{ tool_call['id'] }}`` names the function through
+    an id of the form functions.NAME:0, which an OpenAI-style id does not carry."""
+    result = variant(NAME, '\'<tool_call>\\n{"name": "\' + call.id')
+    message = only(result, "tools.call_name_only_in_id")
+    assert message.startswith(
+        "a tool call is named only by the id the client sent: with the id 'call_Hx8GjKq2mWv5RtY1nBzP3aLc' the "
+        "called function's name (lookup_zq7) is not in the prompt"
+    ), message
+    assert "call_Hx8GjKq2mWv5RtY1nBzP3aLc" in message.split("near: ")[1]
+    assert not [f for f in result.findings if f.cause == "tools.call_name_lost"]
+
+
+def test_a_call_id_made_from_the_functions_name_passes() -> None:
+    """llama.cpp's fix of the Kimi K2 copies: the id is written from the name, whatever the client sent."""
+    result = variant(NAME, "'<tool_call>\\n{\"name\": \"functions.' ~ fn.name ~ ':' ~ loop.index0")
+    assert not [f for f in result.findings if f.cause == "tools.call_name_only_in_id"], result.message

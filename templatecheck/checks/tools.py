@@ -55,6 +55,12 @@ CALL_ARGUMENTS_LOST = defect(
     "history without the call's argument keys or values (a constant in their place) does not say what was "
     "asked of the tool",
 )
+CALL_NAME_ONLY_IN_ID = defect(
+    "tools.call_name_only_in_id",
+    "a template that writes the client's call id where its format names the called function (Kimi's "
+    "functions.NAME:0) loses the function's name for an id of another form, such as the call_... ids "
+    "OpenAI-compatible clients send",
+)
 STRING_ARGUMENTS = policy(
     "tools.string_arguments_unsupported",
     "transformers documents tool-call arguments as a dict (vLLM parses JSON strings into dicts before "
@@ -345,6 +351,7 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
         ):
             findings.append(_string_arguments(as_object, rendered))
     chosen = ARGUMENTS if object_ok else json.dumps(ARGUMENTS)
+    findings += _name_only_in_id(render, base, as_object if object_ok else as_string, chosen)
     both = render(_with_call(chosen, content="Let me look zq7content up."), "a tool call next to content")
     if both is not None:
         if "Pariszq7arg" not in both:
@@ -361,6 +368,37 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
     return findings
+
+
+#: An id of the form OpenAI-compatible clients send, which names no function.
+OPENAI_ID = "call_Hx8GjKq2mWv5RtY1nBzP3aLc"
+
+
+def _name_only_in_id(render: _Renders, base: str, rendered: str | None, arguments: Any) -> list[Finding]:
+    """A call the template names only through its id (the function's name is not written, the id is):
+    rendered again with an OpenAI-style id, the name must still reach the prompt."""
+    if (
+        rendered is None
+        or CALL_IDS[0] not in rendered
+        or rendered.count("lookup_zq7") > base.count("lookup_zq7")
+    ):
+        return []
+    call = {**_call(arguments), "id": OPENAI_ID}
+    other = render(
+        [_ASK, {"role": "assistant", "content": "", "tool_calls": [call]}], "a call with a call_ id"
+    )
+    if other is None or other.count("lookup_zq7") > base.count("lookup_zq7"):
+        return []
+    at = other.find(OPENAI_ID)
+    return [
+        CALL_NAME_ONLY_IN_ID(
+            f"a tool call is named only by the id the client sent: with the id {OPENAI_ID!r} the called "
+            "function's name (lookup_zq7) is not in the prompt\n"
+            f"  near: {other[max(0, at - 60) : at + 80]!r}",
+            fix="write the name from tool_call.function.name (e.g. 'functions.' ~ name ~ ':' ~ loop.index0) "
+            "instead of the client's id, or refuse ids of other forms with raise_exception('...')",
+        )
+    ]
 
 
 def _quiet(subject: Subject, messages: conv.Conversation) -> str | None:
