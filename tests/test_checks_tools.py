@@ -379,3 +379,26 @@ def test_a_call_id_made_from_the_functions_name_passes() -> None:
     """llama.cpp's fix of the Kimi K2 copies: the id is written from the name, whatever the client sent."""
     result = variant(NAME, "'<tool_call>\\n{\"name\": \"functions.' ~ fn.name ~ ':' ~ loop.index0")
     assert not [f for f in result.findings if f.cause == "tools.call_name_only_in_id"], result.message
+
+
+# ------------------------------------------------------------------- argument values that are not strings
+
+#: Qwen3-Coder's XML form: one parameter per argument, written by the template itself.
+EACH = "{%- for k, v in fn.arguments|items %}<parameter={{ k }}>{{ VALUE }}</parameter>{% endfor %}"
+
+
+def test_object_and_list_argument_values_written_as_a_python_repr_fail() -> None:
+    """Qwen3-Coder (an older copy): ``args_value | string`` writes ``{'days': 3}`` for an object value."""
+    result = variant(ARGUMENTS, EACH.replace("VALUE", "v | string"))
+    message = only(result, "tools.arguments_repr")
+    assert message.startswith(
+        "a tool call's argument value that is an object or a list is written as a Python repr "
+        "({'dayszq7': 3}), not as JSON"
+    ), message
+    assert "<parameter=optionszq7>{'dayszq7': 3}</parameter>" in message
+
+
+def test_argument_values_written_as_json_pass() -> None:
+    """Qwen3-Coder's fix: a value that is not a string goes through ``| tojson``."""
+    result = variant(ARGUMENTS, EACH.replace("VALUE", "v if v is string else v | tojson"))
+    assert not [f for f in result.findings if f.cause == "tools.arguments_repr"], result.message

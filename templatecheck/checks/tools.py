@@ -55,6 +55,12 @@ CALL_ARGUMENTS_LOST = defect(
     "history without the call's argument keys or values (a constant in their place) does not say what was "
     "asked of the tool",
 )
+ARGUMENTS_REPR = defect(
+    "tools.arguments_repr",
+    "a call's argument value that is an object or a list written as a Python repr ({'days': 3}, ['a']) is "
+    "single-quoted pseudo-JSON: the model reads a form it was not shown in training, and a parser cannot "
+    "read it back",
+)
 CALL_NAME_ONLY_IN_ID = defect(
     "tools.call_name_only_in_id",
     "a template that writes the client's call id where its format names the called function (Kimi's "
@@ -119,6 +125,8 @@ TOOL: dict[str, Any] = {
 #: The same tool without quotes in its description: JSON built by hand should parse for it.
 PLAIN_TOOL = {**TOOL, "function": {**TOOL["function"], "description": "Find a city by name."}}
 ARGUMENTS = {"cityzq7": "Pariszq7arg", "unitszq7": "celsiuszq7"}
+#: Arguments with values that are not strings: an object and a list, whose Python reprs differ from JSON.
+NESTED_ARGUMENTS = {"cityzq7": "Pariszq7arg", "optionszq7": {"dayszq7": 3}, "tagszq7": ["warmzq7"]}
 _ASK = conv.user("Where is Paris?")
 _ESCAPES = ("&#34;", "&#39;", "&quot;", "&lt;", "&gt;", "&amp;")
 
@@ -186,9 +194,11 @@ def tools(subject: Subject) -> list[Finding]:
 
     Catches tool definitions dropped or printed as a Python repr (``tools|string``), hand-built JSON broken by
     a quote or never valid, ``&#34;`` from ``"..." + x|tojson|safe``, calls whose name or arguments are lost,
-    a call or the assistant's text dropped when a message has both, calls dropped by a template that shows
-    tools and their results, ``tool_calls: []`` taken for a call turn,
-    string arguments or results encoded a second time, and a dict tool result printed as a Python repr.
+    a call named only through the client's id (lost for an OpenAI ``call_`` id), object or list argument
+    values printed as a Python repr, a call or the assistant's text dropped when a message has both, calls
+    dropped by a template that shows tools and their results, ``tool_calls: []`` taken for a call turn,
+    string arguments or results encoded a second time, and a dict tool result printed as a Python repr. A
+    template whose tool definitions crash has its calls and results checked without ``tools``.
     """
     skip = blank(subject)
     if skip is not None:
@@ -350,6 +360,8 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
             and (lost or _encoded_twice(rendered, json.dumps(ARGUMENTS)))
         ):
             findings.append(_string_arguments(as_object, rendered))
+    if as_object is not None:
+        findings += _arguments_repr(render)
     chosen = ARGUMENTS if object_ok else json.dumps(ARGUMENTS)
     findings += _name_only_in_id(render, base, as_object if object_ok else as_string, chosen)
     both = render(_with_call(chosen, content="Let me look zq7content up."), "a tool call next to content")
@@ -368,6 +380,27 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _arguments_repr(render: _Renders) -> list[Finding]:
+    """Dict arguments whose values are an object and a list: each value reaches the prompt as JSON, not as a
+    Python repr (a template that writes each value with ``| string``, or the whole dict unencoded)."""
+    rendered = render(_with_call(NESTED_ARGUMENTS), "a tool call with object and list argument values")
+    if rendered is None:
+        return []
+    reprs = [repr(v) for v in NESTED_ARGUMENTS.values() if not isinstance(v, str)]
+    shown = next((r for r in reprs if r in rendered), None)
+    if shown is None:
+        return []
+    at = rendered.find(shown)
+    return [
+        ARGUMENTS_REPR(
+            f"a tool call's argument value that is an object or a list is written as a Python repr ({shown}), "
+            f"not as JSON\n  near: {rendered[max(0, at - 60) : at + 60]!r}",
+            fix="write a value that is not a string with | tojson: {% if v is string %}{{ v }}{% else %}"
+            "{{ v | tojson }}{% endif %}",
+        )
+    ]
 
 
 #: An id of the form OpenAI-compatible clients send, which names no function.
