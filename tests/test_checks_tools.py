@@ -402,3 +402,12 @@ def test_argument_values_written_as_json_pass() -> None:
     """Qwen3-Coder's fix: a value that is not a string goes through ``| tojson``."""
     result = variant(ARGUMENTS, EACH.replace("VALUE", "v if v is string else v | tojson"))
     assert not [f for f in result.findings if f.cause == "tools.arguments_repr"], result.message
+
+
+def test_python_literals_in_a_format_of_python_calls_pass() -> None:
+    """LFM2 writes calls as Python calls (``[lookup(city='Paris', tags=['warm'])]``): its literals are its own."""
+    pythonic = "{{- fn.name + '(' }}{%- for k, v in fn.arguments|items %}{{ k }}={{ v | string }}, {% endfor %}{{ ')' }}"
+    result = variant(
+        '\'<tool_call>\\n{"name": "\' + fn.name + \'", "arguments": \' }}\n' + ARGUMENTS, pythonic
+    )
+    assert not [f for f in result.findings if f.cause == "tools.arguments_repr"], result.message

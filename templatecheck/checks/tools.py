@@ -361,7 +361,7 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
         ):
             findings.append(_string_arguments(as_object, rendered))
     if as_object is not None:
-        findings += _arguments_repr(render)
+        findings += _arguments_repr(render, base)
     chosen = ARGUMENTS if object_ok else json.dumps(ARGUMENTS)
     findings += _name_only_in_id(render, base, as_object if object_ok else as_string, chosen)
     both = render(_with_call(chosen, content="Let me look zq7content up."), "a tool call next to content")
@@ -382,11 +382,12 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
     return findings
 
 
-def _arguments_repr(render: _Renders) -> list[Finding]:
+def _arguments_repr(render: _Renders, base: str) -> list[Finding]:
     """Dict arguments whose values are an object and a list: each value reaches the prompt as JSON, not as a
-    Python repr (a template that writes each value with ``| string``, or the whole dict unencoded)."""
+    Python repr (a template that writes each value with ``| string``, or the whole dict unencoded). A format
+    that writes calls as Python calls (LFM2's ``lookup(city='Paris')``) has Python literals as its own."""
     rendered = render(_with_call(NESTED_ARGUMENTS), "a tool call with object and list argument values")
-    if rendered is None:
+    if rendered is None or rendered.count("lookup_zq7(") > base.count("lookup_zq7("):
         return []
     reprs = [repr(v) for v in NESTED_ARGUMENTS.values() if not isinstance(v, str)]
     shown = next((r for r in reprs if r in rendered), None)
