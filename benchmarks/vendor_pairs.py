@@ -10,7 +10,11 @@ template's own control tokens and BOS/EOS added to a small tokenizer; the templa
 default), and the script prints, per pair, the findings (cause key, outcome, first line) that only the
 older and only the newer version has, and those both have that read otherwise (the same cause with another
 text: a forced prefix that changed, say). A pair with no difference is a fix (or a regression) the suite did
-not see; read the others one by one. An exception escaping a check is an error of ours: the script exits 1.
+not see, unless the two versions render the same: for such a pair the script renders the suite's fixed
+conversations (the plain ones and the wire shapes, with and without the generation prompt) on both and says
+on how many the renderings differ (none: a change transformers users never see on them, such as a
+reformatting, a workaround for another engine, or a branch those conversations do not reach). Read the others
+one by one. An exception escaping a check is an error of ours: the script exits 1.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus_causes import _model, tokenizer_dir  # noqa: E402
 
 from templatecheck.checks import REGISTRY  # noqa: E402
+from templatecheck.conversation import PLAIN, WEATHER_TOOL, WIRE, Conversation  # noqa: E402
 from templatecheck.model import Subject  # noqa: E402
 from templatecheck.options import Options  # noqa: E402
+from templatecheck.render import RenderError  # noqa: E402
 from templatecheck.result import Layer, Outcome  # noqa: E402
 
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
@@ -103,12 +109,15 @@ def sources(entry: dict[str, Any]) -> dict[str, str]:
     )
 
 
-def findings_of(name: str, source: str, entry: dict[str, Any], options: Options, layers: set[Layer],
-                into: Path) -> Findings:  # fmt: skip
+def subject_of(name: str, source: str, entry: dict[str, Any], options: Options, into: Path) -> Subject:
+    """One template under test, with a tokenizer that fits it (see ``corpus_causes.tokenizer_dir``)."""
+    model = _model(tokenizer_dir(source, entry, into), name, source)
+    return Subject(model, model.templates[name], options)
+
+
+def findings_of(subject: Subject, layers: set[Layer]) -> Findings:
     """The failed and warning findings of the checks of ``layers`` on one template, by cause and outcome."""
-    directory = tokenizer_dir(source, entry, into)
-    model = _model(directory, name, source)
-    subject = Subject(model, model.templates[name], options)
+    name = subject.template.name
     found: Findings = {}
     for check in REGISTRY.values():
         if check.layer not in layers:
@@ -126,6 +135,35 @@ def findings_of(name: str, source: str, entry: dict[str, Any], options: Options,
     return found
 
 
+def renderings(subject: Subject) -> list[str]:
+    """The renderings of the suite's fixed conversations (an error as its text), in a fixed order: the plain
+    ones without and with a tool defined, the wire shapes with their calls' arguments as JSON strings and as
+    dicts, each without and with the generation prompt."""
+    calls: list[tuple[Conversation, Any]] = [(m, None) for m in PLAIN.values()]
+    calls += [(m, [WEATHER_TOOL]) for m in PLAIN.values()]
+    for shape in WIRE:
+        tools = {} if shape.tools == "called" else {"tools": None}
+        calls += [(shape.messages, tools), ([_as_dicts(m) for m in shape.messages], tools)]
+    found = []
+    for messages, tools in calls:
+        for prompt in (False, True):
+            extra = tools if isinstance(tools, dict) else {"tools": tools}
+            try:
+                found.append(subject.render(messages, add_generation_prompt=prompt, **extra))
+            except RenderError as error:
+                found.append(f"error: {error}")
+    return found
+
+
+def _as_dicts(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with its calls' JSON-string arguments parsed into dicts."""
+    calls = [
+        {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+        for c in message.get("tool_calls") or []
+    ]
+    return {**message, "tool_calls": calls} if calls else message
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("corpus", nargs="?", default=str(ROOT.parent / "shared" / "corpus" / "templates"))
@@ -138,7 +176,7 @@ def main() -> int:
     models = {
         m: v for m, v in versions(Path(args.corpus)).items() if not args.only or m.split(":")[0] in args.only
     }
-    pairs = seen = 0
+    pairs = seen = same = 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for chain_name, chain in models.items():
@@ -152,9 +190,11 @@ def main() -> int:
                 if old_source == new_source:
                     continue
                 pairs += 1
+                older_subject = subject_of(old_name, old_source, old, options, Path(tmp) / "a")
+                newer_subject = subject_of(new_name, new_source, new, options, Path(tmp) / "b")
                 try:
-                    before = findings_of(old_name, old_source, old, options, layers, Path(tmp) / "a")
-                    after = findings_of(new_name, new_source, new, options, layers, Path(tmp) / "b")
+                    before = findings_of(older_subject, layers)
+                    after = findings_of(newer_subject, layers)
                 except RuntimeError as error:
                     print(error)
                     return 1
@@ -168,7 +208,10 @@ def main() -> int:
                     f"revision: {next(x for x in _revisions(new) if x.startswith(chain_name.split(': ')[-1]))[:220]}"
                 )
                 if not (older or newer or changed):
-                    print("  no difference the suite sees")
+                    a, b = renderings(older_subject), renderings(newer_subject)
+                    differ = sum(x != y for x, y in zip(a, b, strict=True))
+                    same += not differ
+                    print(f"  no difference the suite sees ({differ} of {len(a)} fixed renderings differ)")
                 for cause, outcome in changed:
                     print(
                         f"  changed:    {outcome:7} {cause}:\n    older: {before[cause, outcome]}\n    newer: {after[cause, outcome]}"
@@ -179,7 +222,8 @@ def main() -> int:
                     print(f"  only newer: {outcome:7} {cause}: {after[cause, outcome]}")
     elapsed = time.perf_counter() - start
     print(f"\n{pairs} pairs of {len(models)} template files, layers {args.layers}, examples={args.examples}, "
-          f"{elapsed:.0f} s: the suite sees a difference in {seen}")  # fmt: skip
+          f"{elapsed:.0f} s: the suite sees a difference in {seen}; of the {pairs - seen} others, {same} render "
+          "the fixed conversations identically")  # fmt: skip
     return 0
 
 

@@ -294,3 +294,120 @@ def test_no_finding_of_the_tools_check_is_unclassified(name: str) -> None:
     for fixture in ("hermes-3-tiny", "broken/tool-result-repr", "broken/tool-json-quotes"):
         result = tools(subject(fixture, name))
         assert all(not f.cause.endswith(".unclassified") for f in result.findings)
+
+
+# ------------------------------------------------------------------ calls behind tool definitions that crash
+
+#: DeepSeek R1 (llama.cpp's copies): ``tools | map(...) | tojson`` is a generator, which transformers' tojson
+#: cannot encode: every request with tools crashes before a call is written.
+CRASHING_DEFINITION = "{{ [tool] | map(attribute='function') | tojson }}"
+
+
+def crashing(*replacements: tuple[str, str]) -> CheckResult:
+    """The tools check on the Hermes tool template (as a default template) whose definitions crash."""
+    source = BASE.replace(DEFINITION, CRASHING_DEFINITION)
+    for old, new in replacements:
+        assert old in source, old
+        source = source.replace(old, new)
+    return tools(subject_with_template("hermes-3-tiny", source))
+
+
+def test_crashing_definitions_with_correct_calls_report_only_the_crash() -> None:
+    result = crashing()
+    assert [f.cause for f in result.findings if f.outcome is not Outcome.PASSED] == ["tools.crash"], [
+        (f.cause, f.message[:100]) for f in result.findings
+    ]
+    assert result.findings[0].message.startswith(
+        "a conversation with tool definitions does not render, though clients send it: template raised "
+        "TypeError: Object of type generator is not JSON serializable"
+    )
+
+
+def test_crashing_definitions_do_not_hide_string_arguments_encoded_twice() -> None:
+    """DeepSeek R1's current llama.cpp copy: ``tool_args | tojson`` encodes a JSON-string argument again."""
+    result = crashing((ARGUMENTS, "{{- fn.arguments | tojson }}"))
+    only(result, "tools.crash")
+    message = only(result, "tools.string_arguments_unsupported", Outcome.WARNING)
+    assert message.startswith("a tool call with arguments as a JSON string (the OpenAI wire form) renders")
+    assert '{\\"cityzq7\\": \\"Pariszq7arg\\"' in message
+    assert message.endswith(
+        "(rendered without `tools`, as a later request of the conversation: the tool definitions crash, so "
+        "this is what remains broken once they render)"
+    )
+
+
+def test_crashing_definitions_do_not_hide_calls_dropped_while_results_show() -> None:
+    """DeepSeek R1's older llama.cpp copy: calls only for ``content is none``, so content "" drops them."""
+    result = crashing((CALLS, "{%- for call in [] %}"))
+    only(result, "tools.crash")
+    message = only(result, "tools.call_dropped")
+    assert "sunny zq7result" in message
+    assert message.endswith("so this is what remains broken once they render)")
+
+
+def test_crashing_definitions_do_not_hide_calls_dropped_next_to_content() -> None:
+    """DeepSeek R1's llama.cpp copies write calls only when the reply has no text."""
+    result = crashing(
+        (
+            "{%- for call in message.tool_calls %}",
+            "{%- for call in message.tool_calls if not message.content %}",
+        )
+    )
+    message = only(result, "tools.call_dropped_with_content")
+    assert message.startswith("the tool call is dropped when the assistant message also has content")
+
+
+# ------------------------------------------------------------------------------ a call named only by its id
+
+NAME = '\'<tool_call>\\n{"name": "\' + fn.name'
+
+
+def test_a_call_named_only_by_the_clients_id_fails() -> None:
+    """Kimi K2 (the vendor's template): ``<|tool_call_begin|>{{ tool_call['id'] }}`` names the function through
+    an id of the form functions.NAME:0, which an OpenAI-style id does not carry."""
+    result = variant(NAME, '\'<tool_call>\\n{"name": "\' + call.id')
+    message = only(result, "tools.call_name_only_in_id")
+    assert message.startswith(
+        "a tool call is named only by the id the client sent: with the id 'call_Hx8GjKq2mWv5RtY1nBzP3aLc' the "
+        "called function's name (lookup_zq7) is not in the prompt"
+    ), message
+    assert "call_Hx8GjKq2mWv5RtY1nBzP3aLc" in message.split("near: ")[1]
+    assert not [f for f in result.findings if f.cause == "tools.call_name_lost"]
+
+
+def test_a_call_id_made_from_the_functions_name_passes() -> None:
+    """llama.cpp's fix of the Kimi K2 copies: the id is written from the name, whatever the client sent."""
+    result = variant(NAME, "'<tool_call>\\n{\"name\": \"functions.' ~ fn.name ~ ':' ~ loop.index0")
+    assert not [f for f in result.findings if f.cause == "tools.call_name_only_in_id"], result.message
+
+
+# ------------------------------------------------------------------- argument values that are not strings
+
+#: Qwen3-Coder's XML form: one parameter per argument, written by the template itself.
+EACH = "{%- for k, v in fn.arguments|items %}<parameter={{ k }}>{{ VALUE }}</parameter>{% endfor %}"
+
+
+def test_object_and_list_argument_values_written_as_a_python_repr_fail() -> None:
+    """Qwen3-Coder (an older copy): ``args_value | string`` writes ``{'days': 3}`` for an object value."""
+    result = variant(ARGUMENTS, EACH.replace("VALUE", "v | string"))
+    message = only(result, "tools.arguments_repr")
+    assert message.startswith(
+        "a tool call's argument value that is an object or a list is written as a Python repr "
+        "({'dayszq7': 3}), not as JSON"
+    ), message
+    assert "<parameter=optionszq7>{'dayszq7': 3}</parameter>" in message
+
+
+def test_argument_values_written_as_json_pass() -> None:
+    """Qwen3-Coder's fix: a value that is not a string goes through ``| tojson``."""
+    result = variant(ARGUMENTS, EACH.replace("VALUE", "v if v is string else v | tojson"))
+    assert not [f for f in result.findings if f.cause == "tools.arguments_repr"], result.message
+
+
+def test_python_literals_in_a_format_of_python_calls_pass() -> None:
+    """LFM2 writes calls as Python calls (``[lookup(city='Paris', tags=['warm'])]``): its literals are its own."""
+    pythonic = "{{- fn.name + '(' }}{%- for k, v in fn.arguments|items %}{{ k }}={{ v | string }}, {% endfor %}{{ ')' }}"
+    result = variant(
+        '\'<tool_call>\\n{"name": "\' + fn.name + \'", "arguments": \' }}\n' + ARGUMENTS, pythonic
+    )
+    assert not [f for f in result.findings if f.cause == "tools.arguments_repr"], result.message

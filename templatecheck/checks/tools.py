@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from templatecheck import conversation as conv
@@ -53,6 +54,18 @@ CALL_ARGUMENTS_LOST = defect(
     "tools.call_arguments_lost",
     "history without the call's argument keys or values (a constant in their place) does not say what was "
     "asked of the tool",
+)
+ARGUMENTS_REPR = defect(
+    "tools.arguments_repr",
+    "a call's argument value that is an object or a list written as a Python repr ({'days': 3}, ['a']) is "
+    "single-quoted pseudo-JSON: the model reads a form it was not shown in training, and a parser cannot "
+    "read it back",
+)
+CALL_NAME_ONLY_IN_ID = defect(
+    "tools.call_name_only_in_id",
+    "a template that writes the client's call id where its format names the called function (Kimi's "
+    "functions.NAME:0) loses the function's name for an id of another form, such as the call_... ids "
+    "OpenAI-compatible clients send",
 )
 STRING_ARGUMENTS = policy(
     "tools.string_arguments_unsupported",
@@ -112,6 +125,8 @@ TOOL: dict[str, Any] = {
 #: The same tool without quotes in its description: JSON built by hand should parse for it.
 PLAIN_TOOL = {**TOOL, "function": {**TOOL["function"], "description": "Find a city by name."}}
 ARGUMENTS = {"cityzq7": "Pariszq7arg", "unitszq7": "celsiuszq7"}
+#: Arguments with values that are not strings: an object and a list, whose Python reprs differ from JSON.
+NESTED_ARGUMENTS = {"cityzq7": "Pariszq7arg", "optionszq7": {"dayszq7": 3}, "tagszq7": ["warmzq7"]}
 _ASK = conv.user("Where is Paris?")
 _ESCAPES = ("&#34;", "&#39;", "&quot;", "&lt;", "&gt;", "&amp;")
 
@@ -149,15 +164,17 @@ def _json_objects_around(text: str, needle: str) -> list[Any]:
 class _Renders:
     """Renders tool conversations with the tool defined, collecting the errors as findings."""
 
-    def __init__(self, subject: Subject) -> None:
+    def __init__(self, subject: Subject, *, definitions: bool = True) -> None:
         self.subject = subject
+        #: ``False``: render without ``tools``, as a later request of a conversation (see :func:`_bare`).
+        self.definitions = definitions
         self.findings: list[Finding] = []
 
     def __call__(
         self, messages: conv.Conversation, what: str, *, tool: dict[str, Any] = TOOL, crash: Cause = CRASH
     ) -> str | None:
         try:
-            return self.subject.render(messages, tools=[tool])
+            return self.subject.render(messages, tools=[tool] if self.definitions else None)
         except RenderError as error:
             if error.kind == "security":  # the sandbox check's cause: noted here
                 self.findings.append(
@@ -177,9 +194,11 @@ def tools(subject: Subject) -> list[Finding]:
 
     Catches tool definitions dropped or printed as a Python repr (``tools|string``), hand-built JSON broken by
     a quote or never valid, ``&#34;`` from ``"..." + x|tojson|safe``, calls whose name or arguments are lost,
-    a call or the assistant's text dropped when a message has both, calls dropped by a template that shows
-    tools and their results, ``tool_calls: []`` taken for a call turn,
-    string arguments or results encoded a second time, and a dict tool result printed as a Python repr.
+    a call named only through the client's id (lost for an OpenAI ``call_`` id), object or list argument
+    values printed as a Python repr, a call or the assistant's text dropped when a message has both, calls
+    dropped by a template that shows tools and their results, ``tool_calls: []`` taken for a call turn,
+    string arguments or results encoded a second time, and a dict tool result printed as a Python repr. A
+    template whose tool definitions crash has its calls and results checked without ``tools``.
     """
     skip = blank(subject)
     if skip is not None:
@@ -187,7 +206,11 @@ def tools(subject: Subject) -> list[Finding]:
     caps = probe(subject)
     probed = probe_findings(subject, "tools", crash=CRASH, refused=REFUSED)
     if not (caps.tools or caps.tool_calls or "tools" in caps.repr_only):
-        return probed or [skipped("the template renders neither tool definitions nor tool calls")]
+        crashed = any(f.shape == DEFINITIONS_SHAPE and f.kind == "raised" for f in caps.failures)
+        bare = _bare(subject) if crashed else []
+        return distinct([*probed, *bare]) or [
+            skipped("the template renders neither tool definitions nor tool calls")
+        ]
     render = _Renders(subject)
     findings: list[Finding] = []
     if caps.tools or "tools" in caps.repr_only:
@@ -200,6 +223,37 @@ def tools(subject: Subject) -> list[Finding]:
     if caps.tool_calls:  # a template that renders calls but drops their results is what is checked here
         findings += _tool_results(render, caps.object_arguments)
     return distinct([*probed, *render.findings, *findings])
+
+
+#: The capability probe of tool definitions (:func:`templatecheck.capabilities.probe`).
+DEFINITIONS_SHAPE = "a conversation with tool definitions"
+_BARE_NOTE = (
+    "\n  (rendered without `tools`, as a later request of the conversation: the tool definitions crash, "
+    "so this is what remains broken once they render)"
+)
+
+
+def _bare(subject: Subject) -> list[Finding]:
+    """The tool calls and results of a template whose tool definitions crash, checked on renders without
+    ``tools`` (the form of a client's later requests), so that the crash does not hide calls dropped, lost or
+    encoded twice, or results dropped. Only what renders wrong is reported: a crash here is behind the
+    definitions' crash, which the probe reports."""
+    render = _Renders(subject, definitions=False)
+    base = render([_ASK], "a conversation without tools")
+    if base is None:
+        return []
+    shows = {
+        form: rendered is not None and not _lost(rendered, base, ARGUMENTS)
+        for form, rendered in (
+            ("dict", render(_with_call(ARGUMENTS), "a tool call without tools")),
+            ("string", render(_with_call(json.dumps(ARGUMENTS)), "a tool call without tools")),
+        )
+    }
+    if any(shows.values()):
+        found = _tool_calls(render, shows["dict"]) + _tool_results(render, shows["dict"])
+    else:
+        found = _calls_dropped(render)
+    return [replace(f, message=f.message + _BARE_NOTE) for f in found]
 
 
 def _escaped(rendered: str) -> str | None:
@@ -306,7 +360,10 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
             and (lost or _encoded_twice(rendered, json.dumps(ARGUMENTS)))
         ):
             findings.append(_string_arguments(as_object, rendered))
+    if as_object is not None:
+        findings += _arguments_repr(render, base)
     chosen = ARGUMENTS if object_ok else json.dumps(ARGUMENTS)
+    findings += _name_only_in_id(render, base, as_object if object_ok else as_string, chosen)
     both = render(_with_call(chosen, content="Let me look zq7content up."), "a tool call next to content")
     if both is not None:
         if "Pariszq7arg" not in both:
@@ -323,6 +380,59 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _arguments_repr(render: _Renders, base: str) -> list[Finding]:
+    """Dict arguments whose values are an object and a list: each value reaches the prompt as JSON, not as a
+    Python repr (a template that writes each value with ``| string``, or the whole dict unencoded). A format
+    that writes calls as Python calls (LFM2's ``lookup(city='Paris')``) has Python literals as its own."""
+    rendered = render(_with_call(NESTED_ARGUMENTS), "a tool call with object and list argument values")
+    if rendered is None or rendered.count("lookup_zq7(") > base.count("lookup_zq7("):
+        return []
+    reprs = [repr(v) for v in NESTED_ARGUMENTS.values() if not isinstance(v, str)]
+    shown = next((r for r in reprs if r in rendered), None)
+    if shown is None:
+        return []
+    at = rendered.find(shown)
+    return [
+        ARGUMENTS_REPR(
+            f"a tool call's argument value that is an object or a list is written as a Python repr ({shown}), "
+            f"not as JSON\n  near: {rendered[max(0, at - 60) : at + 60]!r}",
+            fix="write a value that is not a string with | tojson: {% if v is string %}{{ v }}{% else %}"
+            "{{ v | tojson }}{% endif %}",
+        )
+    ]
+
+
+#: An id of the form OpenAI-compatible clients send, which names no function.
+OPENAI_ID = "call_Hx8GjKq2mWv5RtY1nBzP3aLc"
+
+
+def _name_only_in_id(render: _Renders, base: str, rendered: str | None, arguments: Any) -> list[Finding]:
+    """A call the template names only through its id (the function's name is not written, the id is):
+    rendered again with an OpenAI-style id, the name must still reach the prompt."""
+    if (
+        rendered is None
+        or CALL_IDS[0] not in rendered
+        or rendered.count("lookup_zq7") > base.count("lookup_zq7")
+    ):
+        return []
+    call = {**_call(arguments), "id": OPENAI_ID}
+    other = render(
+        [_ASK, {"role": "assistant", "content": "", "tool_calls": [call]}], "a call with a call_ id"
+    )
+    if other is None or other.count("lookup_zq7") > base.count("lookup_zq7"):
+        return []
+    at = other.find(OPENAI_ID)
+    return [
+        CALL_NAME_ONLY_IN_ID(
+            f"a tool call is named only by the id the client sent: with the id {OPENAI_ID!r} the called "
+            "function's name (lookup_zq7) is not in the prompt\n"
+            f"  near: {other[max(0, at - 60) : at + 80]!r}",
+            fix="write the name from tool_call.function.name (e.g. 'functions.' ~ name ~ ':' ~ loop.index0) "
+            "instead of the client's id, or refuse ids of other forms with raise_exception('...')",
+        )
+    ]
 
 
 def _quiet(subject: Subject, messages: conv.Conversation) -> str | None:
