@@ -14,6 +14,7 @@ with the smallest conversation that shows it.
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,15 @@ import jinja2.nodes
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks.base import check
+from templatecheck.checks.base import REGISTRY, check
+from templatecheck.checks.template import LIST_REPR
+from templatecheck.checks.tools import (
+    DEFINITIONS_REPR,
+    HTML_ESCAPED,
+    HTML_ESCAPED_FIX,
+    RESULT_REPR,
+    markup_filters,
+)
 from templatecheck.engines import (
     ENGINES,
     FAILS,
@@ -67,6 +76,37 @@ def _causes(engine: Engine) -> dict[str, Cause]:
 
 
 ENGINE_CAUSES: dict[str, dict[str, Cause]] = {engine.name: _causes(engine) for engine in ENGINES}
+
+#: Differences whose root cause is the template's own, which a template-layer check owns: there the engine
+#: renders what the template means and transformers renders the defect. Such a difference is noted as the
+#: owner's cause (the owner fails, once; see :mod:`templatecheck.checks`) when the owner reports that cause on
+#: the template, and fails as ``other`` when it does not. Each: (the cause, what differs, the fix).
+FOREIGN: dict[str, tuple[tuple[Cause, ...], str, str]] = {
+    "html_escaped": (
+        (HTML_ESCAPED,),
+        "renders as plain text what transformers HTML-escapes (`&#34;` for a quote, `&lt;` for `<`: a string joined to Markup)",
+        HTML_ESCAPED_FIX,
+    ),
+    # `|string` of a dict or list: a Python repr in transformers, an error in @huggingface/jinja; rendering the
+    # value as JSON fixes both
+    "repr": (
+        (RESULT_REPR, LIST_REPR, DEFINITIONS_REPR),
+        "cannot print a dict or list with `|string`, which transformers prints as a Python repr",
+        "render a value that is not a string with | tojson, or its text parts",
+    ),
+}
+
+
+def _holds(subject: Subject, cause: Cause, conversation: conv.Conversation) -> bool:
+    """Whether ``conversation`` holds what makes ``cause`` (a dict tool result, list content, tools)."""
+    if cause is RESULT_REPR:
+        return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
+    if cause is LIST_REPR:
+        return any(isinstance(m.get("content"), list) for m in conversation)
+    if cause is DEFINITIONS_REPR:
+        return subject.client_tools(conversation) is not None
+    return True
+
 
 UNSUPPORTED = policy(
     "portability.unsupported",
@@ -151,13 +191,19 @@ def render_pairs(
 TOJSON = Rule("|tojson", ("minijinja",), PRINTS, GROUPS["tojson"][2], "", "")
 
 
+#: Not a portability rule either: the filters that make Markup, where transformers' HTML escaping comes from.
+MARKUP = Rule("|safe", (), PRINTS, HTML_ESCAPED_FIX, "", "")
+
+
 def construct_hits(source: str) -> list[Hit]:
-    """The lint's constructs in the template, and its ``tojson`` filters (where JSON differences come from)."""
+    """The lint's constructs in the template, its ``tojson`` filters (where JSON differences come from) and
+    the filters that make Markup (where HTML escaping comes from)."""
     tree = parse_template(source)
     filters = [
         Hit(TOJSON, f.lineno, "|tojson") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "tojson"
     ]
-    return scan(tree, source) + filters
+    markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
+    return scan(tree, source) + filters + markup
 
 
 @dataclass(frozen=True)
@@ -232,6 +278,21 @@ def group_of(ours: str, at: int, mine: str, theirs: str) -> str:
     return "other"
 
 
+#: The HTML escapes Python's Jinja writes for the characters of a string joined to Markup.
+_ENTITY = re.compile(r"&(?:#34|#39|quot|amp|lt|gt);")
+
+
+def markup_escaped(ours: str, at: int, mine: str, theirs: str) -> bool:
+    """Whether transformers' text at ``at`` (``mine``) lies inside HTML escapes (``&#34;``) of the characters
+    the engine writes there (``theirs``): Python's Jinja escapes a string joined to Markup (``'...' + x|safe``),
+    which the other engines do not do."""
+    end = at + len(mine)
+    spans = [m for m in _ENTITY.finditer(ours, max(0, at - 6), end + 6) if m.start() < end and at < m.end()]
+    if not mine or not spans or spans[0].start() > at or spans[-1].end() < end:
+        return False
+    return set(theirs) <= {html.unescape(m.group()) for m in spans}
+
+
 def _literal_line(source: str, context: str) -> int:
     """The template line whose text holds the longest tail (3+ characters) of ``context``; 0 when none."""
     for size in range(min(len(context), 40), 2, -1):
@@ -254,7 +315,7 @@ def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs:
     found: dict[str, Difference] = {}
     spaced = _squeezed(ours) == _squeezed(theirs)
     for at, mine, other in _segments(ours, theirs):
-        group = group_of(ours, at, mine, other)
+        group = "html_escaped" if markup_escaped(ours, at, mine, other) else group_of(ours, at, mine, other)
         if spaced and group not in ("whitespace", "tojson"):
             group = "whitespace"  # only whitespace differs; the diff aligned repeated text another way
         if group in found:
@@ -264,6 +325,8 @@ def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs:
         hit = None
         if group == "tojson":
             hit = _nearest(hits, line, lambda h: h.rule is TOJSON)
+        elif group == "html_escaped":
+            hit = _nearest(hits, line, lambda h: h.rule is MARKUP)
         elif group == "whitespace" and engine.name == "minijinja":
             hit = _nearest(hits, line, lambda h: h.rule.effect == WHITESPACE)
         elif group == "other":
@@ -272,13 +335,20 @@ def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs:
                 group = "loop_variable" if hit.rule in LOOP.values() else "printing"
         line = hit.line if hit is not None else line
         construct = hit.written if hit is not None else _source_line(source, line)
-        fix = hit.rule.portable if hit is not None else GROUPS[group][2]
+        fix = hit.rule.portable if hit is not None else _fix(group)
         found.setdefault(group, Difference(group, line, construct, fix, shown))
     return list(found.values())
 
 
-def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) -> Difference:
-    """The root cause of an engine's error on a conversation transformers renders."""
+#: An engine's error on ``|string`` of a dict or a list (``Unknown ObjectValue filter: string``).
+_REPR = re.compile(r"Unknown (?:ObjectValue|ArrayValue) filter: string")
+
+
+def failure(
+    source: str, hits: list[Hit], engine: Engine, error: RenderError, loop: Hit | None = None
+) -> Difference:
+    """The root cause of an engine's error on a conversation transformers renders; ``loop`` is the ``for``
+    loop an error about a value that is not iterable comes from, where it was found."""
     if error.kind == "refused":
         said = error.message.removeprefix("template refused: ")
         line = _literal_line(source, said) if said else 0
@@ -293,42 +363,165 @@ def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) ->
     pool = named or breaks
     if line:  # MiniJinja names the line: only a construct on it is the cause
         pool = [h for h in pool if h.line == line]
-    hit = pool[0] if pool else None
+    hit = loop if loop is not None else pool[0] if pool else None
     if hit is None:
-        hit = _named(source, error.message, line)
+        hit = _named(source, error.message, line) or _not_a_number(source, error.message, line)
     group = "fails"
-    if (hit is not None and hit.rule in METHODS.values()) or "UnknownMethod" in error.message:
+    if _REPR.search(error.message):
+        group = "repr"
+    elif (hit is not None and hit.rule in METHODS.values()) or "UnknownMethod" in error.message:
         group = "string_method"
     elif hit is not None and hit.rule in LOOP.values():
         group = "loop_variable"
     line = hit.line if hit is not None else line
     construct = hit.written if hit is not None else _source_line(source, line)
-    fix = hit.rule.portable if hit is not None else GROUPS[group][2]
+    fix = _fix(group) if group in FOREIGN else hit.rule.portable if hit is not None else _fix(group)
     return Difference(group, line, construct, fix, f"{engine.title}: {error}")
 
 
 #: The filter, test or attribute an engine's error names (``Cannot apply filter "trim"``, ``unknown filter: x``).
 _NAMED = re.compile(
-    r'filter "(\w+)"|filter: (\w+)|filter (\w+) is unknown|method named (\w+)|test (\w+) is unknown'
+    r'filter "(?P<filter>\w+)"|filter: (?P<filter2>\w+)|filter (?P<filter3>\w+) is unknown'
+    r"|method named (?P<method>\w+)|test (?P<test>\w+) is unknown"
 )
+#: An engine's error on a filter of a value of another type (``Cannot apply filter "trim" to type:
+#: UndefinedValue``), which Python's Jinja applies (an undefined value is ``''``, ``dict|int`` is 0).
+_ON_TYPE = re.compile(r'filter "\w+" to type: (?P<kind>\w+)Value|Unknown (?P<kind2>\w+)Value filter')
+
+
+#: The filters that take a list: a missing value's default before them is ``[]``.
+_LIST_FILTERS = frozenset(("join", "first", "last", "map", "select", "reject", "selectattr", "rejectattr", "list", "sort", "unique", "reverse", "sum", "min", "max"))  # fmt: skip
 
 
 def _named(source: str, message: str, line: int) -> Hit | None:
-    """Where the template uses the filter, test or method an error message names (on ``line`` when given)."""
+    """Where the template uses the filter, test or method an error message names (on ``line`` when given):
+    a filter's name is looked up among the filters only (``is string`` is not ``|string``)."""
     match = _NAMED.search(message)
     if match is None:
         return None
-    name = next(g for g in match.groups() if g)
-    nodes: list[jinja2.nodes.Node] = [
-        n for n in parse_template(source).find_all((jinja2.nodes.Filter, jinja2.nodes.Test)) if n.name == name
-    ]
-    nodes += [n for n in parse_template(source).find_all(jinja2.nodes.Getattr) if n.attr == name]
+    kind, name = next((k.rstrip("23"), v) for k, v in match.groupdict().items() if v)
+    tree = parse_template(source)
+    nodes: list[jinja2.nodes.Node]
+    if kind == "method":
+        nodes = [n for n in tree.find_all(jinja2.nodes.Getattr) if n.attr == name]
+    else:
+        wanted = jinja2.nodes.Filter if kind == "filter" else jinja2.nodes.Test
+        nodes = [n for n in tree.find_all(wanted) if n.name == name]
     nodes = [n for n in nodes if not line or n.lineno == line]
     if not nodes:
         return None
     first = min(nodes, key=lambda n: n.lineno)
-    written = f".{name}" if isinstance(first, jinja2.nodes.Getattr) else f"|{name}"
-    return Hit(Rule(written, (), FAILS, GROUPS["fails"][2], "", ""), first.lineno, written)
+    written = {"method": f".{name}", "filter": f"|{name}", "test": f"is {name}"}[kind]
+    return Hit(Rule(written, (), FAILS, _typed_fix(message, name), "", ""), first.lineno, written)
+
+
+def _typed_fix(message: str, name: str) -> str:
+    """The fix of a filter an engine refuses on the value's type (see :data:`_ON_TYPE`)."""
+    typed = _ON_TYPE.search(message)
+    if typed is None:
+        return GROUPS["fails"][2]
+    found = typed.group("kind") or typed.group("kind2")
+    if found in ("Undefined", "Null"):
+        empty = "{}" if name in ("items", "dictsort") else "[]" if name in _LIST_FILTERS else "''"
+        return f"give a missing value a default before the filter: `(x or {empty})|{name}`"
+    kind = {"Object": "dict", "Array": "list"}.get(found, found.lower())
+    return f"apply `|{name}` only where the value can take it (the engine refuses a {kind}): test `x is string` first"
+
+
+#: An engine's error on a ``for`` loop over a value that is not iterable (``got UndefinedValue``): Python's
+#: Jinja iterates an undefined value as an empty list, @huggingface/jinja refuses it, and names no line.
+_NOT_ITERABLE = re.compile(r"Expected iterable or object type in for loop: got (\w+)")
+#: A ``for`` tag: its opening, the loop target, `` in ``, the iterable (with a loop filter), ``recursive``, the end.
+_FOR_TAG = re.compile(r"(\{%[-+]?\s*for\s+)(.+?)(\s+in\s+)(.+?)(\s+recursive)?(\s*[-+]?%\})", re.S)
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A ``for`` loop: its node, and where its iterable is written in the source."""
+
+    node: jinja2.nodes.For
+    start: int
+    end: int
+    written: str
+
+
+def _loops(source: str) -> list[_Loop]:
+    """The template's ``for`` loops that may iterate a missing value (a name, attribute or item, not
+    ``messages``), with where each iterable is written; none when the tags and the syntax tree disagree."""
+    nodes = list(parse_template(source).find_all(jinja2.nodes.For))
+    tags = list(_FOR_TAG.finditer(source))
+    lines = [source.count("\n", 0, m.start(1) + m.group(1).index("for")) + 1 for m in tags]
+    if [n.lineno for n in nodes] != lines:  # a `{% for` in a string or a raw block: the spans are unknown
+        return []
+    kinds = (jinja2.nodes.Name, jinja2.nodes.Getattr, jinja2.nodes.Getitem)
+    return [
+        _Loop(n, m.start(4), m.end(4), m.group(4).split(" if ")[0].strip())
+        for n, m in zip(nodes, tags, strict=True)
+        if isinstance(n.iter, kinds)
+        and not (isinstance(n.iter, jinja2.nodes.Name) and n.iter.name == "messages")
+    ]
+
+
+def undefined_loop(subject: Subject, engine: Engine, case: Case, error: RenderError) -> Hit | None:
+    """The ``for`` loop over a missing value that ``error`` comes from, found from the syntax tree: among the
+    loops that may iterate a missing value, the innermost whose iterable, replaced by ``[]``, makes the engine
+    render the conversation past that error (one render per loop, only when several may)."""
+    if not _NOT_ITERABLE.search(error.message):
+        return None
+    source = subject.template.source
+    loops = _loops(source)
+    if len(loops) > 1:
+        renderer = subject.model.renderer
+        call = subject.calls([case.conversation], add_generation_prompt=case.add_generation_prompt)[0]
+        context = renderer.context(source, call, keep_none=engine.keeps_none)
+
+        def past(loop: _Loop) -> bool:
+            edited = source[: loop.start] + "[]" + source[loop.end :]
+            again = engine.render_many(edited, [context], renderer.limits, renderer.clock)[0]
+            return not (isinstance(again, RenderError) and again.message == error.message)
+
+        cleared = [loop for loop in loops if past(loop)]
+        inner = {id(n) for loop in cleared for n in loop.node.find_all(jinja2.nodes.For)}
+        loops = [loop for loop in cleared if id(loop.node) not in inner]
+    if not loops:
+        return None
+    loop = loops[0]
+    target = _target(loop)
+    written = f"for {target} in {loop.written}"
+    got = _NOT_ITERABLE.search(error.message)
+    if got is not None and got.group(1) in ("UndefinedValue", "NullValue"):
+        fix = f"iterate an empty list where the value is missing: `{{% for {target} in ({loop.written} or []) %}}`"
+    else:  # a string or a number, which Python's Jinja iterates (characters) or refuses as well
+        test = "is not string" if got is not None and got.group(1) == "StringValue" else "is iterable"
+        fix = f"loop only over a list or dict: guard the loop with `{{% if {loop.written} {test} %}}`"
+    return Hit(Rule(written, (), FAILS, fix, "", ""), loop.node.lineno, written)
+
+
+def _target(loop: _Loop) -> str:
+    target = loop.node.target
+    if isinstance(target, jinja2.nodes.Tuple):
+        return ", ".join(t.name for t in target.items if isinstance(t, jinja2.nodes.Name))
+    return target.name if isinstance(target, jinja2.nodes.Name) else "x"
+
+
+#: MiniJinja's error on ``|int`` or ``|float`` of text that is not a number (Python's Jinja gives 0).
+_NOT_A_NUMBER = re.compile(r"invalid float literal|invalid digit found in string")
+
+
+def _not_a_number(source: str, message: str, line: int) -> Hit | None:
+    """The ``|int`` or ``|float`` on the line an engine's not-a-number error names, with its portable form."""
+    if not line or not _NOT_A_NUMBER.search(message):
+        return None
+    tree = parse_template(source)
+    found = [f for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("int", "float") and f.lineno == line]
+    if not found:
+        return None
+    name = found[0].name
+    default = "0" if name == "int" else "0.0"
+    fix = (
+        f"give the filter the default Python's Jinja uses for text that is not a number: `|{name}({default})`"
+    )
+    return Hit(Rule(f"|{name}", (), FAILS, fix, "", ""), line, f"|{name}")
 
 
 def _name(hit: Hit) -> str:
@@ -365,7 +558,7 @@ def compare(
             ]
         return []  # the template's own crash: `renders` reports it
     if isinstance(theirs, RenderError):
-        return [failure(source, hits, engine, theirs)]
+        return [failure(source, hits, engine, theirs, undefined_loop(subject, engine, case, theirs))]
     return differences(source, hits, engine, ours, theirs) if ours != theirs else []
 
 
@@ -395,8 +588,40 @@ def engine_findings(subject: Subject, engine: Engine) -> list[Finding]:
 
 def _key(d: Difference) -> tuple[str, int]:
     """The root cause of a difference: its group and line; JSON escaping is the engine's, wherever the template
-    serializes (one finding, whatever the number of ``|tojson``)."""
-    return (d.group, 0 if d.group == "tojson" else d.line)
+    serializes (one finding, whatever the number of ``|tojson``), and a foreign group is its owner's cause."""
+    return (d.group, 0 if d.group == "tojson" or d.group in FOREIGN else d.line)
+
+
+def _fix(group: str) -> str:
+    return FOREIGN[group][2] if group in FOREIGN else GROUPS[group][2]
+
+
+def _why(group: str) -> str:
+    """What differs, as a finding's first words."""
+    return FOREIGN[group][1] if group in FOREIGN else GROUPS[group][1].split(":")[0]
+
+
+def owner_reports(subject: Subject, cause: Cause) -> bool:
+    """Whether the check that owns ``cause`` reports it on ``subject`` (its findings are cached per template:
+    renders and probes are shared, so asking costs no render the suite does not make anyway)."""
+    key = ("reports", cause.check, subject.template.name, subject.template.source, repr(subject.options))
+    if key not in subject.model.cache:
+        owner = REGISTRY[cause.check]
+        subject.model.cache[key] = {f.cause for f in owner.findings(subject) if f.outcome is cause.severity}
+    reported: set[str] = subject.model.cache[key]
+    return cause.key in reported
+
+
+def _cause_of(subject: Subject, engine: Engine, group: str, conversation: conv.Conversation) -> Cause:
+    """The cause a difference of ``group`` is reported as: the engine's; for a foreign group, the owner's
+    cause that ``conversation`` holds and the owner reports here (the finding then becomes a note naming it),
+    else ``other`` (a difference) or ``fails`` (an error)."""
+    if group not in FOREIGN:
+        return ENGINE_CAUSES[engine.name][group]
+    for owned in FOREIGN[group][0]:
+        if _holds(subject, owned, conversation) and owner_reports(subject, owned):
+            return owned
+    return ENGINE_CAUSES[engine.name]["fails" if group == "repr" else "other"]
 
 
 def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
@@ -410,12 +635,13 @@ def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: D
     again = compare(subject, hits, engine, Case(small, case.add_generation_prompt), pair)
     d = next((x for x in again if _key(x) == _key(d)), d)
     where = f"line {d.line}" if d.line else "a line it does not name"
-    message = f"{engine.title} {GROUPS[d.group][1].split(':')[0]}: {where}, `{d.construct}`\n{d.detail}"
+    cause = _cause_of(subject, engine, d.group, small)
+    message = f"{engine.title} {_why(d.group)}: {where}, `{d.construct}`\n{d.detail}"
     ours, theirs = pair
     if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
         message += "\n" + diff(ours, theirs, labels=("transformers", engine.name))
     message += f"\nconversation (add_generation_prompt={case.add_generation_prompt}):\n{conv.describe(small)}"
-    return ENGINE_CAUSES[engine.name][d.group](message, fix=d.fix)
+    return cause(message, fix=d.fix)
 
 
 @check(Layer.ENGINE, needs="renders")
@@ -474,6 +700,7 @@ def portability(subject: Subject) -> list[Finding]:
 
 __all__ = [
     "ENGINE_CAUSES",
+    "FOREIGN",
     "GROUPS",
     "Case",
     "Difference",
