@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from templatecheck.checks.engine import differences, group_of, hfjs, minijinja, portability
+from templatecheck.checks.engine import construct_hits, differences, group_of, hfjs, minijinja, portability
 from templatecheck.checks.tools import tools
 from templatecheck.engines import (
     HFJS,
@@ -208,13 +208,31 @@ def test_minijinja_fails_on_a_method_it_lacks() -> None:
 
 
 @needs_minijinja
-def test_minijinja_warns_on_untrimmed_block_tags() -> None:
+def test_minijinja_notes_untrimmed_block_tags_the_lint_reports() -> None:
+    """TGI sets no trim_blocks: the whitespace that differs comes from a block tag ``portability`` names, which
+    reports it (one root cause, one warning); MiniJinja's check notes it with the rendering that shows it."""
     source = "{% for m in messages %}\n{{ m.content }}\n{% endfor %}"
-    result = minijinja(subject_with_template("hermes-3-tiny", source))
-    assert result.outcome is Outcome.WARNING
-    found = only(result, "minijinja.whitespace")
-    assert "renders the same text with other whitespace: line 1, `%}⏎`" in found.message
+    target = subject_with_template("hermes-3-tiny", source)
+    assert only(portability(target), "portability.untrimmed_blocks").outcome is Outcome.WARNING
+    result = minijinja(target)
+    assert result.outcome is Outcome.PASSED, result.message
+    found = only(result, "portability.untrimmed_blocks")
+    assert found.message.startswith(
+        "also observed portability.untrimmed_blocks (reported by `portability`): MiniJinja renders the same text "
+        "with other whitespace where a block tag relies on trim_blocks/lstrip_blocks: line 1, `%}⏎`"
+    )
     assert "TGI renders without trim_blocks/lstrip_blocks" in (found.fix or "")
+
+
+def test_whitespace_that_trim_strips_in_python_only_is_named_at_the_filter() -> None:
+    """Python's ``|trim`` strips ``\\x1f``, the other engines keep it: no block tag is the cause, and trimming
+    tags would not change it."""
+    source = "{% for m in messages %}{{ '<' + m.content|trim + '>' }}{% endfor %}"
+    found = differences(source, construct_hits(source), HFJS, "<>", "<\x1f>")
+    assert [(d.group, d.line, d.construct) for d in found] == [("whitespace", 1, "|trim")]
+    assert found[0].fix.startswith("nothing to change for ordinary text: Python's `|trim` also strips")
+    plain = differences(source, construct_hits(source), HFJS, "<a\n>", "<a\n\n>")
+    assert [(d.group, d.construct) for d in plain] == [("whitespace", "(no line named)")]  # not `|trim`
 
 
 @needs_minijinja
@@ -594,3 +612,23 @@ def test_markup_escapes_are_told_from_other_differences() -> None:
     assert markup_escaped(ours, ours.index("amp;"), "amp;", "")  # the diff kept the '&' both share
     assert not markup_escaped(ours, 2, "&#34;", "'")
     assert not markup_escaped("x &#34; y", 0, "x", "z")
+
+
+@needs_hfjs
+def test_hfjs_defers_a_dict_result_printed_as_a_repr_to_the_tools_check() -> None:
+    """``{{ message.content }}`` of a dict tool result: a Python repr in transformers (``tools.result_repr``),
+    JSON in @huggingface/jinja; the difference lies inside that repr, so it is the same root cause."""
+    source = BASE.replace(RESULT, "{{ message.content }}")
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    assert "tools.result_repr" in [f.cause for f in tools(target).findings if f.outcome is Outcome.FAILED]
+    result = hfjs(target)
+    assert result.outcome is Outcome.PASSED, result.message
+    found = only(result, "tools.result_repr")
+    assert found.message.startswith(
+        "also observed tools.result_repr (reported by `tools`): @huggingface/jinja prints a dict or list other "
+        "than the Python repr transformers prints"
+    )
+    # a dict the conversation does not hold (a literal): no template-layer cause explains it
+    literal = "{%- for m in messages %}{{ m.content }}{% endfor %}{{ {'a': 1} }}"
+    printed = only(hfjs(subject_with_template("hermes-3-tiny", literal)), "hfjs.printing")
+    assert printed.outcome is Outcome.FAILED

@@ -77,37 +77,6 @@ def _causes(engine: Engine) -> dict[str, Cause]:
 
 ENGINE_CAUSES: dict[str, dict[str, Cause]] = {engine.name: _causes(engine) for engine in ENGINES}
 
-#: Differences whose root cause is the template's own, which a template-layer check owns: there the engine
-#: renders what the template means and transformers renders the defect. Such a difference is noted as the
-#: owner's cause (the owner fails, once; see :mod:`templatecheck.checks`) when the owner reports that cause on
-#: the template, and fails as ``other`` when it does not. Each: (the cause, what differs, the fix).
-FOREIGN: dict[str, tuple[tuple[Cause, ...], str, str]] = {
-    "html_escaped": (
-        (HTML_ESCAPED,),
-        "renders as plain text what transformers HTML-escapes (`&#34;` for a quote, `&lt;` for `<`: a string joined to Markup)",
-        HTML_ESCAPED_FIX,
-    ),
-    # `|string` of a dict or list: a Python repr in transformers, an error in @huggingface/jinja; rendering the
-    # value as JSON fixes both
-    "repr": (
-        (RESULT_REPR, LIST_REPR, DEFINITIONS_REPR),
-        "cannot print a dict or list with `|string`, which transformers prints as a Python repr",
-        "render a value that is not a string with | tojson, or its text parts",
-    ),
-}
-
-
-def _holds(subject: Subject, cause: Cause, conversation: conv.Conversation) -> bool:
-    """Whether ``conversation`` holds what makes ``cause`` (a dict tool result, list content, tools)."""
-    if cause is RESULT_REPR:
-        return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
-    if cause is LIST_REPR:
-        return any(isinstance(m.get("content"), list) for m in conversation)
-    if cause is DEFINITIONS_REPR:
-        return subject.client_tools(conversation) is not None
-    return True
-
-
 UNSUPPORTED = policy(
     "portability.unsupported",
     "a construct another engine cannot run; the engine checks fail when a sampled conversation reaches it, "
@@ -122,6 +91,65 @@ UNTRIMMED = policy(
     "block tags that rely on trim_blocks/lstrip_blocks, which Text Generation Inference does not set: its "
     "users' prompts get extra newlines and indentation",
 )
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A group of differences whose root cause another check owns, which reports it: the owner's causes it may
+    be (the first that the conversation holds and the owner reports on the template), what differs, the fix,
+    and the engine's own group it is reported as when the owner reports none of them."""
+
+    causes: tuple[Cause, ...]
+    why: str
+    fix: str
+    fallback: str
+
+
+#: Differences whose root cause another check owns. The template's own defects, which a template-layer check
+#: reports (there the engine renders what the template means and transformers renders the defect), and block
+#: tags the ``portability`` lint names: each is noted as the owner's cause (the owner reports it, once; see
+#: :mod:`templatecheck.checks`), one note whatever the number of lines.
+FOREIGN: dict[str, Foreign] = {
+    "html_escaped": Foreign(
+        (HTML_ESCAPED,),
+        "renders as plain text what transformers HTML-escapes (`&#34;` for a quote, `&lt;` for `<`: a string "
+        "joined to Markup)",
+        HTML_ESCAPED_FIX,
+        "other",
+    ),
+    # `|string` of a dict or list: a Python repr in transformers, an error in @huggingface/jinja; rendering the
+    # value as JSON fixes both
+    "repr": Foreign(
+        (RESULT_REPR, LIST_REPR, DEFINITIONS_REPR),
+        "cannot print a dict or list with `|string`, which transformers prints as a Python repr",
+        "render a value that is not a string with | tojson, or its text parts",
+        "fails",
+    ),
+    # the same value printed: a Python repr in transformers, JSON in the engine
+    "repr_printed": Foreign(
+        (RESULT_REPR, LIST_REPR),
+        "prints a dict or list other than the Python repr transformers prints",
+        "render a value that is not a string with | tojson, or its text parts",
+        "printing",
+    ),
+    "untrimmed": Foreign(
+        (UNTRIMMED,),
+        GROUPS["whitespace"][1].split(":")[0] + " where a block tag relies on trim_blocks/lstrip_blocks",
+        GROUPS["whitespace"][2],
+        "whitespace",
+    ),
+}
+
+
+def _holds(subject: Subject, cause: Cause, conversation: conv.Conversation) -> bool:
+    """Whether ``conversation`` holds what makes ``cause`` (a dict tool result, list content, tools)."""
+    if cause is RESULT_REPR:
+        return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
+    if cause is LIST_REPR:
+        return any(isinstance(m.get("content"), list) for m in conversation)
+    if cause is DEFINITIONS_REPR:
+        return subject.client_tools(conversation) is not None
+    return True
 
 
 # ------------------------------------------------------------------------------------------ the conversations
@@ -193,6 +221,22 @@ TOJSON = Rule("|tojson", ("minijinja",), PRINTS, GROUPS["tojson"][2], "", "")
 
 #: Not a portability rule either: the filters that make Markup, where transformers' HTML escaping comes from.
 MARKUP = Rule("|safe", (), PRINTS, HTML_ESCAPED_FIX, "", "")
+#: Nor ``trim``: Python's ``str.strip`` also strips the separators ``\x1c``-``\x1f`` and ``\x85``, which the
+#: other engines keep; only text that begins or ends with such a character renders otherwise.
+TRIM = Rule(
+    "|trim",
+    (),
+    PRINTS,
+    "nothing to change for ordinary text: Python's `|trim` also strips control separators (\\x1c-\\x1f, "
+    "\\x85) that the engine keeps; strip them from client text if it may hold them",
+    "",
+    "",
+)
+
+
+def _unusual(text: str) -> bool:
+    """Whether whitespace that differs holds a character besides space, tab and newline (what ``trim`` does)."""
+    return any(c not in " \t\n\r" for c in text)
 
 
 def construct_hits(source: str) -> list[Hit]:
@@ -203,7 +247,8 @@ def construct_hits(source: str) -> list[Hit]:
         Hit(TOJSON, f.lineno, "|tojson") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "tojson"
     ]
     markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
-    return scan(tree, source) + filters + markup
+    trims = [Hit(TRIM, f.lineno, "|trim") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "trim"]
+    return scan(tree, source) + filters + markup + trims
 
 
 @dataclass(frozen=True)
@@ -310,14 +355,36 @@ def _nearest(hits: list[Hit], line: int, keep: Callable[[Hit], bool]) -> Hit | N
 _PRINTING = [r for r in RULES if r.effect == PRINTS]
 
 
-def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs: str) -> list[Difference]:
-    """The root causes of one pair of renderings: one per group, each at the line that makes it."""
+def reprs(conversation: conv.Conversation) -> list[str]:
+    """The Python reprs transformers prints for the conversation's dict tool results and list contents."""
+    values = [m.get("content") for m in conversation]
+    return [repr(v) for v in values if isinstance(v, (dict, list))]
+
+
+def _inside(ours: str, at: int, texts: list[str]) -> bool:
+    """Whether position ``at`` of ``ours`` lies inside an occurrence of one of ``texts``."""
+    for text in texts:
+        start = ours.find(text)
+        while start >= 0:
+            if start <= at < start + len(text):
+                return True
+            start = ours.find(text, start + 1)
+    return False
+
+
+def differences(
+    source: str, hits: list[Hit], engine: Engine, ours: str, theirs: str, printed: list[str] | None = None
+) -> list[Difference]:
+    """The root causes of one pair of renderings: one per group, each at the line that makes it; a difference
+    inside one of ``printed`` (the reprs of the conversation's dicts and lists) is that value's repr."""
     found: dict[str, Difference] = {}
     spaced = _squeezed(ours) == _squeezed(theirs)
     for at, mine, other in _segments(ours, theirs):
         group = "html_escaped" if markup_escaped(ours, at, mine, other) else group_of(ours, at, mine, other)
         if spaced and group not in ("whitespace", "tojson"):
             group = "whitespace"  # only whitespace differs; the diff aligned repeated text another way
+        elif group in ("printing", "other") and printed and _inside(ours, at, printed):
+            group = "repr_printed"
         if group in found:
             continue
         line = _literal_line(source, ours[:at])
@@ -327,8 +394,11 @@ def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs:
             hit = _nearest(hits, line, lambda h: h.rule is TOJSON)
         elif group == "html_escaped":
             hit = _nearest(hits, line, lambda h: h.rule is MARKUP)
+        elif group == "whitespace" and _unusual(mine + other):
+            hit = _nearest(hits, line, lambda h: h.rule is TRIM)
         elif group == "whitespace" and engine.name == "minijinja":
             hit = _nearest(hits, line, lambda h: h.rule.effect == WHITESPACE)
+            group = "untrimmed" if hit is not None else group
         elif group == "other":
             hit = _nearest(hits, line, lambda h: h.rule in _PRINTING and engine.name in h.rule.engines)
             if hit is not None:
@@ -559,7 +629,9 @@ def compare(
         return []  # the template's own crash: `renders` reports it
     if isinstance(theirs, RenderError):
         return [failure(source, hits, engine, theirs, undefined_loop(subject, engine, case, theirs))]
-    return differences(source, hits, engine, ours, theirs) if ours != theirs else []
+    if ours == theirs:
+        return []
+    return differences(source, hits, engine, ours, theirs, reprs(case.conversation))
 
 
 # -------------------------------------------------------------------------------------------------- the checks
@@ -593,12 +665,12 @@ def _key(d: Difference) -> tuple[str, int]:
 
 
 def _fix(group: str) -> str:
-    return FOREIGN[group][2] if group in FOREIGN else GROUPS[group][2]
+    return FOREIGN[group].fix if group in FOREIGN else GROUPS[group][2]
 
 
 def _why(group: str) -> str:
     """What differs, as a finding's first words."""
-    return FOREIGN[group][1] if group in FOREIGN else GROUPS[group][1].split(":")[0]
+    return FOREIGN[group].why if group in FOREIGN else GROUPS[group][1].split(":")[0]
 
 
 def owner_reports(subject: Subject, cause: Cause) -> bool:
@@ -615,13 +687,13 @@ def owner_reports(subject: Subject, cause: Cause) -> bool:
 def _cause_of(subject: Subject, engine: Engine, group: str, conversation: conv.Conversation) -> Cause:
     """The cause a difference of ``group`` is reported as: the engine's; for a foreign group, the owner's
     cause that ``conversation`` holds and the owner reports here (the finding then becomes a note naming it),
-    else ``other`` (a difference) or ``fails`` (an error)."""
+    else the engine's fallback group."""
     if group not in FOREIGN:
         return ENGINE_CAUSES[engine.name][group]
-    for owned in FOREIGN[group][0]:
+    for owned in FOREIGN[group].causes:
         if _holds(subject, owned, conversation) and owner_reports(subject, owned):
             return owned
-    return ENGINE_CAUSES[engine.name]["fails" if group == "repr" else "other"]
+    return ENGINE_CAUSES[engine.name][FOREIGN[group].fallback]
 
 
 def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
@@ -704,6 +776,7 @@ __all__ = [
     "GROUPS",
     "Case",
     "Difference",
+    "Foreign",
     "cases",
     "compare",
     "construct_hits",
