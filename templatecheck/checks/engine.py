@@ -8,7 +8,9 @@ other's, and each cause's key says whose users it breaks. Beside them, ``portabi
 conversations never reach.
 
 A difference is reported once per root cause: its group (what differs) and the template line that makes it,
-with the smallest conversation that shows it.
+with the smallest conversation that shows it. A difference whose root cause another check owns and reports on
+the template (:data:`FOREIGN`: HTML-escaped tool JSON, a dict printed as a Python repr, block tags the lint
+names) is a note naming that cause, not a second failure.
 """
 
 from __future__ import annotations
@@ -227,8 +229,7 @@ TRIM = Rule(
     "|trim",
     (),
     PRINTS,
-    "nothing to change for ordinary text: Python's `|trim` also strips control separators (\\x1c-\\x1f, "
-    "\\x85) that the engine keeps; strip them from client text if it may hold them",
+    "nothing to change in the template: only text that begins or ends with such a separator renders otherwise",
     "",
     "",
 )
@@ -396,6 +397,7 @@ def differences(
             hit = _nearest(hits, line, lambda h: h.rule is MARKUP)
         elif group == "whitespace" and _unusual(mine + other):
             hit = _nearest(hits, line, lambda h: h.rule is TRIM)
+            group = "trim" if hit is not None else group
         elif group == "whitespace" and engine.name == "minijinja":
             hit = _nearest(hits, line, lambda h: h.rule.effect == WHITESPACE)
             group = "untrimmed" if hit is not None else group
@@ -664,12 +666,26 @@ def _key(d: Difference) -> tuple[str, int]:
     return (d.group, 0 if d.group == "tojson" or d.group in FOREIGN else d.line)
 
 
+#: A difference of the engines' own semantics that no template can avoid, noted, not reported as a cause:
+#: Python's ``|trim`` strips separators the other engines keep. Each: (what differs, the fix).
+NOTED = {
+    "trim": (
+        "strips less with `|trim` than Python's `str.strip` (which also strips \\x1c-\\x1f and \\x85)",
+        TRIM.portable,
+    ),
+}
+
+
 def _fix(group: str) -> str:
+    if group in NOTED:
+        return NOTED[group][1]
     return FOREIGN[group].fix if group in FOREIGN else GROUPS[group][2]
 
 
 def _why(group: str) -> str:
     """What differs, as a finding's first words."""
+    if group in NOTED:
+        return NOTED[group][0]
     return FOREIGN[group].why if group in FOREIGN else GROUPS[group][1].split(":")[0]
 
 
@@ -707,13 +723,14 @@ def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: D
     again = compare(subject, hits, engine, Case(small, case.add_generation_prompt), pair)
     d = next((x for x in again if _key(x) == _key(d)), d)
     where = f"line {d.line}" if d.line else "a line it does not name"
-    cause = _cause_of(subject, engine, d.group, small)
     message = f"{engine.title} {_why(d.group)}: {where}, `{d.construct}`\n{d.detail}"
     ours, theirs = pair
     if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
         message += "\n" + diff(ours, theirs, labels=("transformers", engine.name))
     message += f"\nconversation (add_generation_prompt={case.add_generation_prompt}):\n{conv.describe(small)}"
-    return cause(message, fix=d.fix)
+    if d.group in NOTED:
+        return note(f"{message}\n  ({d.fix})")
+    return _cause_of(subject, engine, d.group, small)(message, fix=d.fix)
 
 
 @check(Layer.ENGINE, needs="renders")
