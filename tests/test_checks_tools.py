@@ -175,8 +175,21 @@ def test_tool_json_html_escaped_by_safe() -> None:
         "to a | safe value ('...' + x|tojson|safe) is escaped by Jinja"
     )
     assert "&#34;name&#34;: &#34;lookup_zq7&#34;" in message
+    line = source[: source.index("|safe")].count("\n") + 1
+    assert f"is escaped by Jinja; the Markup is made at line {line}, `|safe`\n" in message
     definitions = variant(DEFINITION, "{{ 'tool: ' + tool|tojson|safe + ' \"end\"' }}")
     assert only(definitions, "tools.html_escaped").startswith("the tool definitions renders HTML-escaped")
+
+
+def test_the_printed_fixes_of_html_escaping_work() -> None:
+    """Both fixes the finding prints: without ``| safe``, or joined with ``~``, the tool call is plain JSON."""
+    escaped = "{{- '<tool_call>\\n' + '{\"name\": \"' + fn.name + '\", \"arguments\": ' + fn.arguments|tojson|safe }}"
+    call = '{{- \'<tool_call>\\n{"name": "\' + fn.name + \'", "arguments": \' }}'
+    for fixed in (escaped.replace("|safe", ""), escaped.replace(" + ", " ~ ")):
+        source = BASE.replace(call, fixed).replace(ARGUMENTS, "")
+        result = tools(subject_with_template("hermes-3-tiny", source, name="tool_use"))
+        # what is left is the fixture's: it encodes string arguments again (a warning of their own)
+        assert [f.cause for f in result.findings] == ["tools.string_arguments_unsupported"], result.message
 
 
 # ------------------------------------------------------------------------------------------------ tool calls
@@ -362,11 +375,12 @@ def test_crashing_definitions_do_not_hide_calls_dropped_next_to_content() -> Non
 NAME = '\'<tool_call>\\n{"name": "\' + fn.name'
 
 
-def test_a_call_named_only_by_the_clients_id_fails() -> None:
+def test_a_call_named_only_by_the_clients_id_warns() -> None:
     """Kimi K2 (the vendor's template): ``<|tool_call_begin|>{{ tool_call['id'] }}`` names the function through
-    an id of the form functions.NAME:0, which an OpenAI-style id does not carry."""
+    an id of the form functions.NAME:0, which an OpenAI-style id does not carry (a warning: a server that
+    makes ids of the model's form serves it right)."""
     result = variant(NAME, '\'<tool_call>\\n{"name": "\' + call.id')
-    message = only(result, "tools.call_name_only_in_id")
+    message = only(result, "tools.call_name_only_in_id", Outcome.WARNING)
     assert message.startswith(
         "a tool call is named only by the id the client sent: with the id 'call_Hx8GjKq2mWv5RtY1nBzP3aLc' the "
         "called function's name (lookup_zq7) is not in the prompt"

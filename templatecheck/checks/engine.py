@@ -8,12 +8,15 @@ other's, and each cause's key says whose users it breaks. Beside them, ``portabi
 conversations never reach.
 
 A difference is reported once per root cause: its group (what differs) and the template line that makes it,
-with the smallest conversation that shows it.
+with the smallest conversation that shows it. A difference whose root cause another check owns and reports on
+the template (:data:`FOREIGN`: HTML-escaped tool JSON, a dict printed as a Python repr, block tags the lint
+names) is a note naming that cause, not a second failure.
 """
 
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +27,15 @@ import jinja2.nodes
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks.base import check
+from templatecheck.checks.base import REGISTRY, check
+from templatecheck.checks.template import LIST_REPR
+from templatecheck.checks.tools import (
+    DEFINITIONS_REPR,
+    HTML_ESCAPED,
+    HTML_ESCAPED_FIX,
+    RESULT_REPR,
+    markup_filters,
+)
 from templatecheck.engines import (
     ENGINES,
     FAILS,
@@ -83,6 +94,65 @@ UNTRIMMED = policy(
     "block tags that rely on trim_blocks/lstrip_blocks, which Text Generation Inference does not set: its "
     "users' prompts get extra newlines and indentation",
 )
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A group of differences whose root cause another check owns, which reports it: the owner's causes it may
+    be (the first that the conversation holds and the owner reports on the template), what differs, the fix,
+    and the engine's own group it is reported as when the owner reports none of them."""
+
+    causes: tuple[Cause, ...]
+    why: str
+    fix: str
+    fallback: str
+
+
+#: Differences whose root cause another check owns. The template's own defects, which a template-layer check
+#: reports (there the engine renders what the template means and transformers renders the defect), and block
+#: tags the ``portability`` lint names: each is noted as the owner's cause (the owner reports it, once; see
+#: :mod:`templatecheck.checks`), one note whatever the number of lines.
+FOREIGN: dict[str, Foreign] = {
+    "html_escaped": Foreign(
+        (HTML_ESCAPED,),
+        "renders as plain text what transformers HTML-escapes (`&#34;` for a quote, `&lt;` for `<`: a string "
+        "joined to Markup)",
+        HTML_ESCAPED_FIX,
+        "other",
+    ),
+    # `|string` of a dict or list: a Python repr in transformers, an error in @huggingface/jinja; rendering the
+    # value as JSON fixes both
+    "repr": Foreign(
+        (RESULT_REPR, LIST_REPR, DEFINITIONS_REPR),
+        "cannot print a dict or list with `|string`, which transformers prints as a Python repr",
+        "render a value that is not a string with | tojson, or its text parts",
+        "fails",
+    ),
+    # the same value printed: a Python repr in transformers, JSON in the engine
+    "repr_printed": Foreign(
+        (RESULT_REPR, LIST_REPR),
+        "prints a dict or list other than the Python repr transformers prints",
+        "render a value that is not a string with | tojson, or its text parts",
+        "printing",
+    ),
+    "untrimmed": Foreign(
+        (UNTRIMMED,),
+        GROUPS["whitespace"][1].split(":")[0] + " where a block tag relies on trim_blocks/lstrip_blocks",
+        GROUPS["whitespace"][2],
+        "whitespace",
+    ),
+}
+
+
+def _holds(subject: Subject, cause: Cause, conversation: conv.Conversation) -> bool:
+    """Whether ``conversation`` holds what makes ``cause`` (a dict tool result, list content, tools)."""
+    if cause is RESULT_REPR:
+        return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
+    if cause is LIST_REPR:
+        return any(isinstance(m.get("content"), list) for m in conversation)
+    if cause is DEFINITIONS_REPR:
+        return subject.client_tools(conversation) is not None
+    return True
 
 
 # ------------------------------------------------------------------------------------------ the conversations
@@ -152,13 +222,35 @@ def render_pairs(
 TOJSON = Rule("|tojson", ("minijinja",), PRINTS, GROUPS["tojson"][2], "", "")
 
 
+#: Not a portability rule either: the filters that make Markup, where transformers' HTML escaping comes from.
+MARKUP = Rule("|safe", (), PRINTS, HTML_ESCAPED_FIX, "", "")
+#: Nor ``trim``: Python's ``str.strip`` also strips the separators ``\x1c``-``\x1f`` and ``\x85``, which the
+#: other engines keep; only text that begins or ends with such a character renders otherwise.
+TRIM = Rule(
+    "|trim",
+    (),
+    PRINTS,
+    "nothing to change in the template: only text that begins or ends with such a separator renders otherwise",
+    "",
+    "",
+)
+
+
+def _unusual(text: str) -> bool:
+    """Whether whitespace that differs holds a character besides space, tab and newline (what ``trim`` does)."""
+    return any(c not in " \t\n\r" for c in text)
+
+
 def construct_hits(source: str) -> list[Hit]:
-    """The lint's constructs in the template, and its ``tojson`` filters (where JSON differences come from)."""
+    """The lint's constructs in the template, its ``tojson`` filters (where JSON differences come from) and
+    the filters that make Markup (where HTML escaping comes from)."""
     tree = parse_template(source)
     filters = [
         Hit(TOJSON, f.lineno, "|tojson") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "tojson"
     ]
-    return scan(tree, source) + filters
+    markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
+    trims = [Hit(TRIM, f.lineno, "|trim") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "trim"]
+    return scan(tree, source) + filters + markup + trims
 
 
 @dataclass(frozen=True)
@@ -275,6 +367,21 @@ def group_of(ours: str, at: int, mine: str, theirs: str) -> str:
     return "other"
 
 
+#: The HTML escapes Python's Jinja writes for the characters of a string joined to Markup.
+_ENTITY = re.compile(r"&(?:#34|#39|quot|amp|lt|gt);")
+
+
+def markup_escaped(ours: str, at: int, mine: str, theirs: str) -> bool:
+    """Whether transformers' text at ``at`` (``mine``) lies inside HTML escapes (``&#34;``) of the characters
+    the engine writes there (``theirs``): Python's Jinja escapes a string joined to Markup (``'...' + x|safe``),
+    which the other engines do not do."""
+    end = at + len(mine)
+    spans = [m for m in _ENTITY.finditer(ours, max(0, at - 6), end + 6) if m.start() < end and at < m.end()]
+    if not mine or not spans or spans[0].start() > at or spans[-1].end() < end:
+        return False
+    return set(theirs) <= {html.unescape(m.group()) for m in spans}
+
+
 def _literal_line(source: str, context: str) -> int:
     """The template line whose text holds the longest tail (3+ characters) of ``context``; 0 when none."""
     for size in range(min(len(context), 40), 2, -1):
@@ -292,14 +399,36 @@ def _nearest(hits: list[Hit], line: int, keep: Callable[[Hit], bool]) -> Hit | N
 _PRINTING = [r for r in RULES if r.effect == PRINTS]
 
 
-def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs: str) -> list[Difference]:
-    """The root causes of one pair of renderings: one per group, each at the line that makes it."""
+def reprs(conversation: conv.Conversation) -> list[str]:
+    """The Python reprs transformers prints for the conversation's dict tool results and list contents."""
+    values = [m.get("content") for m in conversation]
+    return [repr(v) for v in values if isinstance(v, (dict, list))]
+
+
+def _inside(ours: str, at: int, texts: list[str]) -> bool:
+    """Whether position ``at`` of ``ours`` lies inside an occurrence of one of ``texts``."""
+    for text in texts:
+        start = ours.find(text)
+        while start >= 0:
+            if start <= at < start + len(text):
+                return True
+            start = ours.find(text, start + 1)
+    return False
+
+
+def differences(
+    source: str, hits: list[Hit], engine: Engine, ours: str, theirs: str, printed: list[str] | None = None
+) -> list[Difference]:
+    """The root causes of one pair of renderings: one per group, each at the line that makes it; a difference
+    inside one of ``printed`` (the reprs of the conversation's dicts and lists) is that value's repr."""
     found: dict[str, Difference] = {}
     spaced = _squeezed(ours) == _squeezed(theirs)
     for at, mine, other in _segments(ours, theirs):
-        group = group_of(ours, at, mine, other)
+        group = "html_escaped" if markup_escaped(ours, at, mine, other) else group_of(ours, at, mine, other)
         if spaced and group not in ("whitespace", "tojson"):
             group = "whitespace"  # only whitespace differs; the diff aligned repeated text another way
+        elif group in ("printing", "other") and printed and _inside(ours, at, printed):
+            group = "repr_printed"
         if group in found:
             continue
         line = _literal_line(source, ours[:at])
@@ -307,21 +436,34 @@ def differences(source: str, hits: list[Hit], engine: Engine, ours: str, theirs:
         hit = None
         if group == "tojson":
             hit = _nearest(hits, line, lambda h: h.rule is TOJSON)
+        elif group == "html_escaped":
+            hit = _nearest(hits, line, lambda h: h.rule is MARKUP)
+        elif group == "whitespace" and _unusual(mine + other):
+            hit = _nearest(hits, line, lambda h: h.rule is TRIM)
+            group = "trim" if hit is not None else group
         elif group == "whitespace" and engine.name == "minijinja":
             hit = _nearest(hits, line, lambda h: h.rule.effect == WHITESPACE)
+            group = "untrimmed" if hit is not None else group
         elif group == "other":
             hit = _nearest(hits, line, lambda h: h.rule in _PRINTING and engine.name in h.rule.engines)
             if hit is not None:
                 group = "loop_variable" if hit.rule in LOOP.values() else "printing"
         line = hit.line if hit is not None else line
         construct = hit.written if hit is not None else _source_line(source, line)
-        fix = hit.rule.portable if hit is not None else GROUPS[group][2]
+        fix = hit.rule.portable if hit is not None else _fix(group)
         found.setdefault(group, Difference(group, line, construct, fix, shown))
     return list(found.values())
 
 
-def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) -> Difference:
-    """The root cause of an engine's error on a conversation transformers renders."""
+#: An engine's error on ``|string`` of a dict or a list (``Unknown ObjectValue filter: string``).
+_REPR = re.compile(r"Unknown (?:ObjectValue|ArrayValue) filter: string")
+
+
+def failure(
+    source: str, hits: list[Hit], engine: Engine, error: RenderError, loop: Hit | None = None
+) -> Difference:
+    """The root cause of an engine's error on a conversation transformers renders; ``loop`` is the ``for``
+    loop an error about a value that is not iterable comes from, where it was found."""
     if error.kind == "refused":
         said = error.message.removeprefix("template refused: ")
         line = _literal_line(source, said) if said else 0
@@ -336,46 +478,171 @@ def failure(source: str, hits: list[Hit], engine: Engine, error: RenderError) ->
     pool = named or breaks
     if line:  # MiniJinja names the line: only a construct on it is the cause
         pool = [h for h in pool if h.line == line]
-    hit = pool[0] if pool else None
+    hit = loop if loop is not None else pool[0] if pool else None
     if hit is None:
-        hit = _named(source, error.message, line)
+        hit = _named(source, error.message, line) or _not_a_number(source, error.message, line)
     group = "fails"
-    if (hit is not None and hit.rule in METHODS.values()) or "UnknownMethod" in error.message:
+    if _REPR.search(error.message):
+        group = "repr"
+    elif (hit is not None and hit.rule in METHODS.values()) or "UnknownMethod" in error.message:
         group = "string_method"
     elif hit is not None and hit.rule in LOOP.values():
         group = "loop_variable"
     line = hit.line if hit is not None else line
     construct = hit.written if hit is not None else _source_line(source, line)
-    fix = hit.rule.portable if hit is not None else GROUPS[group][2]
+    fix = _fix(group) if group in FOREIGN else hit.rule.portable if hit is not None else _fix(group)
     return Difference(group, line, construct, fix, f"{engine.title}: {error}")
 
 
 #: The filter, test or attribute an engine's error names (``Cannot apply filter "trim"``, ``unknown filter: x``).
 _NAMED = re.compile(
-    r'filter "(\w+)"|filter: (\w+)|filter (\w+) is unknown|method named (\w+)|test (\w+) is unknown'
+    r'filter "(?P<filter>\w+)"|filter: (?P<filter2>\w+)|filter (?P<filter3>\w+) is unknown'
+    r"|method named (?P<method>\w+)|test (?P<test>\w+) is unknown"
 )
+#: An engine's error on a filter of a value of another type (``Cannot apply filter "trim" to type:
+#: UndefinedValue``), which Python's Jinja applies (an undefined value is ``''``, ``dict|int`` is 0).
+_ON_TYPE = re.compile(r'filter "\w+" to type: (?P<kind>\w+)Value|Unknown (?P<kind2>\w+)Value filter')
+
+
+#: The filters that take a list: a missing value's default before them is ``[]``.
+_LIST_FILTERS = frozenset(("join", "first", "last", "map", "select", "reject", "selectattr", "rejectattr", "list", "sort", "unique", "reverse", "sum", "min", "max"))  # fmt: skip
 
 
 def _named(source: str, message: str, line: int) -> Hit | None:
-    """Where the template uses the filter, test or method an error message names (on ``line`` when given)."""
+    """Where the template uses the filter, test or method an error message names (on ``line`` when given):
+    a filter's name is looked up among the filters only (``is string`` is not ``|string``)."""
     match = _NAMED.search(message)
     if match is None:
         return None
-    return _named_use(source, next(g for g in match.groups() if g), line)
+    kind, name = next((k.rstrip("23"), v) for k, v in match.groupdict().items() if v)
+    found = _named_line(source, kind, name, line)
+    if found is None:
+        return None
+    written = {"method": f".{name}", "filter": f"|{name}", "test": f"is {name}"}[kind]
+    return Hit(Rule(written, (), FAILS, _typed_fix(message, name), "", ""), found, written)
 
 
 @lru_cache(maxsize=256)
-def _named_use(source: str, name: str, line: int) -> Hit | None:
-    nodes: list[jinja2.nodes.Node] = [
-        n for n in parse_template(source).find_all((jinja2.nodes.Filter, jinja2.nodes.Test)) if n.name == name
+def _named_line(source: str, kind: str, name: str, line: int) -> int | None:
+    """The first line (``line`` when given) where the template uses the filter, test or method ``name``."""
+    tree = parse_template(source)
+    nodes: list[jinja2.nodes.Node]
+    if kind == "method":
+        nodes = [n for n in tree.find_all(jinja2.nodes.Getattr) if n.attr == name]
+    else:
+        wanted = jinja2.nodes.Filter if kind == "filter" else jinja2.nodes.Test
+        nodes = [n for n in tree.find_all(wanted) if n.name == name]
+    lines = [n.lineno for n in nodes if not line or n.lineno == line]
+    return min(lines) if lines else None
+
+
+def _typed_fix(message: str, name: str) -> str:
+    """The fix of a filter an engine refuses on the value's type (see :data:`_ON_TYPE`)."""
+    typed = _ON_TYPE.search(message)
+    if typed is None:
+        return GROUPS["fails"][2]
+    found = typed.group("kind") or typed.group("kind2")
+    if found in ("Undefined", "Null"):
+        empty = "{}" if name in ("items", "dictsort") else "[]" if name in _LIST_FILTERS else "''"
+        return f"give a missing value a default before the filter: `(x or {empty})|{name}`"
+    kind = {"Object": "dict", "Array": "list"}.get(found, found.lower())
+    return f"apply `|{name}` only where the value can take it (the engine refuses a {kind}): test `x is string` first"
+
+
+#: An engine's error on a ``for`` loop over a value that is not iterable (``got UndefinedValue``): Python's
+#: Jinja iterates an undefined value as an empty list, @huggingface/jinja refuses it, and names no line.
+_NOT_ITERABLE = re.compile(r"Expected iterable or object type in for loop: got (\w+)")
+#: A ``for`` tag: its opening, the loop target, `` in ``, the iterable (with a loop filter), ``recursive``, the end.
+_FOR_TAG = re.compile(r"(\{%[-+]?\s*for\s+)(.+?)(\s+in\s+)(.+?)(\s+recursive)?(\s*[-+]?%\})", re.S)
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A ``for`` loop: its node, and where its iterable is written in the source."""
+
+    node: jinja2.nodes.For
+    start: int
+    end: int
+    written: str
+
+
+def _loops(source: str) -> list[_Loop]:
+    """The template's ``for`` loops that may iterate a missing value (a name, attribute or item, not
+    ``messages``), with where each iterable is written; none when the tags and the syntax tree disagree."""
+    nodes = list(parse_template(source).find_all(jinja2.nodes.For))
+    tags = list(_FOR_TAG.finditer(source))
+    lines = [source.count("\n", 0, m.start(1) + m.group(1).index("for")) + 1 for m in tags]
+    if [n.lineno for n in nodes] != lines:  # a `{% for` in a string or a raw block: the spans are unknown
+        return []
+    kinds = (jinja2.nodes.Name, jinja2.nodes.Getattr, jinja2.nodes.Getitem)
+    return [
+        _Loop(n, m.start(4), m.end(4), m.group(4).split(" if ")[0].strip())
+        for n, m in zip(nodes, tags, strict=True)
+        if isinstance(n.iter, kinds)
+        and not (isinstance(n.iter, jinja2.nodes.Name) and n.iter.name == "messages")
     ]
-    nodes += [n for n in parse_template(source).find_all(jinja2.nodes.Getattr) if n.attr == name]
-    nodes = [n for n in nodes if not line or n.lineno == line]
-    if not nodes:
+
+
+def undefined_loop(subject: Subject, engine: Engine, case: Case, error: RenderError) -> Hit | None:
+    """The ``for`` loop over a missing value that ``error`` comes from, found from the syntax tree: among the
+    loops that may iterate a missing value, the innermost whose iterable, replaced by ``[]``, makes the engine
+    render the conversation past that error (one render per loop, only when several may)."""
+    if not _NOT_ITERABLE.search(error.message):
         return None
-    first = min(nodes, key=lambda n: n.lineno)
-    written = f".{name}" if isinstance(first, jinja2.nodes.Getattr) else f"|{name}"
-    return Hit(Rule(written, (), FAILS, GROUPS["fails"][2], "", ""), first.lineno, written)
+    source = subject.template.source
+    loops = _loops(source)
+    if len(loops) > 1:
+        renderer = subject.model.renderer
+        call = subject.calls([case.conversation], add_generation_prompt=case.add_generation_prompt)[0]
+        context = renderer.context(source, call, keep_none=engine.keeps_none)
+
+        def past(loop: _Loop) -> bool:
+            edited = source[: loop.start] + "[]" + source[loop.end :]
+            again = engine.render_many(edited, [context], renderer.limits, renderer.clock)[0]
+            return not (isinstance(again, RenderError) and again.message == error.message)
+
+        cleared = [loop for loop in loops if past(loop)]
+        inner = {id(n) for loop in cleared for n in loop.node.find_all(jinja2.nodes.For)}
+        loops = [loop for loop in cleared if id(loop.node) not in inner]
+    if not loops:
+        return None
+    loop = loops[0]
+    target = _target(loop)
+    written = f"for {target} in {loop.written}"
+    got = _NOT_ITERABLE.search(error.message)
+    if got is not None and got.group(1) in ("UndefinedValue", "NullValue"):
+        fix = f"iterate an empty list where the value is missing: `{{% for {target} in ({loop.written} or []) %}}`"
+    else:  # a string or a number, which Python's Jinja iterates (characters) or refuses as well
+        test = "is not string" if got is not None and got.group(1) == "StringValue" else "is iterable"
+        fix = f"loop only over a list or dict: guard the loop with `{{% if {loop.written} {test} %}}`"
+    return Hit(Rule(written, (), FAILS, fix, "", ""), loop.node.lineno, written)
+
+
+def _target(loop: _Loop) -> str:
+    target = loop.node.target
+    if isinstance(target, jinja2.nodes.Tuple):
+        return ", ".join(t.name for t in target.items if isinstance(t, jinja2.nodes.Name))
+    return target.name if isinstance(target, jinja2.nodes.Name) else "x"
+
+
+#: MiniJinja's error on ``|int`` or ``|float`` of text that is not a number (Python's Jinja gives 0).
+_NOT_A_NUMBER = re.compile(r"invalid float literal|invalid digit found in string")
+
+
+def _not_a_number(source: str, message: str, line: int) -> Hit | None:
+    """The ``|int`` or ``|float`` on the line an engine's not-a-number error names, with its portable form."""
+    if not line or not _NOT_A_NUMBER.search(message):
+        return None
+    tree = parse_template(source)
+    found = [f for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("int", "float") and f.lineno == line]
+    if not found:
+        return None
+    name = found[0].name
+    default = "0" if name == "int" else "0.0"
+    fix = (
+        f"give the filter the default Python's Jinja uses for text that is not a number: `|{name}({default})`"
+    )
+    return Hit(Rule(f"|{name}", (), FAILS, fix, "", ""), line, f"|{name}")
 
 
 def _name(hit: Hit) -> str:
@@ -412,8 +679,10 @@ def compare(
             ]
         return []  # the template's own crash: `renders` reports it
     if isinstance(theirs, RenderError):
-        return [failure(source, hits, engine, theirs)]
-    return differences(source, hits, engine, ours, theirs) if ours != theirs else []
+        return [failure(source, hits, engine, theirs, undefined_loop(subject, engine, case, theirs))]
+    if ours == theirs:
+        return []
+    return differences(source, hits, engine, ours, theirs, reprs(case.conversation))
 
 
 # -------------------------------------------------------------------------------------------------- the checks
@@ -442,8 +711,54 @@ def engine_findings(subject: Subject, engine: Engine) -> list[Finding]:
 
 def _key(d: Difference) -> tuple[str, int]:
     """The root cause of a difference: its group and line; JSON escaping is the engine's, wherever the template
-    serializes (one finding, whatever the number of ``|tojson``)."""
-    return (d.group, 0 if d.group == "tojson" else d.line)
+    serializes (one finding, whatever the number of ``|tojson``), and a foreign group is its owner's cause."""
+    return (d.group, 0 if d.group == "tojson" or d.group in FOREIGN else d.line)
+
+
+#: A difference of the engines' own semantics that no template can avoid, noted, not reported as a cause:
+#: Python's ``|trim`` strips separators the other engines keep. Each: (what differs, the fix).
+NOTED = {
+    "trim": (
+        "strips less with `|trim` than Python's `str.strip` (which also strips \\x1c-\\x1f and \\x85)",
+        TRIM.portable,
+    ),
+}
+
+
+def _fix(group: str) -> str:
+    if group in NOTED:
+        return NOTED[group][1]
+    return FOREIGN[group].fix if group in FOREIGN else GROUPS[group][2]
+
+
+def _why(group: str) -> str:
+    """What differs, as a finding's first words."""
+    if group in NOTED:
+        return NOTED[group][0]
+    return FOREIGN[group].why if group in FOREIGN else GROUPS[group][1].split(":")[0]
+
+
+def owner_reports(subject: Subject, cause: Cause) -> bool:
+    """Whether the check that owns ``cause`` reports it on ``subject`` (its findings are cached per template:
+    renders and probes are shared, so asking costs no render the suite does not make anyway)."""
+    key = ("reports", cause.check, subject.template.name, subject.template.source, repr(subject.options))
+    if key not in subject.model.cache:
+        owner = REGISTRY[cause.check]
+        subject.model.cache[key] = {f.cause for f in owner.findings(subject) if f.outcome is cause.severity}
+    reported: set[str] = subject.model.cache[key]
+    return cause.key in reported
+
+
+def _cause_of(subject: Subject, engine: Engine, group: str, conversation: conv.Conversation) -> Cause:
+    """The cause a difference of ``group`` is reported as: the engine's; for a foreign group, the owner's
+    cause that ``conversation`` holds and the owner reports here (the finding then becomes a note naming it),
+    else the engine's fallback group."""
+    if group not in FOREIGN:
+        return ENGINE_CAUSES[engine.name][group]
+    for owned in FOREIGN[group].causes:
+        if _holds(subject, owned, conversation) and owner_reports(subject, owned):
+            return owned
+    return ENGINE_CAUSES[engine.name][FOREIGN[group].fallback]
 
 
 def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
@@ -457,12 +772,14 @@ def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: D
     again = compare(subject, hits, engine, Case(small, case.add_generation_prompt), pair)
     d = next((x for x in again if _key(x) == _key(d)), d)
     where = f"line {d.line}" if d.line else "a line it does not name"
-    message = f"{engine.title} {GROUPS[d.group][1].split(':')[0]}: {where}, `{d.construct}`\n{d.detail}"
+    message = f"{engine.title} {_why(d.group)}: {where}, `{d.construct}`\n{d.detail}"
     ours, theirs = pair
     if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
         message += "\n" + diff(ours, theirs, labels=("transformers", engine.name))
     message += f"\nconversation (add_generation_prompt={case.add_generation_prompt}):\n{conv.describe(small)}"
-    return ENGINE_CAUSES[engine.name][d.group](message, fix=d.fix)
+    if d.group in NOTED:
+        return note(f"{message}\n  ({d.fix})")
+    return _cause_of(subject, engine, d.group, small)(message, fix=d.fix)
 
 
 @check(Layer.ENGINE, needs="renders")
@@ -521,9 +838,11 @@ def portability(subject: Subject) -> list[Finding]:
 
 __all__ = [
     "ENGINE_CAUSES",
+    "FOREIGN",
     "GROUPS",
     "Case",
     "Difference",
+    "Foreign",
     "cases",
     "compare",
     "construct_hits",

@@ -6,13 +6,15 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import jinja2.nodes
+
 from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks.base import check
 from templatecheck.checks.template import SANDBOX_REFUSED, blank, distinct, probe_findings
 from templatecheck.model import Subject
-from templatecheck.render import RenderError
+from templatecheck.render import RenderError, parse_template
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.text import diff, quote
 
@@ -61,11 +63,11 @@ ARGUMENTS_REPR = defect(
     "single-quoted pseudo-JSON: the model reads a form it was not shown in training, and a parser cannot "
     "read it back",
 )
-CALL_NAME_ONLY_IN_ID = defect(
+CALL_NAME_ONLY_IN_ID = policy(
     "tools.call_name_only_in_id",
     "a template that writes the client's call id where its format names the called function (Kimi's "
-    "functions.NAME:0) loses the function's name for an id of another form, such as the call_... ids "
-    "OpenAI-compatible clients send",
+    "functions.NAME:0) relies on the server making ids of that form; an id of another form, such as the "
+    "call_... ids other OpenAI-compatible servers make, loses the function's name",
 )
 STRING_ARGUMENTS = policy(
     "tools.string_arguments_unsupported",
@@ -260,14 +262,31 @@ def _escaped(rendered: str) -> str | None:
     return next((e for e in _ESCAPES if e in rendered), None)
 
 
-def _html_escaped(rendered: str, what: str) -> Finding:
+#: The filters that make a value Markup: a string joined to one with ``+`` is HTML-escaped by Python's Jinja.
+MARKUP_FILTERS = ("safe", "escape", "e", "forceescape")
+#: What to change where a string is joined to Markup.
+HTML_ESCAPED_FIX = "drop | safe (| tojson already returns text), or build the string with ~ instead of +"
+
+
+def markup_filters(source: str) -> list[tuple[int, str]]:
+    """The template's filters that make Markup (:data:`MARKUP_FILTERS`), as (line, ``|name``), in line order:
+    where the escaping of the strings joined to their value comes from."""
+    tree = parse_template(source)
+    found = [(f.lineno, f"|{f.name}") for f in tree.find_all(jinja2.nodes.Filter) if f.name in MARKUP_FILTERS]
+    return sorted(found)
+
+
+def _html_escaped(rendered: str, what: str, source: str) -> Finding:
     escape = _escaped(rendered) or ""
     at = rendered.find(escape)
+    made = ", ".join(f"line {line}, `{name}`" for line, name in markup_filters(source)[:4])
     return HTML_ESCAPED(
         f"{what} renders HTML-escaped ({escape!r} where the JSON has a quote): a string joined to a | safe value "
-        "('...' + x|tojson|safe) is escaped by Jinja\n"
+        "('...' + x|tojson|safe) is escaped by Jinja"
+        + (f"; the Markup is made at {made}" if made else "")
+        + "\n"
         f"  near: {rendered[max(0, at - 40) : at + 80]!r}",
-        fix="drop | safe (| tojson already returns text), or build the string with ~ instead of +",
+        fix=HTML_ESCAPED_FIX,
     )
 
 
@@ -290,7 +309,7 @@ def _definitions(render: _Renders) -> list[Finding]:
             DEFINITIONS_DROPPED(f"tool definitions lose {', '.join(missing)} on the way into the prompt")
         )
     if _escaped(prompt):
-        return [*found, _html_escaped(prompt, "the tool definitions")]
+        return [*found, _html_escaped(prompt, "the tool definitions", render.subject.template.source)]
     broken = _broken_json(render, prompt)
     return found if broken is None else [*found, broken]
 
@@ -346,7 +365,9 @@ def _tool_calls(render: _Renders, object_ok: bool) -> list[Finding]:
         if rendered is None:
             continue
         if _escaped(rendered) and not _escaped(base):
-            findings.append(_html_escaped(rendered, f"a tool call with {form} arguments"))
+            findings.append(
+                _html_escaped(rendered, f"a tool call with {form} arguments", render.subject.template.source)
+            )
             continue
         lost = _lost(rendered, base, ARGUMENTS)
         if lost and (form == "dict" or as_object is None):
