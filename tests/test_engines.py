@@ -548,7 +548,8 @@ def test_whitespace_differences_are_the_runs_that_differ() -> None:
     from templatecheck.checks.engine import _segments
 
     ours, theirs = "<a>\n\nhi <b>x", "<a>hi  <b>\tx"
-    assert _segments(ours, theirs) == [(3, "\n\n", ""), (7, " ", "  "), (11, "", "\t")]
+    assert _segments(ours, theirs) == [(3, "\n\n", ""), (8, "", " "), (11, "", "\t")]
+    assert _segments("x\n\x0c\n", "\nx\n\n\x0c\n") == [(0, "", "\n"), (2, "", "\n")]  # a run's own part
     assert _segments("same text", "same text") == []
     # more than whitespace: the visible texts are diffed, positions in ours
     assert _segments("say 'a'", 'say "a"') == [(4, "'", '"'), (6, "'", '"')]

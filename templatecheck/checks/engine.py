@@ -314,18 +314,32 @@ def _runs(text: str) -> list[tuple[int, int, str]]:
 
 
 def _space_runs(ours: str, theirs: str) -> list[tuple[int, str, str]]:
-    """Where two texts that differ only in whitespace differ: (position in ours, our run, theirs) for each
-    run of whitespace between the same two visible characters that is not the same in both."""
+    """Where two texts that differ only in whitespace differ: for each run of whitespace between the same two
+    visible characters that is not the same in both, (position in ours, our part, theirs), the parts the
+    two runs do not share at their ends."""
     mine = {before: (start, run) for before, start, run in _runs(ours)}
     other = {before: run for before, _, run in _runs(theirs)}
     found: list[tuple[int, str, str]] = []
     spaces = 0  # whitespace characters of ours before the position reached
     for before in sorted(mine.keys() | other.keys()):
         start, run = mine.get(before, (before + spaces, ""))
-        if run != other.get(before, ""):
-            found.append((start, run, other.get(before, "")))
         spaces += len(run)
+        theirs_run = other.get(before, "")
+        if run != theirs_run:
+            head = _shared(run, theirs_run)
+            tail = _shared(run[head:][::-1], theirs_run[head:][::-1])
+            found.append(
+                (start + head, run[head : len(run) - tail], theirs_run[head : len(theirs_run) - tail])
+            )
     return found
+
+
+def _shared(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` begin with in common."""
+    size = 0
+    while size < min(len(a), len(b)) and a[size] == b[size]:
+        size += 1
+    return size
 
 
 def _squeezed(text: str) -> str:
