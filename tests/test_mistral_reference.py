@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from templatecheck.causes import CAUSES
+from templatecheck.checks import reference as reference_checks
 from templatecheck.checks.reference import mistral_common
 from templatecheck.formats import get
 from templatecheck.formats.classify import BY_NAME
@@ -142,9 +143,11 @@ def test_the_oracle_on_mistral_7b_instruct_v03_maps_its_tool_defects_to_their_ow
         "quote), which the reference writes as it is, in "
     )
     assert "tools.result_reencoded" in [f.cause for f in result.findings]
-    empty = next(f for f in result.findings if f.cause == "mistral_common.empty_message")
+    empty = next(f for f in result.findings if f.cause == "reference.empty_message")  # the reference's
+    assert empty.outcome is Outcome.PASSED
     assert empty.message.startswith(
-        "the rendering of an empty message differs from mistral-common's encoding, in "
+        "also observed reference.empty_message (reported by `reference`): the rendering of an empty message "
+        "differs from mistral-common's encoding, in "
     )
     assert "    mistral-common: [4 '[/INST]']\n    template: [29473 '▁'] [4 '[/INST]']" in empty.message
 
@@ -208,7 +211,11 @@ def test_a_correct_v3_template_gives_mistral_commons_ids(v03: Any) -> None:
 
 @needs_shared
 @pytest.mark.parametrize("cause", sorted(MUTATIONS))
-def test_each_kind_of_token_difference_is_its_own_cause(v03: Any, cause: str) -> None:
+def test_each_kind_of_token_difference_is_its_own_cause(
+    v03: Any, cause: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oracle's own classification (where the reference check reports none of it: see the next test)."""
+    monkeypatch.setattr(reference_checks, "owner_reports", lambda subject, cause: False)
     old, new = MUTATIONS[cause]
     result = mistral_common(with_template(v03, old, new))
     assert [f.cause for f in result.findings if f.cause] == [cause], result.message
@@ -218,6 +225,21 @@ def test_each_kind_of_token_difference_is_its_own_cause(v03: Any, cause: str) ->
     assert message.startswith(f"{BY_NAME[group].what} differs from mistral-common's encoding, in "), message
     assert f"conversations (mistral-common mistral-v3 via {MISTRAL_V03 / 'tokenizer.model'})\n" in message
     assert "\n  first differing token: #" in message and "\n    mistral-common: [" in message
+
+
+@needs_shared
+def test_a_difference_the_reference_reports_too_is_noted_as_its_cause(v03: Any) -> None:
+    """One root cause once: with the reference check on, the empty message it reports as well is its finding,
+    and the oracle notes it; a token difference of the same text stays the oracle's own."""
+    old, new = MUTATIONS["mistral_common.empty_message"]
+    result = mistral_common(with_template(v03, old, new))
+    assert result.outcome is Outcome.PASSED, result.message
+    noted = next(f for f in result.findings if f.cause == "reference.empty_message")
+    assert noted.outcome is Outcome.PASSED
+    assert noted.message.startswith(
+        "also observed reference.empty_message (reported by `reference`): the rendering of an empty message "
+        "differs from mistral-common's encoding, in "
+    ), noted.message
 
 
 @needs_shared

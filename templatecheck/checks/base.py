@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from templatecheck.causes import CAUSES
+from templatecheck.causes import CAUSES, Cause
 from templatecheck.gates import gate
 from templatecheck.model import Subject
 from templatecheck.result import CheckResult, Finding, Layer, Outcome, skipped
@@ -90,3 +90,14 @@ def check(layer: Layer, *, needs: str = "renders") -> Callable[[Callable[[Subjec
         return made
 
     return register
+
+
+def owner_reports(subject: Subject, cause: Cause) -> bool:
+    """Whether the check that owns ``cause`` reports it on ``subject`` (its findings are cached per template:
+    renders and probes are shared, so asking costs no render the suite does not make anyway)."""
+    key = ("reports", cause.check, subject.template.name, subject.template.source, repr(subject.options))
+    if key not in subject.model.cache:
+        owner = REGISTRY[cause.check]
+        subject.model.cache[key] = {f.cause for f in owner.findings(subject) if f.outcome is cause.severity}
+    reported: set[str] = subject.model.cache[key]
+    return cause.key in reported

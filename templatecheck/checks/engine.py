@@ -27,7 +27,7 @@ import jinja2.nodes
 from templatecheck import conversation as conv
 from templatecheck.capabilities import probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks.base import REGISTRY, check
+from templatecheck.checks.base import check, owner_reports
 from templatecheck.checks.template import LIST_REPR
 from templatecheck.checks.tools import (
     DEFINITIONS_REPR,
@@ -750,17 +750,6 @@ def _why(group: str) -> str:
     if group in NOTED:
         return NOTED[group][0]
     return FOREIGN[group].why if group in FOREIGN else GROUPS[group][1].split(":")[0]
-
-
-def owner_reports(subject: Subject, cause: Cause) -> bool:
-    """Whether the check that owns ``cause`` reports it on ``subject`` (its findings are cached per template:
-    renders and probes are shared, so asking costs no render the suite does not make anyway)."""
-    key = ("reports", cause.check, subject.template.name, subject.template.source, repr(subject.options))
-    if key not in subject.model.cache:
-        owner = REGISTRY[cause.check]
-        subject.model.cache[key] = {f.cause for f in owner.findings(subject) if f.outcome is cause.severity}
-    reported: set[str] = subject.model.cache[key]
-    return cause.key in reported
 
 
 def _cause_of(subject: Subject, engine: Engine, group: str, conversation: conv.Conversation) -> Cause:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from templatecheck import conversation as conv
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks.base import check
+from templatecheck.checks.base import check, owner_reports
 from templatecheck.checks.roles import injected_system_text
 from templatecheck.conversation import WEATHER_TOOL
 from templatecheck.formats.base import Format
@@ -480,7 +480,7 @@ def _mistral_groups(subject: Subject, fmt: Format, oracle: Oracle, tally: _Tally
         oracle.pieces,
         "conversations",
     )
-    findings = grouped(seen, context, MISTRAL)
+    findings = [_deferred(subject, f) for f in grouped(seen, context, MISTRAL)]
     if same_text:
         first = min(same_text, key=lambda s: s.difference.size)
         findings.append(
@@ -495,6 +495,16 @@ def _mistral_groups(subject: Subject, fmt: Format, oracle: Oracle, tally: _Tally
             )
         )
     return findings
+
+
+def _deferred(subject: Subject, finding: Finding) -> Finding:
+    """A group of text differences the ``reference`` check reports on the template as well is one root cause:
+    the oracle's finding becomes a note of the reference's cause (the reference reports it, with its fix)."""
+    group = finding.cause.removeprefix("mistral_common.")
+    theirs = REFERENCE.get(group)
+    if theirs is None or not owner_reports(subject, theirs):
+        return finding
+    return replace(finding, cause=theirs.key)
 
 
 def _decoder(subject: Subject, tokenizer: PreTrainedTokenizerBase) -> Callable[[Sequence[int]], str]:
