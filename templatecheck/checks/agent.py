@@ -255,7 +255,7 @@ def _prompt_break(
     before = subject.render(run[:k], **tools)
     if not step.after_tool:
         # after a user turn the prompt is `generation_prompt`'s: its causes are notes here
-        found = tpl._generation_prompt_of(subject, run[:k])
+        found = tpl.generation_prompt_of(subject, run[:k])
         added = tpl.always_added(subject)
         if found or added is not None:
             return found or [added.finding]  # type: ignore[union-attr]
@@ -271,8 +271,8 @@ def _prompt_break(
     turn = history[len(before) : reply_at] if reply_at >= 0 else ""
     if header == turn or reply_at < 0:
         return []
-    verdict = tpl._judge_generation_prompt(
-        before, posted, history, tpl._reasoning_template(subject.template.source)
+    verdict = tpl.judge_generation_prompt(
+        before, posted, history, tpl.reasoning_template(subject.template.source)
     )
     if step.after_tool and verdict is not None and verdict.cause in _after_user_causes(subject):
         return [verdict]  # the same prompt header as after a user turn: `generation_prompt` reports it
@@ -328,12 +328,12 @@ def _closed_alike(subject: Subject, step: Step, before: str, history: str) -> st
 def _earlier_rewrite(subject: Subject, step: Step, before: str, history: str) -> Finding:
     """Earlier turns render differently once the reply follows: a convention (`prefix_stability`'s, or the
     text of a reasoning format's earlier turn dropped), else a defect of the agent loop."""
-    known = tpl._convention(subject, before, history)
+    known = tpl.convention_of(subject, before, history)
     if known is not None:
         return known
     same = next((i for i, (a, b) in enumerate(zip(before, history, strict=False)) if a != b), len(before))
     dropped = next((j for j in range(same, len(before)) if history[same:].startswith(before[j:])), None)
-    if dropped is not None and tpl._reasoning_template(subject.template.source):
+    if dropped is not None and tpl.reasoning_template(subject.template.source):
         return THINKING_REWRITTEN(
             f"history rewrite: {before[same:dropped]!r}, the text of an earlier turn, is dropped once a final "
             "reply follows (the family's reasoning convention: earlier analysis is not kept); history is "
@@ -376,7 +376,7 @@ def _foreign_rewrite(posted: str, history: str) -> Finding:
 
 def _after_user_causes(subject: Subject) -> set[str]:
     try:
-        return {f.cause for f in tpl._generation_prompt_of(subject, conv.USER_ONLY)}
+        return {f.cause for f in tpl.generation_prompt_of(subject, conv.USER_ONLY)}
     except RenderError:
         return set()
 
@@ -412,7 +412,7 @@ def _reply_break(subject: Subject, step: Step, sent: str, tools: dict[str, Any])
     if not run[k].get("tool_calls"):
         # history after a final reply: `prefix_stability`'s boundary
         return _stability_causes(subject, run[: step.following], sent, full, k + 1, tools)
-    known = tpl._convention(subject, sent, full)
+    known = tpl.convention_of(subject, sent, full)
     learnt = markers(subject)
     if known is not None and known.cause == tpl.FINAL_EOS.key and learnt is not None:
         known = None  # the reply was cut at the end-of-turn marker, which history keeps: not that convention
@@ -460,7 +460,7 @@ def _moved(subject: Subject, step: Step) -> list[Finding]:
             if _continues(subject, variant, kwargs):
                 return [
                     cause(
-                        f"history rewrite: where the template places the {tpl._MOVED[cause.key]} changes as the "
+                        f"history rewrite: where the template places the {tpl.MOVED_PARTS[cause.key]} changes as the "
                         "conversation grows (e.g. by the last user turn), so a tool-call reply renders "
                         "differently once its results follow"
                     )
@@ -474,8 +474,8 @@ def _moved(subject: Subject, step: Step) -> list[Finding]:
 def _stability_causes(
     subject: Subject, conversation: conv.Conversation, head: str, full: str, end: int, tools: dict[str, Any]
 ) -> list[Finding]:
-    known = tpl._convention(subject, head, full)
-    return [known] if known is not None else tpl._unexplained(subject, conversation, end, head, full)
+    known = tpl.convention_of(subject, head, full)
+    return [known] if known is not None else tpl.unexplained_break(subject, conversation, end, head, full)
 
 
 # ---------------------------------------------------------------------------------------------- closed turns

@@ -312,7 +312,7 @@ def generation_prompt(subject: Subject) -> list[Finding]:
     for name in ("user only", "system + user"):
         conversation = conv.PLAIN[name]
         try:
-            found = _generation_prompt_of(subject, conversation)
+            found = generation_prompt_of(subject, conversation)
         except RenderError:
             continue  # reported by `renders`
         tried += 1
@@ -324,7 +324,7 @@ def generation_prompt(subject: Subject) -> list[Finding]:
 
     def judge_prompt(conversation: conv.Conversation) -> list[Finding]:
         try:
-            return _generation_prompt_of(subject, conversation)
+            return generation_prompt_of(subject, conversation)
         except RenderError:
             return []
 
@@ -348,7 +348,7 @@ def generation_prompt(subject: Subject) -> list[Finding]:
     )
 
 
-def _generation_prompt_of(subject: Subject, conversation: conv.Conversation) -> list[Finding]:
+def generation_prompt_of(subject: Subject, conversation: conv.Conversation) -> list[Finding]:
     """The causes by which the generation prompt of ``conversation`` is wrong (none when it is right)."""
     replied = [*conversation, conv.assistant(conv.ASSISTANT_TEXT)]
     without = subject.render(conversation, add_generation_prompt=False)
@@ -368,9 +368,7 @@ def _generation_prompt_of(subject: Subject, conversation: conv.Conversation) -> 
                 "replaces: the end-of-sequence token closes only the final turn"
             )
         )
-    verdict = _judge_generation_prompt(
-        without, with_prompt, full, _reasoning_template(subject.template.source)
-    )
+    verdict = judge_generation_prompt(without, with_prompt, full, reasoning_template(subject.template.source))
     if verdict is not None and verdict.cause in (REWRITES.key, HEADER_MISMATCH.key):
         verdict = _system_placement(subject, conversation, full) or verdict
     return found + ([verdict] if verdict is not None else [])
@@ -398,7 +396,7 @@ def _system_placement(subject: Subject, conversation: conv.Conversation, full: s
     if not system or not rest:
         return None
     try:
-        alone = _generation_prompt_of(subject, rest)
+        alone = generation_prompt_of(subject, rest)
     except RenderError:
         return None
     if any(f.cause in (REWRITES.key, HEADER_MISMATCH.key) for f in alone):
@@ -413,7 +411,9 @@ def _system_placement(subject: Subject, conversation: conv.Conversation, full: s
     )
 
 
-def _judge_generation_prompt(without: str, with_prompt: str, full: str, reasoning: bool) -> Finding | None:
+def judge_generation_prompt(without: str, with_prompt: str, full: str, reasoning: bool) -> Finding | None:
+    """What is wrong with a generation prompt, from the rendering without it, with it, and with a reply stored
+    (``reasoning``: the template handles reasoning, so a thinking opener is its convention); ``None``: right."""
     if not with_prompt.startswith(without):
         return REWRITES(
             "add_generation_prompt=True changes the conversation instead of appending a header\n"
@@ -678,11 +678,12 @@ def _squeeze(text: str) -> str:
     return re.sub(r"\s+", "", _REASONING_TAG.sub("", _REASONING_BLOCK.sub("", text)))
 
 
-def _reasoning_template(source: str) -> bool:
+def reasoning_template(source: str) -> bool:
+    """Whether the template handles reasoning (thinking) text."""
     return any(word in source for word in ("reasoning_content", "<think>", "</think>", "thinking"))
 
 
-def _convention(subject: Subject, head: str, full: str) -> Finding | None:
+def convention_of(subject: Subject, head: str, full: str) -> Finding | None:
     """The deliberate convention that explains a break at the end of ``head``, if one does."""
     added = always_added(subject)
     tail = added.tail if added is not None else None
@@ -701,7 +702,7 @@ def _convention(subject: Subject, head: str, full: str) -> Finding | None:
             f"history rewrite by convention: the final reply is closed with {ending.strip()!r}, the same reply "
             f"in history with {theirs.group(1)!r}"
         )
-    if _reasoning_template(subject.template.source) and _squeeze(full).startswith(_squeeze(head)):
+    if reasoning_template(subject.template.source) and _squeeze(full).startswith(_squeeze(head)):
         return REASONING_DROPPED(
             "history rewrite: the reasoning block of an earlier assistant turn is dropped or changed once "
             "later turns follow (deliberate in reasoning templates; prefix caches and training masks must "
@@ -733,13 +734,13 @@ def prefix_stability(subject: Subject) -> list[Finding]:
             return []
         found, pending = [], []
         for end, head, full in breaks:
-            known = _convention(subject, head, full)
+            known = convention_of(subject, head, full)
             if known is not None:
                 found.append(known)
             else:
                 pending.append((end, head, full))
         if pending:
-            found += _unexplained(subject, conversation, *pending[0])
+            found += unexplained_break(subject, conversation, *pending[0])
         return distinct(found)
 
     conversations = [*_MULTI_TURN, *_tool_turns(subject), *_samples(subject, end_with_user=False, share=2)]
@@ -786,7 +787,7 @@ def _tool_turns(subject: Subject) -> list[conv.Conversation]:
     return [[*turns, conv.assistant("It is sunny."), conv.user("Thanks!")]]
 
 
-def _unexplained(
+def unexplained_break(
     subject: Subject, conversation: conv.Conversation, end: int, head: str, full: str
 ) -> list[Finding]:
     """A break no convention explains: the system prompt or the tools moving (or both), or a defect."""
@@ -802,14 +803,14 @@ def _unexplained(
             left = [
                 end
                 for end, head, full in _prefix_breaks(subject, variant, **kwargs)
-                if _convention(subject, head, full) is None
+                if convention_of(subject, head, full) is None
             ]
         except RenderError:
             continue
         if not left:
             return [
                 cause(
-                    f"history rewrite: where the template places the {_MOVED[cause.key]} changes as the "
+                    f"history rewrite: where the template places the {MOVED_PARTS[cause.key]} changes as the "
                     "conversation grows (e.g. by the last user turn), so the rendering of earlier turns changes "
                     "with each new turn"
                 )
@@ -824,7 +825,8 @@ def _unexplained(
     ]
 
 
-_MOVED = {SYSTEM_MOVED.key: "system message", TOOLS_MOVED.key: "tool definitions"}
+#: What each cause of a part placed differently across turns moves, as findings name it.
+MOVED_PARTS = {SYSTEM_MOVED.key: "system message", TOOLS_MOVED.key: "tool definitions"}
 
 
 def _reasoning_rewrite(subject: Subject) -> list[Finding]:
