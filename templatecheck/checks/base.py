@@ -41,7 +41,11 @@ class Check:
         blocked = gate(subject, self.needs)
         if blocked is not None:
             return [skipped(blocked)]
-        return [self._settle(f, subject) for f in self.run(subject)]
+        found = [self._settle(f, subject) for f in self.run(subject)]
+        subject.model.cache.setdefault(
+            _reports_key(self.name, subject), {(f.cause, f.outcome) for f in found}
+        )
+        return found
 
     def _settle(self, finding: Finding, subject: Subject) -> Finding:
         if finding.outcome in (Outcome.PASSED, Outcome.SKIPPED, Outcome.ERROR):
@@ -93,11 +97,16 @@ def check(layer: Layer, *, needs: str = "renders") -> Callable[[Callable[[Subjec
 
 
 def owner_reports(subject: Subject, cause: Cause) -> bool:
-    """Whether the check that owns ``cause`` reports it on ``subject`` (its findings are cached per template:
-    renders and probes are shared, so asking costs no render the suite does not make anyway)."""
-    key = ("reports", cause.check, subject.template.name, subject.template.source, repr(subject.options))
+    """Whether the check that owns ``cause`` reports it on ``subject``, with its severity: what the check
+    reported when it ran on the template, or it runs now (renders and probes are shared, so asking costs no
+    render the suite does not make anyway)."""
+    key = _reports_key(cause.check, subject)
     if key not in subject.model.cache:
-        owner = REGISTRY[cause.check]
-        subject.model.cache[key] = {f.cause for f in owner.findings(subject) if f.outcome is cause.severity}
-    reported: set[str] = subject.model.cache[key]
-    return cause.key in reported
+        REGISTRY[cause.check].findings(subject)  # keeps what it reports
+    reported: set[tuple[str, Outcome]] = subject.model.cache[key]
+    return (cause.key, cause.severity) in reported
+
+
+def _reports_key(check: str, subject: Subject) -> tuple[str, ...]:
+    """Where the causes a check reported on a template are kept (by :meth:`Check.findings`)."""
+    return ("reports", check, subject.template.name, subject.template.source, repr(subject.options))
