@@ -6,6 +6,7 @@ sees once, with the smallest conversation that shows it (:func:`by_cause`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -309,6 +310,11 @@ def generation_prompt(subject: Subject) -> list[Finding]:
     added = always_added(subject)
     findings = [] if added is None else [added.finding]
     tried = 0
+    plain = [conv.PLAIN["user only"], conv.PLAIN["system + user"]]
+    subject.prefetch_each(
+        [(c, {"add_generation_prompt": flag}) for c in plain for flag in (False, True)]
+        + [([*c, conv.assistant(conv.ASSISTANT_TEXT)], {}) for c in plain]
+    )
     for name in ("user only", "system + user"):
         conversation = conv.PLAIN[name]
         try:
@@ -340,8 +346,19 @@ def generation_prompt(subject: Subject) -> list[Finding]:
         owner="generation_prompt",
         reported=[f.cause for f in findings],
     )
+    replies = _samples(subject, end_with_user=False, share=4)
+    open_ = [
+        c
+        for c in replies
+        if c[-1].get("role") == "assistant"
+        and isinstance(c[-1].get("content"), str)
+        and c[-1]["content"].strip()
+    ]
+    subject.prefetch(open_)
+    with contextlib.suppress(ValueError):  # a template that never reads the content: the judge says so
+        subject.prefetch(open_, continue_final_message=True)
     return findings + by_cause(
-        _samples(subject, end_with_user=False, share=4),
+        replies,
         _continue_judge(subject),
         owner="generation_prompt",
         reported=[f.cause for f in findings],
