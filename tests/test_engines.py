@@ -645,3 +645,15 @@ def test_hfjs_defers_a_dict_result_printed_as_a_repr_to_the_tools_check() -> Non
     literal = "{%- for m in messages %}{{ m.content }}{% endfor %}{{ {'a': 1} }}"
     printed = only(hfjs(subject_with_template("hermes-3-tiny", literal)), "hfjs.printing")
     assert printed.outcome is Outcome.FAILED
+
+
+def test_an_owner_its_gate_stops_reports_nothing() -> None:
+    """A check that does not run on a template (it does not render) reports none of its causes there."""
+    from templatecheck.checks.base import owner_reports
+    from templatecheck.checks.tools import HTML_ESCAPED
+
+    broken = subject_with_template("hermes-3-tiny", "{{ raise_exception('no conversation renders') }}")
+    assert tools(broken).outcome is Outcome.SKIPPED
+    assert owner_reports(broken, HTML_ESCAPED) is False
+    fresh = subject_with_template("hermes-3-tiny", "{{ raise_exception('nor this one') }}")
+    assert owner_reports(fresh, HTML_ESCAPED) is False  # asked before the owner ran

@@ -39,9 +39,11 @@ class Check:
     def findings(self, subject: Subject) -> list[Finding]:
         """The check's findings on ``subject``, after the shared rules (see :mod:`templatecheck.checks`)."""
         blocked = gate(subject, self.needs)
-        if blocked is not None:
-            return [skipped(blocked)]
-        found = [self._settle(f, subject) for f in self.run(subject)]
+        found = (
+            [skipped(blocked)]
+            if blocked is not None
+            else [self._settle(f, subject) for f in self.run(subject)]
+        )
         subject.model.cache.setdefault(
             _reports_key(self.name, subject), {(f.cause, f.outcome) for f in found}
         )
