@@ -109,8 +109,7 @@ def main() -> None:
         _draw.cache_clear()
         _projected.cache_clear()
         model.cache.clear()
-        model.renderer.memo.entries.clear()
-        model.renderer.memo.chars = 0
+        model.renderer.memo.clear()
         for subject in subjects:
             for check in REGISTRY.values():
                 if check.layer not in skip:

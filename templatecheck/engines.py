@@ -176,8 +176,9 @@ _MINIJINJA_ENVIRONMENTS: OrderedDict[str, Any] = OrderedDict()
 
 
 def _minijinja_environment(source: str) -> Any:
-    """A MiniJinja environment as TGI configures it, holding ``source`` compiled (named as ``render_str`` names it) (kept for the
-    next renders of the template: compiling costs more than rendering; fuel is counted per render)."""
+    """A MiniJinja environment as TGI configures it, holding ``source`` compiled under the name ``render_str``
+    gives it (so errors read the same), kept for the next renders of the template: compiling costs more than
+    rendering, and fuel is counted per render."""
     import minijinja
 
     env = _MINIJINJA_ENVIRONMENTS.get(source)

@@ -548,6 +548,10 @@ class _Memo:
             return None
         return (source, clock, max_chars, fields)
 
+    def clear(self) -> None:
+        self.entries.clear()
+        self.chars = 0
+
     def get(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
         found = self.entries.get(key)
         if found is None:
@@ -647,8 +651,7 @@ class Renderer:
         ``ValueError`` before anything renders.
         """
         for call in calls:
-            if call.continue_final_message and call.add_generation_prompt:
-                raise ValueError("continue_final_message and add_generation_prompt are not compatible")
+            _check_arguments(call)
         try:
             self.ledger.check(source, self.limits)
         except RenderError as error:
@@ -692,8 +695,7 @@ class Renderer:
     ) -> tuple[dict[str, Any], str | None]:
         """The render context of ``call`` as transformers builds it, and the text a continued final message
         ends with."""
-        if call.continue_final_message and call.add_generation_prompt:
-            raise ValueError("continue_final_message and add_generation_prompt are not compatible")
+        _check_arguments(call)
         chat = prepare_messages(call.messages, keep_none=keep_none)
         final = None
         if call.continue_final_message:
@@ -707,6 +709,12 @@ class Renderer:
             "add_generation_prompt": call.add_generation_prompt,
         }
         return context, final
+
+
+def _check_arguments(call: Call) -> None:
+    """Raise ``ValueError`` for arguments transformers refuses before it renders."""
+    if call.continue_final_message and call.add_generation_prompt:
+        raise ValueError("continue_final_message and add_generation_prompt are not compatible")
 
 
 def _result(answer: Answer, final: str | None) -> Rendered | RenderError:

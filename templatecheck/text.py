@@ -58,6 +58,11 @@ def tokens(ids: Sequence[int], pieces: Sequence[str], limit: int = 12) -> str:
     return " ".join(shown) + more
 
 
+def common_prefix(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` begin with in common."""
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
 def first_line(text: str) -> str:
     """The first line of ``text``, blank lines before it skipped, for one-line summaries."""
     return text.strip().split("\n", 1)[0]

@@ -53,7 +53,7 @@ from templatecheck.model import Subject
 from templatecheck.render import RenderError, parse_template
 from templatecheck.result import Finding, Layer, note, skipped
 from templatecheck.sample import minimize, sample
-from templatecheck.text import diff, visible
+from templatecheck.text import common_prefix, diff, visible
 
 #: What differs between transformers' rendering and an engine's, each with its severity by rule and the fix
 #: when no construct of the template names a better one.
@@ -276,12 +276,8 @@ _PIECES = re.compile(r"\w+|\W")
 def _diff(ours: str, theirs: str) -> list[tuple[int, int, str, str]]:
     """Where two texts differ: (start, end in ours, our text, theirs), from a diff of the words and other
     characters between their common prefix and suffix (capped, so a huge rendering costs a bounded diff)."""
-    start = 0
-    while start < min(len(ours), len(theirs)) and ours[start] == theirs[start]:
-        start += 1
-    end = 0
-    while end < min(len(ours), len(theirs)) - start and ours[-1 - end] == theirs[-1 - end]:
-        end += 1
+    start = common_prefix(ours, theirs)
+    end = common_prefix(ours[start:][::-1], theirs[start:][::-1])
     a, b = ours[start : len(ours) - end][:4000], theirs[start : len(theirs) - end][:4000]
     pa, pb = _PIECES.findall(a), _PIECES.findall(b)
     ia, ib = _offsets(pa), _offsets(pb)
@@ -326,20 +322,12 @@ def _space_runs(ours: str, theirs: str) -> list[tuple[int, str, str]]:
         spaces += len(run)
         theirs_run = other.get(before, "")
         if run != theirs_run:
-            head = _shared(run, theirs_run)
-            tail = _shared(run[head:][::-1], theirs_run[head:][::-1])
+            head = common_prefix(run, theirs_run)
+            tail = common_prefix(run[head:][::-1], theirs_run[head:][::-1])
             found.append(
                 (start + head, run[head : len(run) - tail], theirs_run[head : len(theirs_run) - tail])
             )
     return found
-
-
-def _shared(a: str, b: str) -> int:
-    """How many characters ``a`` and ``b`` begin with in common."""
-    size = 0
-    while size < min(len(a), len(b)) and a[size] == b[size]:
-        size += 1
-    return size
 
 
 def _squeezed(text: str) -> str:

@@ -24,6 +24,7 @@ from templatecheck.checks.template import (
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, template_variables
 from templatecheck.result import Finding, Layer, Outcome, skipped
+from templatecheck.text import common_prefix
 
 _U, _A, _S = conv.user, conv.assistant, conv.system
 
@@ -329,13 +330,9 @@ def _fixed_dates(
 
 def _changed(a: str, b: str) -> str:
     """The part of ``a`` that differs from ``b``."""
-    start = _common_prefix(a, b)
-    end = _common_prefix(a[::-1], b[::-1])
+    start = common_prefix(a, b)
+    end = common_prefix(a[::-1], b[::-1])
     return a[start : max(start, len(a) - end)]
-
-
-def _common_prefix(a: str, b: str) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def survey(subject: Subject) -> Capabilities:

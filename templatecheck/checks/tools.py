@@ -133,12 +133,12 @@ _ASK = conv.user("Where is Paris?")
 _ESCAPES = ("&#34;", "&#39;", "&quot;", "&lt;", "&gt;", "&amp;")
 
 
-def _call(arguments: Any) -> dict[str, Any]:
-    return {"id": CALL_IDS[0], "type": "function", "function": {"name": "lookup_zq7", "arguments": arguments}}
+def _call(arguments: Any, call_id: str = CALL_IDS[0]) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "lookup_zq7", "arguments": arguments}}
 
 
-def _with_call(arguments: Any, content: str = "") -> conv.Conversation:
-    return [_ASK, {"role": "assistant", "content": content, "tool_calls": [_call(arguments)]}]
+def _with_call(arguments: Any, content: str = "", call_id: str = CALL_IDS[0]) -> conv.Conversation:
+    return [_ASK, {"role": "assistant", "content": content, "tool_calls": [_call(arguments, call_id)]}]
 
 
 def _json_objects_around(text: str, needle: str) -> list[Any]:
@@ -438,10 +438,7 @@ def _name_only_in_id(render: _Renders, base: str, rendered: str | None, argument
         or rendered.count("lookup_zq7") > base.count("lookup_zq7")
     ):
         return []
-    call = {**_call(arguments), "id": OPENAI_ID}
-    other = render(
-        [_ASK, {"role": "assistant", "content": "", "tool_calls": [call]}], "a call with a call_ id"
-    )
+    other = render(_with_call(arguments, call_id=OPENAI_ID), "a call with a call_ id")
     if other is None or other.count("lookup_zq7") > base.count("lookup_zq7"):
         return []
     at = other.find(OPENAI_ID)
