@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from templatecheck.checks import REGISTRY  # noqa: E402
-from templatecheck.checks import tokenizer as tokenizer_checks  # noqa: E402
 from templatecheck.model import Subject, load_model  # noqa: E402
 from templatecheck.render import Renderer  # noqa: E402
 from templatecheck.result import Layer  # noqa: E402
 from templatecheck.sample import _draw, _projected  # noqa: E402
+from templatecheck.worker import ForkServer  # noqa: E402
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
     encodes: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
     applied: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     original_render_many = Renderer.render_many
-    original_forked = tokenizer_checks.run_forked
+    original_forked = ForkServer.run
     tokenizer_class = type(tokenizer)
     original_call = tokenizer_class.__call__
     original_apply = tokenizer_class.apply_chat_template
@@ -82,12 +82,12 @@ def main() -> None:
             renders.append((source, call.messages, kwargs))
         return original_render_many(self, source, calls, fresh=fresh)
 
-    def recording_forked(tasks: Any, budget: Any) -> Any:
+    def recording_forked(self: ForkServer, arguments: Any, budget: Any) -> Any:
         """transformers' own calls run in a forked child, out of reach of the recorders: run them here once."""
-        for task in tasks:
+        for argument in arguments:
             with contextlib.suppress(Exception):
-                task()
-        return original_forked(tasks, budget)
+                self.function(argument)
+        return original_forked(self, arguments, budget)
 
     def recording_call(self: Any, text: Any = None, *args: Any, **kwargs: Any) -> Any:
         if not inside_apply:
@@ -116,12 +116,12 @@ def main() -> None:
                     check(subject)
 
     Renderer.render_many = recording_render_many  # type: ignore[method-assign]
-    tokenizer_checks.run_forked = recording_forked
+    ForkServer.run = recording_forked  # type: ignore[method-assign]
     tokenizer_class.__call__ = recording_call
     tokenizer_class.apply_chat_template = recording_apply
     run_checks()
     Renderer.render_many = original_render_many  # type: ignore[method-assign]
-    tokenizer_checks.run_forked = original_forked
+    ForkServer.run = original_forked  # type: ignore[method-assign]
     tokenizer_class.__call__ = original_call
     tokenizer_class.apply_chat_template = original_apply
 

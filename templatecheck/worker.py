@@ -352,13 +352,140 @@ def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answ
     return answers
 
 
-def _become_child() -> None:
-    """A forked child keeps nothing it does not need: no environment, no terminal, a fresh watchdog."""
+class ForkServer:
+    """Calls of one function, each on arguments sent to it, in a child forked from this process and kept for
+    the batches that follow (the fork, and the child's first touch of every page it shares with this process,
+    are paid once rather than per batch), under the bounds of :func:`run_forked`.
+
+    ``function`` runs in the child on objects it had at the fork (a tokenizer): its arguments are pickled
+    (parent to child: trusted), its answers are JSON. A job that exceeds a bound ends the child, as do a
+    deadline passed or a death; the next batch forks a fresh one.
+    """
+
+    def __init__(self, function: Callable[[Any], Any]) -> None:
+        self.function = function
+        self._pid: int | None = None
+        self._requests = -1
+        self._reader: Reader | None = None
+        #: Children forked so far.
+        self.starts = 0
+
+    def run(self, arguments: Sequence[Any], budget: Budget) -> list[Answer]:
+        """The answers of ``function`` on each of ``arguments``, in order (as :func:`run_forked` gives them)."""
+        if not arguments:
+            return []
+        payload = pickle.dumps((budget, list(arguments)), protocol=pickle.HIGHEST_PROTOCOL)
+        answers: list[Answer] = []
+        try:
+            self._send(payload)
+            assert self._reader is not None
+            while len(answers) < len(arguments):
+                deadline = time.monotonic() + budget.seconds + GRACE if budget.seconds is not None else None
+                frame = self._reader.frame(deadline)
+                if frame is None:
+                    answers.append(self._death(budget))
+                    break
+                answers.append(json.loads(frame))
+                if exceeded(answers[-1]):
+                    self.close()  # the child ended there
+                    break
+        except _FrameTooLarge:
+            self.close()
+            answers.append({"error": "output", "message": "the answer exceeded 64 MB"})
+        return completed(answers, len(arguments))
+
+    def close(self) -> None:
+        pid, self._pid, self._reader = self._pid, None, None
+        if self._requests >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._requests)
+            self._requests = -1
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _send(self, payload: bytes) -> None:
+        for attempt in (1, 2):
+            if self._pid is None:
+                self._start()
+            try:
+                _write_all(self._requests, _HEADER.pack(len(payload)) + payload)
+                return
+            except OSError:  # the child ended between batches: fork a fresh one, once
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def _start(self) -> None:
+        import warnings
+
+        requests_read, requests_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread of this process's
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child; its answers are what the tests see)
+            try:
+                _become_child(keep=(requests_read, answers_write))
+                self._serve(requests_read, answers_write)
+            finally:
+                os._exit(0)
+        os.close(requests_read)
+        os.close(answers_write)
+        self._pid, self._requests, self._reader = pid, requests_write, Reader(answers_read)
+        self.starts += 1
+
+    def _serve(self, requests: int, answers: int) -> None:  # pragma: no cover (runs in the child)
+        reader = Reader(requests, limit=sys.maxsize)
+        with os.fdopen(answers, "wb") as sink:
+            while (frame := reader.frame(None)) is not None:
+                budget, arguments = pickle.loads(frame)
+                limit(budget, len(arguments))
+                for argument in arguments:
+                    answer = _run_task(lambda a=argument: self.function(a), budget)
+                    write_answer(sink, answer)
+                    if exceeded(answer):
+                        return
+
+    def _death(self, budget: Budget) -> Answer:
+        """Why the child gave no answer (still running past the deadline: it is killed now); it is gone after."""
+        pid = self._pid
+        code = None
+        if pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                code = os.waitstatus_to_exitcode(status) if done else None
+                if done:
+                    self._pid = None
+        self.close()
+        died = _why(code, budget)
+        return {"error": died.kind, "message": died.message}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _become_child(keep: tuple[int, ...] = ()) -> None:
+    """A forked child keeps nothing it does not need: no environment, no terminal, no descriptor of this
+    process's but ``keep``, a fresh watchdog."""
     os.environ.clear()
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    if keep:
+        start = 3
+        for fd in sorted(keep):
+            os.closerange(start, fd)
+            start = fd + 1
+        os.closerange(start, os.sysconf("SC_OPEN_MAX"))
     bounds.reset_after_fork()
 
 

@@ -431,6 +431,23 @@ def test_round_trip_passes_the_template_variables_to_transformers() -> None:
     )
 
 
+def test_transformers_renders_run_in_one_child_for_every_template_of_a_tokenizer() -> None:
+    from templatecheck.checks.tokenizer import _applier
+
+    first = subject_with_template(
+        "hermes-3-tiny", "{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}"
+    )
+    second = subject_with_template(
+        "hermes-3-tiny", "{% for m in messages %}<|im_end|>{{ m.content }}{% endfor %}"
+    )
+    assert round_trip(first).outcome is Outcome.PASSED
+    server = _applier(first.model.tokenizer)
+    starts, pid = server.starts, server._pid
+    assert pid is not None
+    assert round_trip(second).outcome is Outcome.PASSED
+    assert _applier(second.model.tokenizer) is server and (server.starts, server._pid) == (starts, pid)
+
+
 # ------------------------------------------------------------------------------------ control-token injection
 
 

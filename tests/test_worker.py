@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from templatecheck.render import Call, Limits, Renderer, RenderError, check_template
-from templatecheck.worker import Budget, Worker, run_forked, shared
+from templatecheck.worker import Budget, ForkServer, Worker, run_forked, shared
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
@@ -88,7 +89,7 @@ def test_a_slow_template_stops_at_its_budget() -> None:
     """A template that stays under the per-render bound but is slow costs at most its budget in a run (each
     render a different conversation: an equal one is answered from the first)."""
     renderer = Renderer(limits=Limits(seconds=2.0, budget_seconds=0.5))
-    slow = "{% for a in range(300) %}{% for b in range(1000) %}{% endfor %}{% endfor %}ok"
+    slow = "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}ok"
     start = time.perf_counter()
     kinds = []
     for i in range(40):
@@ -176,3 +177,65 @@ def test_forked_tasks_stop_at_their_first_bound() -> None:
     assert answers[0] == {"ok": 1}
     assert [a["error"] for a in answers[1:]] == ["timeout"] * 3
     assert answers[3]["message"].endswith("it is not rendered again)")
+
+
+def test_a_fork_server_keeps_its_child_across_batches() -> None:
+    server = ForkServer(lambda x: x * 2)
+    try:
+        assert server.run([1, 2], Budget(2.0, None)) == [{"ok": 2}, {"ok": 4}]
+        first = server._pid
+        assert server.run([3], Budget(2.0, None)) == [{"ok": 6}]
+        assert server._pid == first and server.starts == 1
+        assert server.run(["a", None], Budget(2.0, None)) == [
+            {"ok": "aa"},
+            {
+                "error": "raised",
+                "message": "TypeError: unsupported operand type(s) for *: 'NoneType' and 'int'",
+            },
+        ]
+        assert server.starts == 1  # an error of the function is an answer, not the end of the child
+    finally:
+        server.close()
+
+
+def test_a_fork_server_sees_none_of_the_parents_environment_or_descriptors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TEMPLATECHECK_CANARY", "canary-7f3a9c")
+    with open(tmp_path / "secret", "w") as secret:
+        server = ForkServer(
+            lambda _: (dict(os.environ), os.getcwd(), sorted(map(int, os.listdir("/proc/self/fd"))))
+        )
+        try:
+            [answer] = server.run([None], Budget(2.0, None))
+        finally:
+            server.close()
+        environment, cwd, descriptors = answer["ok"]
+        assert environment == {} and cwd == "/"
+        assert secret.fileno() not in descriptors
+        assert len(descriptors) <= 6  # stdin, stdout, stderr (on /dev/null), its two pipes, the listing's own
+
+
+def test_a_fork_server_stops_a_batch_at_its_first_bound_and_forks_afresh() -> None:
+    def work(x: int) -> int:
+        while x < 0:
+            pass
+        return x
+
+    server = ForkServer(work)
+    try:
+        start = time.perf_counter()
+        answers = server.run([1, -1, 2, 3], Budget(0.5, None))
+        assert time.perf_counter() - start < 4
+        assert answers[0] == {"ok": 1}
+        assert [a["error"] for a in answers[1:]] == ["timeout"] * 3
+        assert answers[3]["message"].endswith("it is not rendered again)")
+        assert server.run([5], Budget(0.5, None)) == [{"ok": 5}]
+        assert server.starts == 2
+        assert server._pid is not None
+        os.kill(server._pid, signal.SIGKILL)  # a child that died between batches is replaced
+        os.waitpid(server._pid, 0)
+        assert server.run([6], Budget(0.5, None)) == [{"ok": 6}]
+        assert server.starts == 3
+    finally:
+        server.close()

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from templatecheck.result import Finding, Layer, Outcome, note, skipped
 from templatecheck.sample import Problem, counterexamples, sample
 from templatecheck.text import diff, visible
 from templatecheck.tokens import Tokens, encode, encode_as_text, template_literals, tokens_of
-from templatecheck.worker import run_forked
+from templatecheck.worker import ForkServer
 
 #: The paths that encode the rendering without special tokens, as messages name them.
 _PLAIN_PATHS = "apply_chat_template(tokenize=True) and servers (the rendering encoded without special tokens)"
@@ -496,26 +496,51 @@ def _transformers_renders(
 ) -> list[tuple[list[int], str] | None]:
     """transformers' ``apply_chat_template`` on each conversation, as the checks render it: the ids and the
     text (``None`` where it raises or runs past the bounds). transformers renders with its own, unbounded
-    sandbox, so the calls run in a forked child under the render worker's bounds."""
-    tokenizer, source = subject.model.tokenizer, subject.template.source
-
-    def call(conversation: conv.Conversation, tokenize: bool) -> Callable[[], Any]:
-        arguments = subject.arguments(conversation, {"add_generation_prompt": True})
-
-        def apply() -> Any:
-            value: Any = tokenizer.apply_chat_template(
-                conversation, chat_template=source, tokenize=tokenize, return_dict=False, **arguments
-            )
-            return [int(i) for i in value] if tokenize else str(value)
-
-        return apply
-
-    tasks = [call(c, tokenize) for c in conversations for tokenize in (True, False)]
-    answers = run_forked(tasks, subject.model.limits.budget())
+    sandbox, so the calls run in a child forked from this process (it has the tokenizer) under the render
+    worker's bounds; the child stays for the next template of the same tokenizer."""
+    source = subject.template.source
+    calls = [
+        (source, c, subject.arguments(c, {"add_generation_prompt": True}), tokenize)
+        for c in conversations
+        for tokenize in (True, False)
+    ]
+    answers = _applier(subject.model.tokenizer).run(calls, subject.model.limits.budget())
     found: list[tuple[list[int], str] | None] = []
     for ids, text in zip(answers[::2], answers[1::2], strict=True):
         found.append((ids["ok"], text["ok"]) if "ok" in ids and "ok" in text else None)
     return found
+
+
+class _Applier:
+    """``apply_chat_template`` of one tokenizer, on ``(source, conversation, arguments, tokenize)``."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, call: tuple[str, conv.Conversation, dict[str, Any], bool]) -> Any:
+        source, conversation, arguments, tokenize = call
+        value: Any = self.tokenizer.apply_chat_template(
+            conversation, chat_template=source, tokenize=tokenize, return_dict=False, **arguments
+        )
+        return [int(i) for i in value] if tokenize else str(value)
+
+
+#: The child that runs transformers' renders, with what it was forked for: the tokenizer and the function its
+#: ``apply_chat_template`` was then (one child at a time; a tokenizer patched since gets a fresh one).
+_APPLIER: list[tuple[tuple[Any, Any], ForkServer]] = []
+
+
+def _applier(tokenizer: Any) -> ForkServer:
+    apply = tokenizer.apply_chat_template
+    key = (tokenizer, getattr(apply, "__func__", apply))
+    if _APPLIER and all(a is b for a, b in zip(_APPLIER[0][0], key, strict=True)):
+        return _APPLIER[0][1]
+    if _APPLIER:
+        _APPLIER.pop()[1].close()
+    else:
+        atexit.register(lambda: [server.close() for _, server in _APPLIER])
+    _APPLIER.append((key, ForkServer(_Applier(tokenizer))))
+    return _APPLIER[0][1]
 
 
 def _decode_problem(view: Tokens, prompt: str) -> Problem | None:
