@@ -238,6 +238,15 @@ def probe(subject: Subject) -> Capabilities:
         form: [ask, {"role": "assistant", "content": "", "tool_calls": [_call(tool_name, args)]}]
         for form, args in (("object", {"city": f"c{s}"}), ("string", json.dumps({"city": f"c{s}"})))
     }
+    subject.prefetch_each(  # the probes that do not depend on others' answers, in one batch
+        [
+            ([ask], {"tools": tools}),
+            *(([*c], {"tools": tools}) for c in calls.values()),
+            ([user([{"type": "text", "text": f"l{s}"}])], {}),
+            ([system(f"s{s}"), user("hi")], {}),
+            ([user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}], {}),
+        ]
+    )
     definitions = p.reaches(
         tool_name, [ask], ("a conversation with tool definitions", "tools", _TOOLS_FIX), tools=tools
     )
@@ -263,13 +272,18 @@ def probe(subject: Subject) -> Capabilities:
         *calls[form],
         {"role": "tool", "tool_call_id": CALL_IDS[0], "name": tool_name, "content": f"r{s}"},
     ]
+    dict_result = [*calls[form], {"role": "tool", "tool_call_id": CALL_IDS[0], "content": {"t": f"d{s}"}}]
+    if tool_calls:
+        second = [*tools, _tool(f"second_{s}")]
+        subject.prefetch_each(
+            [(result, {"tools": tools}), (dict_result, {"tools": tools}), (parallel, {"tools": second})]
+        )
     source = subject.template.source
     parts = p.reaches(f"l{s}", [user([{"type": "text", "text": f"l{s}"}])])  # content_fidelity's to judge
     on_calls = ("parallel tool calls", "tools", _CALLS_FIX) if tool_calls else None
     on_results = ("a tool result", "tools", "render tool messages (role: tool, tool_call_id, content)")
     reasoning_shape = ("an assistant reply with reasoning_content", "renders", WIRE[3].fix)
     tool_role = tool_calls and p.shows(f"r{s}", result, on_results, tools=tools)
-    dict_result = [*calls[form], {"role": "tool", "tool_call_id": CALL_IDS[0], "content": {"t": f"d{s}"}}]
     # a template that shows tools and their results serves agents, though it drops the calls (``tools``
     # reports that): the shapes of calls are its to take
     agents = tool_calls or (definitions == "text" and p.shows(f"r{s}", result, tools=tools))

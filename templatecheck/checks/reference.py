@@ -219,7 +219,9 @@ def _without_layout(
     if not result.differences or stripped == subject.template.source:
         return None
     bare = replace(subject, template=replace(subject.template, source=stripped))
-    again = compare(fmt, partial(_render, bare), _sample(subject), special, rule)
+    sample = _sample(subject)
+    bare.prefetch_each([_arguments(case) for case in sample])
+    again = compare(fmt, partial(_render, bare), sample, special, rule)
     if again.compared < result.compared or _pieces(again) >= _pieces(result):
         return None
     first = min(result.differences, key=lambda d: d.size)

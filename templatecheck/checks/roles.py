@@ -86,6 +86,7 @@ def role_matrix(subject: Subject) -> list[tuple[str, str, str]]:
 
 def _judged(subject: Subject) -> list[tuple[Order, str, str, list[Finding]]]:
     rows: list[tuple[Order, str, str, list[Finding]]] = []
+    subject.prefetch([tag(order.conversation) for order in ROLE_MATRIX], add_generation_prompt=True)
     for order in ROLE_MATRIX:
         tagged = tag(order.conversation)
         try:

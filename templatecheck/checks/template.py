@@ -160,6 +160,8 @@ def renders(subject: Subject) -> list[Finding]:
         return [SYNTAX(f"the template does not parse or compile: {unparsed}")]
     failures: dict[str, list[tuple[str, RenderError, conv.Conversation]]] = {}
     texts = []
+    plain = [conv.PLAIN["user only"], conv.PLAIN["system + user + assistant"]]
+    subject.prefetch_each([(c, {"add_generation_prompt": p}) for c in plain for p in (False, True)])
     for name in ("user only", "system + user + assistant"):
         conversation = conv.PLAIN[name]
         for add_generation_prompt in (False, True):
