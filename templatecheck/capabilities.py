@@ -313,3 +313,108 @@ def probe(subject: Subject) -> Capabilities:
     )
     subject.model.cache[key] = found
     return found
+
+
+# ---------------------------------------------------------------------------------------------- switches
+
+#: At most this many switches are rendered both ways (the first in the template's order).
+MAX_SWITCHES = 3
+#: Names a template reads that are not switches a caller sets (the render's own arguments).
+_NOT_SWITCHES = frozenset(
+    {"add_generation_prompt", "continue_final_message", "tools", "documents", "messages"}
+)
+
+
+def switches(subject: Subject) -> tuple[str, ...]:
+    """The template's switches: the variables it reads without defining them and only as conditions
+    (``{% if enable_thinking %}``, ``enable_thinking is false``, ``not add_vision_id``), which servers pass
+    as ``chat_template_kwargs``; learnt from its syntax tree (no template code runs), those the run sets
+    (``--tc-template-var``) left out."""
+    from templatecheck.render import parse_template, template_variables
+
+    try:
+        free = template_variables(subject.template.source)
+        tree = parse_template(subject.template.source)
+    except RenderError:
+        return ()
+    found = [
+        name
+        for name in _condition_names(tree)
+        if name in free and name not in _NOT_SWITCHES and name not in subject.options.template_vars
+    ]
+    return tuple(found[:MAX_SWITCHES])
+
+
+def _condition_names(tree: Any) -> list[str]:
+    """Names read only as conditions, in order of first use; a name the template also assigns (a loop's or
+    a macro's own flag) only when it tests whether it is defined (``{% if x is not defined %}{% set x = ...``:
+    a default for a caller's switch)."""
+    from jinja2 import nodes
+
+    boolean: dict[str, bool] = {}
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    defaulted = {
+        t.node.name
+        for t in tree.find_all(nodes.Test)
+        if t.name in ("defined", "undefined") and isinstance(t.node, nodes.Name)
+    }
+
+    def visit(node: Any, condition: bool) -> None:
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load":
+                boolean[node.name] = boolean.get(node.name, True) and condition
+            return
+        for field_name, child in node.iter_fields():
+            for item in child if isinstance(child, list) else [child]:
+                if isinstance(item, nodes.Node):
+                    visit(item, _is_condition(node, field_name, item, condition))
+
+    visit(tree, False)
+    return [name for name, only in boolean.items() if only and (name not in assigned or name in defaulted)]
+
+
+def _is_condition(parent: Any, field_name: str, child: Any, condition: bool) -> bool:
+    """Whether ``child`` (the ``field_name`` of ``parent``) is read as a condition."""
+    from jinja2 import nodes
+
+    if isinstance(parent, (nodes.If, nodes.CondExpr)):
+        return field_name == "test"
+    if isinstance(parent, (nodes.Not, nodes.And, nodes.Or)):
+        return condition
+    if isinstance(parent, nodes.Test):  # `x is defined`, `x is false`, `x is sameas true`
+        return field_name == "node" and parent.name in {
+            "defined",
+            "undefined",
+            "true",
+            "false",
+            "boolean",
+            "none",
+            "sameas",
+        }
+    if isinstance(parent, (nodes.Compare, nodes.Operand)):  # `x == true`, `x != false`
+        return condition and _compared_with_bool(parent)
+    if isinstance(parent, nodes.Filter) and parent.name in ("default", "d"):  # `x | default(true)`
+        return condition and field_name == "node"
+    return False
+
+
+def _compared_with_bool(node: Any) -> bool:
+    from jinja2 import nodes
+
+    return any(isinstance(n, nodes.Const) and isinstance(n.value, bool) for n in node.find_all(nodes.Const))
+
+
+def switched(subject: Subject) -> list[tuple[str, Subject]]:
+    """For each switch (see :func:`switches`) and each value: its label (``enable_thinking=False``) and the
+    subject that renders with it."""
+    found = []
+    for name in switches(subject):
+        for value in (True, False):
+            variables = {**subject.options.template_vars, name: value}
+            found.append(
+                (
+                    f"{name}={value}",
+                    replace(subject, options=replace(subject.options, template_vars=variables)),
+                )
+            )
+    return found

@@ -338,3 +338,81 @@ def test_the_corpus_hermes3_tool_use_template_gets_tools_and_reports_the_tool_tu
         Subject(model, model.templates["NousResearch__Hermes-3-Llama-3.1-8B@llamacpp#tool_use"])
     )
     assert failed(result) == ["agent_loop.tool_turn_differs"]
+
+
+# ------------------------------------------------------------------------------------ behind a template switch
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{% if enable_thinking %}<think>{% endif %}{{ messages[0].content }}", ("enable_thinking",)),
+        (
+            "{% if enable_thinking is defined and enable_thinking is false %}x{% endif %}",
+            ("enable_thinking",),
+        ),
+        (
+            "{% if not add_vision_id %}{% endif %}{{ 'y' if thinking == true else 'n' }}",
+            ("add_vision_id", "thinking"),
+        ),
+        # a default for a caller's switch
+        ("{% if x is not defined %}{% set x = true %}{% endif %}{% if x %}y{% endif %}", ("x",)),
+        # a flag of the template's own, and a variable that is written: no switch
+        ("{% for m in messages %}{% set flag = m.role == 'user' %}{% if flag %}u{% endif %}{% endfor %}", ()),
+        ("{% if enable_thinking %}{{ enable_thinking }}{% endif %}", ()),
+        ("{% if add_generation_prompt %}a{% endif %}{% if tools %}t{% endif %}", ()),
+    ],
+)
+def test_switches_are_the_variables_a_template_reads_only_as_conditions(
+    source: str, expected: tuple[str, ...]
+) -> None:
+    from templatecheck.capabilities import switches
+
+    assert switches(subject_with_template("hermes-3-tiny", source)) == expected
+
+
+THINKING_CHATML = CHATML.replace(
+    "<|im_start|>assistant\n{% endif %}",
+    "<|im_start|>assistant\n{% if enable_thinking %}<think>\n{% endif %}{% endif %}",
+)
+
+
+def test_a_crash_behind_a_switch_is_a_finding_of_renders_naming_it() -> None:
+    assert template.renders(subject_with_template("hermes-3-tiny", THINKING_CHATML)).outcome is Outcome.PASSED
+    broken = THINKING_CHATML.replace("<think>\n", "<think>{{ messages[-1].reasoning.strip() }}\n")
+    result = template.renders(subject_with_template("hermes-3-tiny", broken))
+    assert failed(result) == ["renders.crash"]
+    assert only(result, "renders.crash").startswith(
+        "with enable_thinking=True (chat_template_kwargs): a valid conversation does not render: template raised "
+        "UndefinedError: 'dict object' has no attribute 'reasoning'\nconversation:\n  user: "
+    )
+
+
+def test_a_turn_left_open_behind_a_switch_is_a_finding_of_closed_turns_naming_it() -> None:
+    source = CHATML.replace(
+        "{{ m.content }}<|im_end|>",
+        "{{ m.content }}{% if not (enable_thinking is false and m.role == 'assistant') %}<|im_end|>{% endif %}",
+    )
+    plain = closed_turns(subject_with_template("hermes-3-tiny", CHATML))
+    assert plain.outcome is Outcome.PASSED
+    result = closed_turns(subject_with_template("hermes-3-tiny", source))
+    assert failed(result) == ["closed_turns.unclosed"]
+    assert only(result, "closed_turns.unclosed").startswith(
+        "with enable_thinking=False (chat_template_kwargs): the turn open at the assistant message 2 is not "
+        "closed with '<|im_end|>' before the user turn opens"
+    )
+
+
+def test_a_tool_turn_closed_differently_behind_a_switch_is_a_finding_of_the_agent_loop_naming_it() -> None:
+    source = changed(
+        TOOL_CLOSE,
+        "{{- '\\n</tool_response>' }}{% if not loop.last or not enable_thinking %}{{ '\\n' }}{% endif %}"
+        "{{ '<|im_end|>\\n' }}",
+    )
+    assert agent_loop(subject_with_template("hermes-3-tiny", tool_use())).outcome is Outcome.PASSED
+    result = agent_loop(subject_with_template("hermes-3-tiny", source))
+    assert failed(result) == ["agent_loop.tool_turn_differs"]
+    assert only(result, "agent_loop.tool_turn_differs").startswith(
+        "with enable_thinking=True (chat_template_kwargs): the tool turn ends with '</tool_response><|im_end|>' "
+        "when it is the last message"
+    )

@@ -202,8 +202,14 @@ def agent_loop(subject: Subject) -> list[Finding]:
     differently after a tool result than the reply is written, or that rewrite a tool-call reply once its
     results follow: each a prefix-cache miss and an unseen format at every tool step. A break after a user
     turn, or of history after a final reply, is ``generation_prompt``'s or ``prefix_stability``'s (a note
-    here), conventions such as reasoning dropped or a system prompt that moves included.
+    here), conventions such as reasoning dropped or a system prompt that moves included. The runs are judged
+    again with each of the template's switches set both ways (see ``renders``).
     """
+    findings = _agent_loop(subject)
+    return findings + tpl.under_switches(subject, _agent_loop, findings)
+
+
+def _agent_loop(subject: Subject) -> list[Finding]:
     skip = tpl.blank(subject)
     if skip is not None:
         return skip
@@ -668,8 +674,14 @@ def closed_turns(subject: Subject) -> list[Finding]:
     Catches a turn left open when the next one starts (a model turn not closed when a user turn follows its
     tool results), a marker written twice, and replies closed with the end-of-sequence token where every
     other turn ends with the end-of-turn marker. A format whose reply follows the user's text directly
-    (``[/INST]``) has no such marker: nothing to check.
+    (``[/INST]``) has no such marker: nothing to check. The shapes are judged again with each of the
+    template's switches set both ways (see ``renders``).
     """
+    findings = _closed_turns(subject)
+    return findings + tpl.under_switches(subject, _closed_turns, findings)
+
+
+def _closed_turns(subject: Subject) -> list[Finding]:
     skip = tpl.blank(subject)
     if skip is not None:
         return skip

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import CALL_IDS, Failure, probe
+from templatecheck.capabilities import CALL_IDS, Failure, probe, switched
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks.base import check
 from templatecheck.formats.detect import choose
@@ -71,6 +71,26 @@ def distinct(findings: Iterable[Finding]) -> list[Finding]:
         seen.add(finding.cause)
         kept.append(finding)
     return kept
+
+
+def under_switches(
+    subject: Subject, run: Callable[[Subject], list[Finding]], found: Iterable[Finding]
+) -> list[Finding]:
+    """What ``run`` finds with each of the template's switches set both ways (``enable_thinking=True``, see
+    :func:`~templatecheck.capabilities.switched`) that it did not find without (``found``): each cause once,
+    its message led by the switch. Servers pass switches as ``chat_template_kwargs``, so a branch behind one
+    is a path real requests take."""
+    bad = (Outcome.FAILED, Outcome.WARNING)
+    seen = {f.cause for f in found if f.outcome in bad}
+    extra = []
+    for label, other in switched(subject):
+        for finding in run(other):
+            if finding.outcome in bad and finding.cause not in seen:
+                seen.add(finding.cause)
+                extra.append(
+                    replace(finding, message=f"with {label} (chat_template_kwargs): {finding.message}")
+                )
+    return extra
 
 
 def by_cause(
@@ -153,7 +173,9 @@ def renders(subject: Subject) -> list[Finding]:
 
     Catches templates that do not parse, that crash on ordinary input (a missing variable, a type error, an
     empty message) or that render nothing. A deliberate ``raise_exception`` (on the system role, or on a shape
-    the format does not support) is a legal policy and only a warning.
+    the format does not support) is a legal policy and only a warning. The plain conversations and the first
+    sampled ones render again with each of the template's switches (``enable_thinking``: a variable it reads
+    only as a condition) set both ways, as servers pass them in ``chat_template_kwargs``.
     """
     unparsed = parse_error(subject)
     if unparsed is not None:
@@ -201,7 +223,30 @@ def renders(subject: Subject) -> list[Finding]:
 
     sampled = _samples(subject, reasoning=True)
     subject.prefetch(sampled, add_generation_prompt=True)
-    return findings + by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
+    findings += by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
+    return findings + under_switches(subject, lambda other: _switched_renders(other, sampled), findings)
+
+
+#: How many of the sampled conversations ``renders`` renders again under each switch.
+SWITCHED_SAMPLES = 10
+
+
+def _switched_renders(subject: Subject, sampled: list[conv.Conversation]) -> list[Finding]:
+    """The plain conversations and the first sampled ones that do not render on ``subject`` (a switch set)."""
+    conversations = [*conv.PLAIN.values(), *sampled[:SWITCHED_SAMPLES]]
+    found = []
+    for conversation, rendered in zip(
+        conversations, subject.render_each(conversations, add_generation_prompt=True), strict=True
+    ):
+        if isinstance(rendered, RenderError) and rendered.kind != "security":
+            rule = REFUSED if _render_cause(rendered) is REFUSED else CRASH
+            verb = (
+                "the template refuses a valid conversation"
+                if rule is REFUSED
+                else "a valid conversation does not render"
+            )
+            found.append(rule(f"{verb}: {rendered}\nconversation:\n{conv.describe(conversation)}"))
+    return distinct(found)
 
 
 def probe_findings(subject: Subject, owner: str, *, crash: Cause, refused: Cause) -> list[Finding]:
