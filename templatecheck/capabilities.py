@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from templatecheck.conversation import WIRE, Conversation, Shape, assistant, system, user
@@ -330,22 +331,30 @@ def switches(subject: Subject) -> tuple[str, ...]:
     (``{% if enable_thinking %}``, ``enable_thinking is false``, ``not add_vision_id``), which servers pass
     as ``chat_template_kwargs``; learnt from its syntax tree (no template code runs), those the run sets
     (``--tc-template-var``) left out."""
-    from templatecheck.render import parse_template, template_variables
+    from templatecheck.render import template_variables
 
     try:
         free = template_variables(subject.template.source)
-        tree = parse_template(subject.template.source)
+        conditions = _condition_names(subject.template.source)
     except RenderError:
         return ()
     found = [
         name
-        for name in _condition_names(tree)
+        for name in conditions
         if name in free and name not in _NOT_SWITCHES and name not in subject.options.template_vars
     ]
     return tuple(found[:MAX_SWITCHES])
 
 
-def _condition_names(tree: Any) -> list[str]:
+@lru_cache(maxsize=256)
+def _condition_names(source: str) -> tuple[str, ...]:
+    """:func:`_conditions` of the template's syntax tree, once per template."""
+    from templatecheck.render import parse_template
+
+    return tuple(_conditions(parse_template(source)))
+
+
+def _conditions(tree: Any) -> list[str]:
     """Names read only as conditions, in order of first use; a name the template also assigns (a loop's or
     a macro's own flag) only when it tests whether it is defined (``{% if x is not defined %}{% set x = ...``:
     a default for a caller's switch)."""

@@ -40,7 +40,7 @@ from typing import Any
 import jinja2.nodes
 
 from templatecheck.render import Limits, RenderError
-from templatecheck.worker import GRACE, Answer, completed, end, exceeded, shared
+from templatecheck.worker import GRACE, Answer, completed, end, exceeded, shared, widen
 
 #: The version of @huggingface/jinja that ``templatecheck engines install`` installs.
 HFJS_PACKAGE = "@huggingface/jinja@0.5.11"
@@ -303,6 +303,8 @@ class NodeProcess:
             env={},
             close_fds=True,
         )
+        assert self._process.stdin is not None
+        widen(self._process.stdin.fileno())
         self.starts += 1
         if self._line(30.0, 1 << 10) != b'{"ready":true}':
             self._stop()

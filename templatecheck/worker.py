@@ -142,7 +142,8 @@ class Worker:
                 env=_child_environment(),
                 close_fds=True,
             )
-            assert self._process.stdout is not None
+            assert self._process.stdout is not None and self._process.stdin is not None
+            widen(self._process.stdin.fileno())
             self._reader = Reader(self._process.stdout.fileno())
             self.starts += 1
             self._wait_ready()
@@ -195,6 +196,22 @@ class Worker:
         process, self._process, self._reader = self._process, None, None
         if process is not None:
             end(process)
+
+
+#: The pipe buffer a batch of jobs is written into (Linux's default is 64 KiB, less than a batch of drawn
+#: conversations: each write would wait for the child to read the one before).
+PIPE_BYTES = 1 << 20
+
+
+def widen(fd: int) -> None:
+    """Give the pipe ``fd`` a buffer of :data:`PIPE_BYTES` where the system allows it (a smaller system limit,
+    or no such call: the default stays)."""
+    import fcntl
+
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setting, PIPE_BYTES)
 
 
 def end(process: subprocess.Popen[bytes]) -> None:
@@ -436,6 +453,7 @@ class ForkServer:
                 os._exit(0)
         os.close(requests_read)
         os.close(answers_write)
+        widen(requests_write)
         self._pid, self._requests, self._reader = pid, requests_write, Reader(answers_read)
         self.starts += 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -239,3 +240,20 @@ def test_a_fork_server_stops_a_batch_at_its_first_bound_and_forks_afresh() -> No
         assert server.starts == 3
     finally:
         server.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe buffer sizes are Linux's")
+def test_the_workers_request_pipe_holds_a_batch_of_drawn_conversations() -> None:
+    import fcntl
+
+    worker = Worker()
+    try:
+        assert worker.run([("compile", CHAT)], Budget(2.0, None)) == [{"ok": None}]
+        assert worker._process is not None and worker._process.stdin is not None
+        size = fcntl.fcntl(worker._process.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        with open("/proc/sys/fs/pipe-max-size") as limit:
+            if int(limit.read()) < 1 << 20:
+                pytest.skip("this system caps pipe buffers below 1 MiB")
+        assert size == 1 << 20
+    finally:
+        worker.close()
