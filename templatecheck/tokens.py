@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import jinja2.nodes
@@ -109,12 +109,18 @@ def stop_set(model: Model) -> StopSet:
 # ------------------------------------------------------------------------------------------------ the view
 
 
-def template_literals(source: str) -> list[str]:
+@lru_cache(maxsize=256)
+def _template_literals(source: str) -> tuple[str, ...]:
     """The template's raw text and string constants (what it writes verbatim)."""
     ast = parse_template(source)
     found = [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
     found += [node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)]
-    return found
+    return tuple(found)
+
+
+def template_literals(source: str) -> list[str]:
+    """See :func:`_template_literals` (kept per source: several checks ask)."""
+    return list(_template_literals(source))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -464,7 +465,7 @@ class ForkServer:
                 budget, arguments = pickle.loads(frame)
                 limit(budget, len(arguments))
                 for argument in arguments:
-                    answer = _run_task(lambda a=argument: self.function(a), budget)
+                    answer = _run_task(functools.partial(self.function, argument), budget)
                     write_answer(sink, answer)
                     if exceeded(answer):
                         return

@@ -241,7 +241,8 @@ def _unusual(text: str) -> bool:
     return any(c not in " \t\n\r" for c in text)
 
 
-def construct_hits(source: str) -> list[Hit]:
+@lru_cache(maxsize=256)
+def _construct_hits(source: str) -> tuple[Hit, ...]:
     """The lint's constructs in the template, its ``tojson`` filters (where JSON differences come from) and
     the filters that make Markup (where HTML escaping comes from)."""
     tree = parse_template(source)
@@ -250,7 +251,12 @@ def construct_hits(source: str) -> list[Hit]:
     ]
     markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
     trims = [Hit(TRIM, f.lineno, "|trim") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "trim"]
-    return scan(tree, source) + filters + markup + trims
+    return tuple(scan(tree, source) + filters + markup + trims)
+
+
+def construct_hits(source: str) -> list[Hit]:
+    """See :func:`_construct_hits` (kept per source: several checks ask)."""
+    return list(_construct_hits(source))
 
 
 @dataclass(frozen=True)

@@ -530,6 +530,11 @@ class _Applier:
 _APPLIER: list[tuple[tuple[Any, Any], ForkServer]] = []
 
 
+def _close_applier() -> None:
+    for _, server in _APPLIER:
+        server.close()
+
+
 def _applier(tokenizer: Any) -> ForkServer:
     apply = tokenizer.apply_chat_template
     key = (tokenizer, getattr(apply, "__func__", apply))
@@ -538,7 +543,7 @@ def _applier(tokenizer: Any) -> ForkServer:
     if _APPLIER:
         _APPLIER.pop()[1].close()
     else:
-        atexit.register(lambda: [server.close() for _, server in _APPLIER])
+        atexit.register(_close_applier)
     _APPLIER.append((key, ForkServer(_Applier(tokenizer))))
     return _APPLIER[0][1]
 

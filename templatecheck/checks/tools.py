@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import jinja2.nodes
@@ -268,12 +269,18 @@ MARKUP_FILTERS = ("safe", "escape", "e", "forceescape")
 HTML_ESCAPED_FIX = "drop | safe (| tojson already returns text), or build the string with ~ instead of +"
 
 
-def markup_filters(source: str) -> list[tuple[int, str]]:
+@lru_cache(maxsize=256)
+def _markup_filters(source: str) -> tuple[tuple[int, str], ...]:
     """The template's filters that make Markup (:data:`MARKUP_FILTERS`), as (line, ``|name``), in line order:
     where the escaping of the strings joined to their value comes from."""
     tree = parse_template(source)
     found = [(f.lineno, f"|{f.name}") for f in tree.find_all(jinja2.nodes.Filter) if f.name in MARKUP_FILTERS]
-    return sorted(found)
+    return tuple(sorted(found))
+
+
+def markup_filters(source: str) -> list[tuple[int, str]]:
+    """See :func:`_markup_filters` (kept per source: several checks ask)."""
+    return list(_markup_filters(source))
 
 
 def _html_escaped(rendered: str, what: str, source: str) -> Finding:
