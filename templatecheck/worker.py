@@ -312,71 +312,15 @@ def shared() -> Worker:
 # ------------------------------------------------------------------------------------------- forked tasks
 
 
-def run_forked(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
-    """Run each task in a child forked from this process, under the render worker's bounds; the answers in
-    order, each ``{"ok": value}`` (a JSON value) or ``{"error": kind, "message": text}``.
-
-    For calls into libraries that render templates themselves (transformers' ``apply_chat_template``): the
-    child has every object loaded here, such as a tokenizer, without loading it again, and none of this
-    process's environment variables.
-    """
-    return completed(_fork_batch(tasks, budget), len(tasks))
-
-
-def _fork_batch(tasks: Sequence[Callable[[], Any]], budget: Budget) -> list[Answer]:
-    import warnings
-
-    read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread of this process's
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child; its answers are what the tests see)
-        try:
-            os.close(read_fd)
-            _become_child()
-            limit(budget, len(tasks))
-            with os.fdopen(write_fd, "wb") as sink:
-                for task in tasks:
-                    answer = _run_task(task, budget)
-                    write_answer(sink, answer)
-                    if exceeded(answer):
-                        break  # the parent answers the rest with it (see completed)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    reader = Reader(read_fd)
-    answers: list[Answer] = []
-    try:
-        for _ in tasks:
-            deadline = time.monotonic() + budget.seconds + GRACE if budget.seconds is not None else None
-            frame = reader.frame(deadline)
-            if frame is None:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                code = os.waitstatus_to_exitcode(status) if done else None
-                died = _why(code, budget)
-                answers.append({"error": died.kind, "message": died.message})
-                break
-            answers.append(json.loads(frame))
-            if exceeded(answers[-1]):
-                break  # the child stopped there
-    except _FrameTooLarge:
-        answers.append({"error": "output", "message": "the answer exceeded 64 MB"})
-    finally:
-        os.close(read_fd)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    return answers
-
-
 class ForkServer:
     """Calls of one function, each on arguments sent to it, in a child forked from this process and kept for
     the batches that follow (the fork, and the child's first touch of every page it shares with this process,
-    are paid once rather than per batch), under the bounds of :func:`run_forked`.
+    are paid once rather than per batch), under the render worker's bounds.
 
-    ``function`` runs in the child on objects it had at the fork (a tokenizer): its arguments are pickled
-    (parent to child: trusted), its answers are JSON. A job that exceeds a bound ends the child, as do a
+    For calls into libraries that render templates themselves (transformers' ``apply_chat_template``):
+    ``function`` runs in the child on objects it had at the fork (a tokenizer), without loading them again and
+    with none of this process's environment variables or descriptors. Its arguments are pickled (parent to
+    child: trusted), its answers are JSON. A job that exceeds a bound ends the child, as do a
     deadline passed or a death; the next batch forks a fresh one.
     """
 
@@ -389,7 +333,8 @@ class ForkServer:
         self.starts = 0
 
     def run(self, arguments: Sequence[Any], budget: Budget) -> list[Answer]:
-        """The answers of ``function`` on each of ``arguments``, in order (as :func:`run_forked` gives them)."""
+        """The answers of ``function`` on each of ``arguments``, in order: each ``{"ok": value}`` (a JSON value) or
+        ``{"error": kind, "message": text}``; after a bound exceeded, that bound again for the rest."""
         if not arguments:
             return []
         payload = pickle.dumps((budget, list(arguments)), protocol=pickle.HIGHEST_PROTOCOL)
