@@ -103,7 +103,8 @@ def test_hfjs_process_is_killed_at_the_deadline_and_started_again() -> None:
     process = NodeProcess()
     try:
         context = RENDERER.context("", Call(USER))
-        spin = "{% for i in range(100000000) %}{% endfor %}"
+        # loops over small ranges: a range of 10^8 would exhaust Node's heap before the deadline on a fast machine
+        spin = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
         answers = process.run(spin, [context, context], Limits(seconds=0.5), PINNED_CLOCK)
         assert answers[0]["error"] == "timeout" and "Node process was stopped" in answers[0]["message"]
         assert answers[1]["error"] == "timeout" and "not rendered again" in answers[1]["message"]
