@@ -489,14 +489,20 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 class _Ledger:
     """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
     later render of it answers with that at once) and the wall time its renders took (capped by
-    ``Limits.budget_seconds``)."""
+    ``Limits.budget_seconds``).
+
+    A bound is kept per setting of the template's variables (a switch such as ``enable_thinking``, see
+    :func:`setting`): a template that loops only behind a switch still renders without it. A bound exceeded
+    in the first setting a template rendered in (the run's own) holds for every setting."""
 
     def __init__(self) -> None:
-        self.exceeded: dict[str, RenderError] = {}
+        self.exceeded: dict[tuple[str, Setting], RenderError] = {}
         self.spent: dict[str, float] = {}
+        self.first: dict[str, Setting] = {}
 
-    def check(self, source: str, limits: Limits) -> None:
-        known = self.exceeded.get(source)
+    def check(self, source: str, limits: Limits, setting: Setting = ()) -> None:
+        first = self.first.setdefault(source, setting)
+        known = self.exceeded.get((source, setting)) or self.exceeded.get((source, first))
         if known is not None:
             raise known
         budget = limits.budget_seconds
@@ -505,17 +511,26 @@ class _Ledger:
                 "budget",
                 f"the template's renders took more than {budget:g} s in this run; it is not rendered again",
             )
-            self.exceeded[source] = error
+            self.exceeded[source, first] = error
             raise error
 
-    def record(self, source: str, seconds: float, answers: Sequence[Answer]) -> None:
+    def record(self, source: str, seconds: float, answers: Sequence[Answer], setting: Setting = ()) -> None:
         self.spent[source] = self.spent.get(source, 0.0) + seconds
         for answer in answers:
-            if exceeded(answer) and source not in self.exceeded:
+            if exceeded(answer) and (source, setting) not in self.exceeded:
                 error = _error(answer)
                 if not error.message.endswith(REPEATED):
                     error = RenderError(error.kind, error.message + REPEATED)
-                self.exceeded[source] = error
+                self.exceeded[source, setting] = error
+
+
+#: A setting of a template's variables: ``(name, repr(value))`` pairs, sorted.
+Setting = tuple[tuple[str, str], ...]
+
+
+def setting(call: Call) -> Setting:
+    """The setting of the variables ``call`` renders with (see :class:`_Ledger`)."""
+    return tuple(sorted((name, repr(value)) for name, value in call.variables.items()))
 
 
 class _Memo:
@@ -652,8 +667,19 @@ class Renderer:
         """
         for call in calls:
             _check_arguments(call)
+        settings: dict[Setting, list[int]] = {}
+        for i, call in enumerate(calls):
+            settings.setdefault(setting(call), []).append(i)
+        if len(settings) > 1:  # each setting is its own batch, bounded on its own (see _Ledger)
+            mixed: list[Rendered | RenderError | None] = [None] * len(calls)
+            for where in settings.values():
+                part = self.render_many(source, [calls[i] for i in where], fresh=fresh)
+                for i, result in zip(where, part, strict=True):
+                    mixed[i] = result
+            return [r for r in mixed if r is not None]
+        batch_setting = next(iter(settings), ())
         try:
-            self.ledger.check(source, self.limits)
+            self.ledger.check(source, self.limits, batch_setting)
         except RenderError as error:
             return [error] * len(calls)
         keep = not fresh and self.clock is not None
@@ -674,7 +700,7 @@ class Renderer:
             ]
             start = time.monotonic()
             answers = shared().run(jobs, self.limits.budget())
-            self.ledger.record(source, time.monotonic() - start, answers)
+            self.ledger.record(source, time.monotonic() - start, answers, batch_setting)
             for (key, where), answer, (_, final) in zip(pending.items(), answers, prepared, strict=True):
                 result = _result(answer, final)
                 if key[0] is not _UNKEPT:

@@ -416,3 +416,20 @@ def test_a_tool_turn_closed_differently_behind_a_switch_is_a_finding_of_the_agen
         "with enable_thinking=True (chat_template_kwargs): the tool turn ends with '</tool_response><|im_end|>' "
         "when it is the last message"
     )
+
+
+def test_a_template_that_loops_behind_a_switch_still_renders_without_it() -> None:
+    """A bound exceeded behind a switch is that switch's finding; the template without it is judged as usual."""
+    source = CHATML.replace(
+        "<|im_start|>assistant\n{% endif %}",
+        "<|im_start|>assistant\n{% if enable_thinking %}{% for a in range(100000) %}{% for b in range(100000) %}"
+        "{% endfor %}{% endfor %}{% endif %}{% endif %}",
+    )
+    s = subject_with_template("hermes-3-tiny", source)
+    result = template.renders(s)
+    assert failed(result) == ["renders.crash"]
+    assert only(result, "renders.crash").startswith(
+        "with enable_thinking=True (chat_template_kwargs): a valid conversation does not render: render exceeded"
+    )
+    assert closed_turns(s).outcome is Outcome.PASSED
+    assert template.prefix_stability(s).outcome is Outcome.PASSED
