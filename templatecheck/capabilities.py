@@ -239,13 +239,16 @@ def probe(subject: Subject) -> Capabilities:
         form: [ask, {"role": "assistant", "content": "", "tool_calls": [_call(tool_name, args)]}]
         for form, args in (("object", {"city": f"c{s}"}), ("string", json.dumps({"city": f"c{s}"})))
     }
+    listed = [user([{"type": "text", "text": f"l{s}"}])]
+    with_system = [system(f"s{s}"), user("hi")]
+    reasoned = [user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}]
     subject.prefetch_each(  # the probes that do not depend on others' answers, in one batch
         [
             ([ask], {"tools": tools}),
-            *(([*c], {"tools": tools}) for c in calls.values()),
-            ([user([{"type": "text", "text": f"l{s}"}])], {}),
-            ([system(f"s{s}"), user("hi")], {}),
-            ([user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}], {}),
+            *((c, {"tools": tools}) for c in calls.values()),
+            (listed, {}),
+            (with_system, {}),
+            (reasoned, {}),
         ]
     )
     definitions = p.reaches(
@@ -274,13 +277,13 @@ def probe(subject: Subject) -> Capabilities:
         {"role": "tool", "tool_call_id": CALL_IDS[0], "name": tool_name, "content": f"r{s}"},
     ]
     dict_result = [*calls[form], {"role": "tool", "tool_call_id": CALL_IDS[0], "content": {"t": f"d{s}"}}]
+    second = [*tools, _tool(f"second_{s}")]
     if tool_calls:
-        second = [*tools, _tool(f"second_{s}")]
         subject.prefetch_each(
             [(result, {"tools": tools}), (dict_result, {"tools": tools}), (parallel, {"tools": second})]
         )
     source = subject.template.source
-    parts = p.reaches(f"l{s}", [user([{"type": "text", "text": f"l{s}"}])])  # content_fidelity's to judge
+    parts = p.reaches(f"l{s}", listed)  # content_fidelity's to judge
     on_calls = ("parallel tool calls", "tools", _CALLS_FIX) if tool_calls else None
     on_results = ("a tool result", "tools", "render tool messages (role: tool, tool_call_id, content)")
     reasoning_shape = ("an assistant reply with reasoning_content", "renders", WIRE[3].fix)
@@ -295,17 +298,16 @@ def probe(subject: Subject) -> Capabilities:
         object_arguments=object_arguments and not string_arguments,
     )
     found = Capabilities(
-        system=p.shows(f"s{s}", [system(f"s{s}"), user("hi")]),
+        system=p.shows(f"s{s}", with_system),
         tools=definitions == "text",
         tool_calls=tool_calls,
-        parallel_tool_calls=tool_calls
-        and p.shows(f"second_{s}", parallel, on_calls, tools=[*tools, _tool(f"second_{s}")]),
+        parallel_tool_calls=tool_calls and p.shows(f"second_{s}", parallel, on_calls, tools=second),
         tool_role=tool_role,
         list_content=parts == "text",
         object_arguments=object_arguments,
         string_arguments=string_arguments,
         reasoning=any(f in source for f in ("reasoning_content", "thinking", "enable_thinking"))
-        and p.shows(f"t{s}", [user("q"), {**assistant("a"), "reasoning_content": f"t{s}"}], reasoning_shape),
+        and p.shows(f"t{s}", reasoned, reasoning_shape),
         repr_only=frozenset(
             name for name, how in (("tools", definitions), ("list content", parts)) if how == "repr"
         ),
@@ -376,14 +378,14 @@ def _conditions(tree: Any) -> list[str]:
         for field_name, child in node.iter_fields():
             for item in child if isinstance(child, list) else [child]:
                 if isinstance(item, nodes.Node):
-                    visit(item, _is_condition(node, field_name, item, condition))
+                    visit(item, _is_condition(node, field_name, condition))
 
     visit(tree, False)
     return [name for name, only in boolean.items() if only and (name not in assigned or name in defaulted)]
 
 
-def _is_condition(parent: Any, field_name: str, child: Any, condition: bool) -> bool:
-    """Whether ``child`` (the ``field_name`` of ``parent``) is read as a condition."""
+def _is_condition(parent: Any, field_name: str, condition: bool) -> bool:
+    """Whether the ``field_name`` of ``parent`` (itself read as a condition or not) is read as a condition."""
     from jinja2 import nodes
 
     if isinstance(parent, (nodes.If, nodes.CondExpr)):

@@ -110,17 +110,12 @@ def stop_set(model: Model) -> StopSet:
 
 
 @lru_cache(maxsize=256)
-def _template_literals(source: str) -> tuple[str, ...]:
-    """The template's raw text and string constants (what it writes verbatim)."""
+def template_literals(source: str) -> tuple[str, ...]:
+    """The template's raw text and string constants (what it writes verbatim), kept per source."""
     ast = parse_template(source)
     found = [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
     found += [node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)]
     return tuple(found)
-
-
-def template_literals(source: str) -> list[str]:
-    """See :func:`_template_literals` (kept per source: several checks ask)."""
-    return list(_template_literals(source))
 
 
 @dataclass(frozen=True)

@@ -436,7 +436,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _become_child(keep: tuple[int, ...] = ()) -> None:
+def _become_child(keep: tuple[int, ...]) -> None:
     """A forked child keeps nothing it does not need: no environment, no terminal, no descriptor of this
     process's but ``keep``, a fresh watchdog."""
     os.environ.clear()
@@ -444,12 +444,11 @@ def _become_child(keep: tuple[int, ...] = ()) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    if keep:
-        start = 3
-        for fd in sorted(keep):
-            os.closerange(start, fd)
-            start = fd + 1
-        os.closerange(start, os.sysconf("SC_OPEN_MAX"))
+    start = 3
+    for fd in sorted(keep):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
     bounds.reset_after_fork()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -242,9 +242,9 @@ def _unusual(text: str) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _construct_hits(source: str) -> tuple[Hit, ...]:
+def construct_hits(source: str) -> tuple[Hit, ...]:
     """The lint's constructs in the template, its ``tojson`` filters (where JSON differences come from) and
-    the filters that make Markup (where HTML escaping comes from)."""
+    the filters that make Markup (where HTML escaping comes from); kept per source, as several checks ask."""
     tree = parse_template(source)
     filters = [
         Hit(TOJSON, f.lineno, "|tojson") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "tojson"
@@ -252,11 +252,6 @@ def _construct_hits(source: str) -> tuple[Hit, ...]:
     markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
     trims = [Hit(TRIM, f.lineno, "|trim") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "trim"]
     return tuple(scan(tree, source) + filters + markup + trims)
-
-
-def construct_hits(source: str) -> list[Hit]:
-    """See :func:`_construct_hits` (kept per source: several checks ask)."""
-    return list(_construct_hits(source))
 
 
 @dataclass(frozen=True)
@@ -399,7 +394,7 @@ def _literal_line(source: str, context: str) -> int:
     return 0
 
 
-def _nearest(hits: list[Hit], line: int, keep: Callable[[Hit], bool]) -> Hit | None:
+def _nearest(hits: Sequence[Hit], line: int, keep: Callable[[Hit], bool]) -> Hit | None:
     chosen = [h for h in hits if keep(h)]
     return min(chosen, key=lambda h: abs(h.line - line), default=None) if chosen else None
 
@@ -425,7 +420,7 @@ def _inside(ours: str, at: int, texts: list[str]) -> bool:
 
 
 def differences(
-    source: str, hits: list[Hit], engine: Engine, ours: str, theirs: str, printed: list[str] | None = None
+    source: str, hits: Sequence[Hit], engine: Engine, ours: str, theirs: str, printed: list[str] | None = None
 ) -> list[Difference]:
     """The root causes of one pair of renderings: one per group, each at the line that makes it; a difference
     inside one of ``printed`` (the reprs of the conversation's dicts and lists) is that value's repr."""
@@ -468,7 +463,7 @@ _REPR = re.compile(r"Unknown (?:ObjectValue|ArrayValue) filter: string")
 
 
 def failure(
-    source: str, hits: list[Hit], engine: Engine, error: RenderError, loop: Hit | None = None
+    source: str, hits: Sequence[Hit], engine: Engine, error: RenderError, loop: Hit | None = None
 ) -> Difference:
     """The root cause of an engine's error on a conversation transformers renders; ``loop`` is the ``for``
     loop an error about a value that is not iterable comes from, where it was found."""
@@ -666,7 +661,7 @@ def _source_line(source: str, line: int) -> str:
 
 def compare(
     subject: Subject,
-    hits: list[Hit],
+    hits: Sequence[Hit],
     engine: Engine,
     case: Case,
     pair: tuple[str | RenderError, str | RenderError],
@@ -758,7 +753,7 @@ def _cause_of(subject: Subject, engine: Engine, group: str, conversation: conv.C
     return ENGINE_CAUSES[engine.name][FOREIGN[group].fallback]
 
 
-def _finding(subject: Subject, hits: list[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
+def _finding(subject: Subject, hits: Sequence[Hit], engine: Engine, case: Case, d: Difference) -> Finding:
     def key(candidate: conv.Conversation) -> str | None:
         small = Case(candidate, case.add_generation_prompt)
         pair = render_pairs(subject, engine, [small])[0]

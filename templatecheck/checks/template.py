@@ -182,9 +182,11 @@ def renders(subject: Subject) -> list[Finding]:
         return [SYNTAX(f"the template does not parse or compile: {unparsed}")]
     failures: dict[str, list[tuple[str, RenderError, conv.Conversation]]] = {}
     texts = []
-    plain = [conv.PLAIN["user only"], conv.PLAIN["system + user + assistant"]]
-    subject.prefetch_each([(c, {"add_generation_prompt": p}) for c in plain for p in (False, True)])
-    for name in ("user only", "system + user + assistant"):
+    plain = ("user only", "system + user + assistant")
+    subject.prefetch_each(
+        [(conv.PLAIN[n], {"add_generation_prompt": p}) for n in plain for p in (False, True)]
+    )
+    for name in plain:
         conversation = conv.PLAIN[name]
         for add_generation_prompt in (False, True):
             try:
@@ -215,10 +217,7 @@ def renders(subject: Subject) -> list[Finding]:
         except RenderError as error:
             if error.kind == "security" and sandbox_saw:  # the sandbox check reports it with its probe
                 return [_foreign(SANDBOX_REFUSED, f"a valid conversation does not render: {error}")]
-            rule = _render_cause(error)
-            if rule is REFUSED:
-                return [REFUSED(f"the template refuses a valid conversation: {error}")]
-            return [CRASH(f"a valid conversation does not render: {error}")]
+            return [_not_rendered(error)]
         return []
 
     sampled = _samples(subject, reasoning=True)
@@ -239,14 +238,18 @@ def _switched_renders(subject: Subject, sampled: list[conv.Conversation]) -> lis
         conversations, subject.render_each(conversations, add_generation_prompt=True), strict=True
     ):
         if isinstance(rendered, RenderError) and rendered.kind != "security":
-            rule = REFUSED if _render_cause(rendered) is REFUSED else CRASH
-            verb = (
-                "the template refuses a valid conversation"
-                if rule is REFUSED
-                else "a valid conversation does not render"
+            finding = _not_rendered(rendered)
+            found.append(
+                replace(finding, message=f"{finding.message}\nconversation:\n{conv.describe(conversation)}")
             )
-            found.append(rule(f"{verb}: {rendered}\nconversation:\n{conv.describe(conversation)}"))
     return distinct(found)
+
+
+def _not_rendered(error: RenderError) -> Finding:
+    """A valid conversation that does not render: refused by the template (a warning) or a crash."""
+    if _render_cause(error) is REFUSED:
+        return REFUSED(f"the template refuses a valid conversation: {error}")
+    return CRASH(f"a valid conversation does not render: {error}")
 
 
 def probe_findings(subject: Subject, owner: str, *, crash: Cause, refused: Cause) -> list[Finding]:

@@ -525,27 +525,28 @@ class _Applier:
         return [int(i) for i in value] if tokenize else str(value)
 
 
-#: The child that runs transformers' renders, with what it was forked for: the tokenizer and the function its
-#: ``apply_chat_template`` was then (one child at a time; a tokenizer patched since gets a fresh one).
-_APPLIER: list[tuple[tuple[Any, Any], ForkServer]] = []
+#: The child that runs transformers' renders: the tokenizer it was forked for, the function that tokenizer's
+#: ``apply_chat_template`` was then (a tokenizer patched since gets a fresh child), and the child (one at a time).
+_APPLIER: tuple[Any, Any, ForkServer] | None = None
 
 
 def _close_applier() -> None:
-    for _, server in _APPLIER:
-        server.close()
+    if _APPLIER is not None:
+        _APPLIER[2].close()
 
 
 def _applier(tokenizer: Any) -> ForkServer:
+    global _APPLIER
     apply = tokenizer.apply_chat_template
-    key = (tokenizer, getattr(apply, "__func__", apply))
-    if _APPLIER and all(a is b for a, b in zip(_APPLIER[0][0], key, strict=True)):
-        return _APPLIER[0][1]
-    if _APPLIER:
-        _APPLIER.pop()[1].close()
-    else:
+    apply = getattr(apply, "__func__", apply)
+    if _APPLIER is not None and _APPLIER[0] is tokenizer and _APPLIER[1] is apply:
+        return _APPLIER[2]
+    if _APPLIER is None:
         atexit.register(_close_applier)
-    _APPLIER.append((key, ForkServer(_Applier(tokenizer))))
-    return _APPLIER[0][1]
+    else:
+        _APPLIER[2].close()
+    _APPLIER = (tokenizer, apply, ForkServer(_Applier(tokenizer)))
+    return _APPLIER[2]
 
 
 def _decode_problem(view: Tokens, prompt: str) -> Problem | None:

@@ -270,17 +270,12 @@ HTML_ESCAPED_FIX = "drop | safe (| tojson already returns text), or build the st
 
 
 @lru_cache(maxsize=256)
-def _markup_filters(source: str) -> tuple[tuple[int, str], ...]:
+def markup_filters(source: str) -> tuple[tuple[int, str], ...]:
     """The template's filters that make Markup (:data:`MARKUP_FILTERS`), as (line, ``|name``), in line order:
-    where the escaping of the strings joined to their value comes from."""
+    where the escaping of the strings joined to their value comes from; kept per source."""
     tree = parse_template(source)
     found = [(f.lineno, f"|{f.name}") for f in tree.find_all(jinja2.nodes.Filter) if f.name in MARKUP_FILTERS]
     return tuple(sorted(found))
-
-
-def markup_filters(source: str) -> list[tuple[int, str]]:
-    """See :func:`_markup_filters` (kept per source: several checks ask)."""
-    return list(_markup_filters(source))
 
 
 def _html_escaped(rendered: str, what: str, source: str) -> Finding:
