@@ -62,18 +62,22 @@ def main() -> int:
     took: list[float] = []
     names: list[str] = []
     counts: Counter[tuple[str, Outcome]] = Counter()
+    spent: Counter[str] = Counter()
     errors = 0
     shown: list[str] = []
     for template in model.templates.values():
         began = time.perf_counter()
         subject = Subject(model, template, options)
         for check in REGISTRY.values():
+            ran = time.perf_counter()
             try:
                 result = check(subject)
             except Exception:
                 errors += 1
                 print(f"ERROR OF OURS in {check.name} on {template.name}:\n{traceback.format_exc()}")
                 continue
+            finally:
+                spent[check.name] += time.perf_counter() - ran
             counts[check.name, result.outcome] += 1
             if check.name in args.show and result.outcome in (Outcome.FAILED, Outcome.WARNING):
                 first = result.message.split("\n")[0]
@@ -90,10 +94,11 @@ def main() -> int:
         f"{statistics.median(took or [0.0]) * 1000:.0f} ms; CPU {own / count * 1000:.0f} ms here and "
         f"{children / count * 1000:.0f} ms in the render worker and Node per template)"
     )
-    print("| check | " + " | ".join(o.value for o in outcomes) + " |")
-    print("|---" * (len(outcomes) + 1) + "|")
+    print("| check | " + " | ".join(o.value for o in outcomes) + " | ms per template |")
+    print("|---" * (len(outcomes) + 2) + "|")
     for name in REGISTRY:
-        print(f"| {name} | " + " | ".join(str(counts[name, o]) for o in outcomes) + " |")
+        cells = " | ".join(str(counts[name, o]) for o in outcomes)
+        print(f"| {name} | {cells} | {spent[name] / count * 1000:.1f} |")
     print(f"errors of ours: {errors}")
     slowest = sorted(zip(took, names, strict=True), reverse=True)[:8]
     print("slowest: " + ", ".join(f"{name} {seconds:.1f} s" for seconds, name in slowest))

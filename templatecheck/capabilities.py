@@ -104,12 +104,16 @@ class Capabilities:
             list_content=self.list_content,
             string_arguments=self.string_arguments or not self.object_arguments,
             object_arguments=self.object_arguments,
-            null_content=not any(self.failed(s) for s in NULL_SHAPES),
+            # parallel calls that fail alone say nothing of content: null
+            null_content=not self.failed(NULL_SHAPES[0])
+            and (self.failed(PARALLEL_SHAPE) or not self.failed(NULL_SHAPES[1])),
             any_call_ids=not any(self.failed(s) for s in ID_SHAPES),
             names=not self.failed(USER_NAME),
             nameless_results=not self.failed(RESULT_NAMELESS),
             reasoning=False,  # see :attr:`reasoning_support`
             dict_results=self.dict_results,
+            parallel_calls=not self.failed(PARALLEL_SHAPE),
+            content_with_calls=not self.failed(CONTENT_WITH_CALLS),
         )
 
     @property
@@ -135,10 +139,14 @@ ID_SHAPES = (
     "a tool call with an OpenAI-style string id (call_ + 24 characters)",
     "a tool call with an integer-looking string id",
 )
+PARALLEL_SHAPE = "parallel tool calls"
+CONTENT_WITH_CALLS = "a tool call next to content"
 USER_NAME = "a user message with a name field"
 RESULT_NAMELESS = "a tool result without a name field (the OpenAI form)"
 REASONING_ONLY = "a reasoning-only assistant turn (empty content, reasoning_content)"
-assert {*NULL_SHAPES, *ID_SHAPES, USER_NAME, RESULT_NAMELESS, REASONING_ONLY} <= {s.name for s in WIRE}
+assert {*NULL_SHAPES, *ID_SHAPES, USER_NAME, RESULT_NAMELESS, REASONING_ONLY, CONTENT_WITH_CALLS} <= {
+    s.name for s in WIRE
+}
 
 _LABELS = {
     "system": "system role",
@@ -284,7 +292,7 @@ def probe(subject: Subject) -> Capabilities:
         )
     source = subject.template.source
     parts = p.reaches(f"l{s}", listed)  # content_fidelity's to judge
-    on_calls = ("parallel tool calls", "tools", _CALLS_FIX) if tool_calls else None
+    on_calls = (PARALLEL_SHAPE, "tools", _CALLS_FIX) if tool_calls else None
     on_results = ("a tool result", "tools", "render tool messages (role: tool, tool_call_id, content)")
     reasoning_shape = ("an assistant reply with reasoning_content", "renders", WIRE[3].fix)
     tool_role = tool_calls and p.shows(f"r{s}", result, on_results, tools=tools)

@@ -178,6 +178,13 @@ WIRE: tuple[Shape, ...] = (
         "treat tool_calls: [] as no calls: test {% if message.tool_calls %} before iterating or indexing it",
     ),
     Shape(
+        "a tool call next to content",
+        "tool_calls",
+        [_ASK, _calls("Let me look that up.", _call(_NINE))],
+        "write the turn's content and its calls (clients send both), or refuse the pair with "
+        "raise_exception('...')",
+    ),
+    Shape(
         "a tool call with an OpenAI-style string id (call_ + 24 characters)",
         "tool_calls",
         [_ASK, _calls("", _call("call_Hx8GjKq2mWv5RtY1nBzP3aLc"))],

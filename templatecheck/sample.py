@@ -196,12 +196,13 @@ def _storage_elsewhere() -> Iterator[None]:
 
 
 def project(conversation: Conversation, support: Support, *, end_with_user: bool) -> Conversation | None:
-    """``conversation`` reduced to what ``support`` allows (tool exchanges removed, parts joined, argument
-    forms converted, wire-format forms the template does not take replaced by the plain ones), cut after its
+    """``conversation`` reduced to what ``support`` allows (tool exchanges removed, one call per turn kept,
+    parts joined, argument forms converted, wire-format forms the template does not take replaced by the plain ones), cut after its
     last user turn when ``end_with_user``; ``None`` when nothing is left."""
     out: list[dict[str, Any]] = []
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
+    dropped: set[str] = set()  # the ids of the calls past the first, where a turn takes one call
     for message in conversation:
         role = message.get("role")
         if role == "system" and not support.system:
@@ -211,7 +212,12 @@ def project(conversation: Conversation, support: Support, *, end_with_user: bool
         if message.get("tool_calls"):
             if not support.tool_calls:
                 continue
+            if not support.parallel_calls:
+                dropped.update(c["id"] for c in message["tool_calls"][1:])
+                message = {**message, "tool_calls": message["tool_calls"][:1]}
             message = _project_calls(message, support, ids, names)
+        elif role == "tool" and message.get("tool_call_id") in dropped:
+            continue
         elif role == "tool":
             message = _project_result(message, support, ids, names)
         content = message.get("content")
@@ -243,6 +249,8 @@ def _project_calls(
         names[call["id"]] = call["function"]["name"]
         calls.append(call)
     projected = {**message, "tool_calls": calls}
+    if projected.get("content") and not support.content_with_calls:
+        projected["content"] = None if support.null_content else ""
     if projected.get("content") is None and not support.null_content:
         projected["content"] = ""
     return projected

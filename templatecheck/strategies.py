@@ -72,6 +72,10 @@ class Support:
     reasoning: bool = True
     #: Tool results given as a dict (a transformers extension), else as its JSON string.
     dict_results: bool = True
+    #: Assistant turns with more than one tool call, else one call per turn.
+    parallel_calls: bool = True
+    #: Text next to tool calls in one assistant turn, else calls with empty (or null) content.
+    content_with_calls: bool = True
 
     @classmethod
     def plain(cls) -> Support:
@@ -180,7 +184,7 @@ def tool_exchange(draw: st.DrawFn, support: Support, index: int) -> list[Message
     """An assistant turn with one or more tool calls, then (if supported) one tool result per call."""
     calls: list[dict[str, Any]] = []
     form = draw(st.integers(0, 3)) if support.any_call_ids else 3
-    for k in range(draw(st.integers(min_value=1, max_value=2))):
+    for k in range(draw(st.integers(min_value=1, max_value=2 if support.parallel_calls else 1))):
         calls.append(
             {
                 "id": call_id(form, index, k),
@@ -189,7 +193,8 @@ def tool_exchange(draw: st.DrawFn, support: Support, index: int) -> list[Message
             }
         )
     empty = [st.just(None)] if support.null_content else []
-    content = draw(st.one_of(st.just(""), *empty, text(max_size=20)))
+    worded = [text(max_size=20)] if support.content_with_calls else []
+    content = draw(st.one_of(st.just(""), *empty, *worded))
     messages: list[Message] = [{"role": "assistant", "content": content, "tool_calls": calls}]
     if support.tool_role:
         named = not support.nameless_results or draw(st.booleans())

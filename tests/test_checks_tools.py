@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from templatecheck.capabilities import probe
+from templatecheck.checks.template import renders
 from templatecheck.checks.tools import tools
 from templatecheck.result import CheckResult, Outcome
 from tests.conftest import subject, subject_with_template
@@ -255,9 +256,76 @@ def test_a_clear_refusal_of_content_next_to_calls_is_a_warning() -> None:
         "{% if message.tool_calls %}{{ raise_exception('Assistant message cannot have both content and tool calls.') }}{% endif %}",
     )
     assert result.outcome is Outcome.WARNING
-    assert only(result, "tools.refused", Outcome.WARNING) == (
-        "a tool call next to content does not render: template refused: Assistant message cannot have both "
-        "content and tool calls."
+    assert only(result, "tools.refused", Outcome.WARNING).startswith(
+        "the template refuses a tool call next to content (a constraint of its own): template refused: "
+        "Assistant message cannot have both content and tool calls.\nconversation:\n"
+    )
+
+
+def test_a_refusal_of_parallel_calls_is_one_warning_of_tools() -> None:
+    """One raise_exception is one root cause: the tools check names every shape it refuses, the sample that
+    renders asks for one call per turn, and a sampled conversation refused the same way is only a note."""
+    refusal = (
+        "{%- if message.tool_calls and message.tool_calls | length != 1 %}"
+        "{{ raise_exception('This model only supports single tool-calls at once!') }}{% endif %}"
+    )
+    source = BASE.replace("{%- for message in messages %}", "{%- for message in messages %}" + refusal, 1)
+    assert source != BASE
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    assert not probe(target).parallel_tool_calls and not probe(target).support.parallel_calls
+    result = tools(target)
+    assert result.outcome is Outcome.WARNING
+    message = only(result, "tools.refused", Outcome.WARNING)
+    assert message.startswith(
+        "the template refuses parallel tool calls with content: null and their results (a constraint of its "
+        "own): template refused: This model only supports single tool-calls at once!\n"
+        "  also: parallel tool calls: template refused: This model only supports single tool-calls at once!"
+    )
+    rendered = renders(target)  # the sample has no parallel calls: nothing else is refused
+    assert rendered.outcome is Outcome.PASSED and not rendered.findings, rendered.message
+
+
+def test_a_refusal_of_content_next_to_calls_keeps_it_out_of_the_sample() -> None:
+    """The wire probe finds the refusal (the tools check reports it); renders samples calls without text."""
+    refusal = (
+        "{% if message.tool_calls %}{{ raise_exception('Assistant message cannot have both content and tool "
+        "calls.') }}{% endif %}"
+    )
+    old = "{{- '<|im_start|>assistant\\n' }}{% if message.content %}"
+    source = BASE.replace(old, old + refusal)
+    assert source != BASE
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    assert not probe(target).support.content_with_calls
+    result = renders(target)
+    assert result.outcome is Outcome.PASSED and not result.findings, result.message
+
+
+def test_a_sampled_conversation_refused_as_a_tool_shape_is_a_note_of_renders() -> None:
+    """One raise_exception with one message is one constraint, whatever reaches it: here an empty tool_calls
+    list (a wire shape the tools check reports) and a call with a number among its arguments (in the sample).
+    Renders notes the sample's refusal under the tools check's cause."""
+    refusal = (
+        "{% if message.tool_calls is defined and (message.tool_calls | length == 0 or "
+        "message.tool_calls[0].function.arguments is mapping and "
+        "message.tool_calls[0].function.arguments.values() | select('number') | list) %}"
+        "{{ raise_exception('Only tool calls with text arguments are supported.') }}{% endif %}"
+    )
+    old = "{%- for message in messages %}"
+    source = BASE.replace(old, old + refusal, 1)
+    assert source != BASE
+    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
+    message = only(tools(target), "tools.refused", Outcome.WARNING)
+    assert message.startswith(
+        "the template refuses an assistant reply with an empty tool_calls list (a constraint of its own): "
+        "template refused: Only tool calls with text arguments are supported."
+    )
+    result = renders(target)
+    assert result.outcome is Outcome.PASSED, result.message
+    assert [(f.cause, f.outcome) for f in result.findings] == [("tools.refused", Outcome.PASSED)]
+    assert result.findings[0].message.startswith(
+        "also observed tools.refused (reported by `tools`): a valid conversation does not render "
+        "(tools.refused names the shape): template refused: Only tool calls with text arguments are "
+        "supported.\nconversation:\n"
     )
 
 

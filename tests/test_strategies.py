@@ -191,6 +191,16 @@ def test_projection_replaces_the_wire_forms_a_template_does_not_take() -> None:
         assert all(m["tool_call_id"] in known for m in conversation if m["role"] == "tool")
 
 
+def test_projection_keeps_one_call_per_turn_where_parallel_calls_are_refused() -> None:
+    projected = sample(Support(parallel_calls=False), end_with_user=False, count=100)
+    calls = [m for m in _messages(projected) if m.get("tool_calls")]
+    assert calls and all(len(m["tool_calls"]) == 1 for m in calls)  # type: ignore[arg-type]
+    for conversation in projected:  # each call is answered once, the dropped calls' results go with them
+        known = [c["id"] for m in conversation for c in m.get("tool_calls") or []]
+        answered = [m["tool_call_id"] for m in conversation if m["role"] == "tool"]
+        assert set(answered) <= set(known) and len(answered) == len(set(answered))
+
+
 def test_plain_support_draws_none_of_the_wire_extras() -> None:
     messages = _messages(sample(Support.plain(), end_with_user=False, count=60))
     assert all(set(m) == {"role", "content"} for m in messages)

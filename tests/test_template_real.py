@@ -55,6 +55,17 @@ def test_llama31_drops_content_next_to_tool_calls_once() -> None:
     assert "tools.content_dropped_with_calls" in causes(fidelity, Outcome.PASSED)
 
 
+def test_llama31_refusal_of_parallel_calls_is_one_warning() -> None:
+    """The template's one raise_exception ("only supports single tool-calls") is reported once, by tools,
+    naming each shape it refuses; the sample renders asks for one call per turn."""
+    refused = [f for f in run("llama-3.1-8b-instruct", "tools").findings if f.cause == "tools.refused"]
+    assert len(refused) == 1 and refused[0].outcome is Outcome.WARNING
+    assert "This model only supports single tool-calls at once!" in refused[0].message
+    assert "\n  also: parallel tool calls: template refused: " in refused[0].message
+    rendered = run("llama-3.1-8b-instruct", "renders")
+    assert rendered.outcome is Outcome.PASSED and not rendered.findings, rendered.message
+
+
 def test_llama31_writes_a_fixed_date_and_prints_list_content_as_a_repr() -> None:
     date = run("llama-3.1-8b-instruct", "clock")
     assert causes(date, Outcome.WARNING) == ["clock.date_fixed"]

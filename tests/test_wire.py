@@ -28,6 +28,7 @@ CRASHES_ON = {
     "a tool call with content: null": "message.tool_calls is defined and message.content is not defined",
     "an assistant reply with an empty tool_calls list": "message.tool_calls is defined and "
     "message.tool_calls | length == 0",
+    "a tool call next to content": "message.tool_calls is defined and message.tool_calls and message.content",
     "a tool call with an OpenAI-style string id (call_ + 24 characters)": "message.tool_calls is defined "
     "and message.tool_calls and message.tool_calls[0].id | length > 20",
     "a tool call with an integer-looking string id": "message.tool_calls is defined "

@@ -51,6 +51,9 @@ PLAIN_REFUSED = defect(
 #: The sandbox check's cause (:mod:`templatecheck.checks.sandbox`, which imports this module): an operation the
 #: sandbox refuses, whichever conversation reaches it. Other checks that observe it note it.
 SANDBOX_REFUSED = "sandbox.refused_operation"
+#: The tools check's causes for a tool shape the template refuses or crashes on (:mod:`templatecheck.checks.tools`
+#: imports this module), by error kind: a sampled conversation failing with the same error is noted as one.
+TOOLS_FAILED = {"refused": "tools.refused", "raised": "tools.crash"}
 REFUSED = policy(
     "renders.refused",
     "raise_exception on a conversation shape the format does not support is a deliberate, clear error, "
@@ -210,6 +213,7 @@ def renders(subject: Subject) -> list[Finding]:
     findings += probe_findings(subject, "renders", crash=CRASH, refused=REFUSED)
 
     sandbox_saw = any(f.kind == "security" for f in probe(subject).failures)
+    tools_saw = _tools_failures(subject)
 
     def judge(conversation: conv.Conversation) -> list[Finding]:
         try:
@@ -217,32 +221,58 @@ def renders(subject: Subject) -> list[Finding]:
         except RenderError as error:
             if error.kind == "security" and sandbox_saw:  # the sandbox check reports it with its probe
                 return [_foreign(SANDBOX_REFUSED, f"a valid conversation does not render: {error}")]
+            if (error.kind, str(error)) in tools_saw:  # the same error on a tool shape: one root cause
+                owned = tools_saw[error.kind, str(error)]
+                return [
+                    _foreign(
+                        owned, f"a valid conversation does not render ({owned} names the shape): {error}"
+                    )
+                ]
             return [_not_rendered(error)]
         return []
 
     sampled = _samples(subject, reasoning=True)
     subject.prefetch(sampled, add_generation_prompt=True)
     findings += by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
-    return findings + under_switches(subject, lambda other: _switched_renders(other, sampled), findings)
+    return findings + under_switches(
+        subject, lambda other: _switched_renders(other, sampled, set(tools_saw)), findings
+    )
 
 
 #: How many of the sampled conversations ``renders`` renders again under each switch.
 SWITCHED_SAMPLES = 10
 
 
-def _switched_renders(subject: Subject, sampled: list[conv.Conversation]) -> list[Finding]:
-    """The plain conversations and the first sampled ones that do not render on ``subject`` (a switch set)."""
+def _switched_renders(
+    subject: Subject, sampled: list[conv.Conversation], tools_saw: set[tuple[str, str]]
+) -> list[Finding]:
+    """The plain conversations and the first sampled ones that do not render on ``subject`` (a switch set),
+    but for the errors of ``tools_saw`` (the tools check reports them)."""
     conversations = [*conv.PLAIN.values(), *sampled[:SWITCHED_SAMPLES]]
     found = []
     for conversation, rendered in zip(
         conversations, subject.render_each(conversations, add_generation_prompt=True), strict=True
     ):
-        if isinstance(rendered, RenderError) and rendered.kind != "security":
+        if (
+            isinstance(rendered, RenderError)
+            and rendered.kind != "security"
+            and (rendered.kind, str(rendered)) not in tools_saw
+        ):
             finding = _not_rendered(rendered)
             found.append(
                 replace(finding, message=f"{finding.message}\nconversation:\n{conv.describe(conversation)}")
             )
     return distinct(found)
+
+
+def _tools_failures(subject: Subject) -> dict[tuple[str, str], str]:
+    """The tool shapes of the capability probe that do not render, by (error kind, error text): the cause
+    the tools check reports each under."""
+    return {
+        (f.kind, f.error): TOOLS_FAILED[f.kind]
+        for f in probe(subject).failures
+        if f.owner == "tools" and f.kind in TOOLS_FAILED
+    }
 
 
 def _not_rendered(error: RenderError) -> Finding:
