@@ -161,11 +161,28 @@ def _check_counts(args: tuple[Any, ...]) -> None:
             raise _OutputTooLarge(f"a size argument of {arg:,}")
 
 
+#: Jinja's sandbox rule per (type, attribute name): it reads the type (functions, methods, code objects and
+#: mutable collections are judged by ``isinstance``) and the name, never the value. Bounded, as a template
+#: may read many names.
+_SAFE_ATTRIBUTES: dict[tuple[type, str], bool] = {}
+_SAFE_ATTRIBUTES_KEPT = 4096
+
+
 class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
     """transformers' sandbox, with everything that can allocate a huge value bounded before it does:
     repetition, powers, ``%`` formatting, ``~`` joins, and the sizes given to str methods and filters."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """Jinja's rule, which depends only on the object's type and the attribute's name, kept per pair."""
+        key = (type(obj), attr)
+        safe = _SAFE_ATTRIBUTES.get(key)
+        if safe is None:
+            safe = super().is_safe_attribute(obj, attr, value)
+            if len(_SAFE_ATTRIBUTES) < _SAFE_ATTRIBUTES_KEPT:
+                _SAFE_ATTRIBUTES[key] = safe
+        return safe
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         limit = _limit()

@@ -104,6 +104,16 @@ def test_sandbox_refuses_attribute_escapes() -> None:
     assert info.value.kind == "security"
 
 
+def test_the_sandbox_judges_an_attribute_by_the_type_that_has_it() -> None:
+    """The sandbox's rule is kept per (type, name): a name safe on one type stays unsafe on another."""
+    assert render("{% set ns = namespace(update='u') %}{{ ns.update }}") == "u"
+    with pytest.raises(RenderError) as info:
+        render("{% set ns = namespace(update='u') %}{{ ns.update }}{% set d = {} %}{{ d.update({'a': 1}) }}")
+    assert info.value.kind == "security"
+    assert "update" in str(info.value)
+    assert render("{{ messages[0].content.upper() }}") == render("{{ messages[0].content | upper }}")
+
+
 def test_an_endless_loop_is_stopped_at_the_time_bound() -> None:
     source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     start = time.perf_counter()

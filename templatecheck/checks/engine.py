@@ -632,15 +632,21 @@ def _target(loop: _Loop) -> str:
 _NOT_A_NUMBER = re.compile(r"invalid float literal|invalid digit found in string")
 
 
+@lru_cache(maxsize=256)
+def _number_filters(source: str) -> tuple[tuple[int, str], ...]:
+    """(line, name) of each ``|int`` and ``|float`` of the template, in its order; kept per source."""
+    tree = parse_template(source)
+    return tuple((f.lineno, f.name) for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("int", "float"))
+
+
 def _not_a_number(source: str, message: str, line: int) -> Hit | None:
     """The ``|int`` or ``|float`` on the line an engine's not-a-number error names, with its portable form."""
     if not line or not _NOT_A_NUMBER.search(message):
         return None
-    tree = parse_template(source)
-    found = [f for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("int", "float") and f.lineno == line]
+    found = [name for at, name in _number_filters(source) if at == line]
     if not found:
         return None
-    name = found[0].name
+    name = found[0]
     default = "0" if name == "int" else "0.0"
     fix = (
         f"give the filter the default Python's Jinja uses for text that is not a number: `|{name}({default})`"
