@@ -3,10 +3,11 @@
     python benchmarks/corpus_sweep.py [CORPUS_DIR] [TOKENIZER_DIR] [--examples N] [--show CHECK]
 
 Defaults: ../shared/corpus/templates with fixtures/hermes-3-tiny, the default example budget (``--examples``
-as ``--tc-examples``). Prints a table check x outcome; the time loading the tokenizer took, and the sweep's
-wall time beyond it, in all and per template (mean and median), with the CPU time of this process and of its
-children (the render worker, Node); with --show the findings of one check. An exception escaping a check is an error of ours: it is
-counted and printed, and the script exits 1.
+as ``--tc-examples``). Prints a table check x outcome, with each check's wall time per template (the first
+check to need a template's capabilities pays for learning them); the time loading the tokenizer took, and
+the sweep's wall time beyond it, in all and per template (mean and median), with the CPU time of this
+process and of its children (the render worker, Node); with --show the findings of one check. An exception
+escaping a check is an error of ours: it is counted and printed, and the script exits 1.
 """
 
 from __future__ import annotations
