@@ -88,6 +88,20 @@ def test_a_template_error_is_reported_with_its_type() -> None:
     assert "UndefinedError" in str(info.value)
 
 
+def test_the_names_a_template_reads_come_from_the_parse_it_compiles() -> None:
+    """Found before Jinja's optimizer folds the tree, and found again once the record of them is gone."""
+    import jinja2.meta
+
+    from templatecheck import render as module
+
+    source = "{% set x = 1 + 2 %}{{ bos_token ~ x }}{% for m in messages %}{{ m.content | trim }}{% endfor %}"
+    assert module.undeclared_variables(source) == {"bos_token", "messages"}
+    module._UNDECLARED.pop(source)
+    assert module.undeclared_variables(source) == {"bos_token", "messages"}
+    fresh = jinja2.meta.find_undeclared_variables(module._ENV.parse(source))
+    assert fresh == module.undeclared_variables(source)
+
+
 def test_a_syntax_error_names_the_line() -> None:
     with pytest.raises(RenderError) as info:
         compile_template("line one\n{% if %}")
