@@ -3,11 +3,14 @@ it (message asserted), and the correct Hermes tool template that triggers none."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from templatecheck.capabilities import probe
 from templatecheck.checks.template import renders
 from templatecheck.checks.tools import tools
+from templatecheck.options import Options
 from templatecheck.result import CheckResult, Outcome
 from tests.conftest import subject, subject_with_template
 
@@ -333,11 +336,17 @@ def test_a_sampled_conversation_refused_as_a_tool_shape_is_a_note_of_renders() -
 
 
 def test_dict_tool_result_rendered_as_python_repr() -> None:
+    """A hazard of apply_chat_template: tool results are strings on every documented path (transformers' and
+    the OpenAI form), so it warns, and gates for a harness that names that path."""
     result = tools(subject("broken/tool-result-repr", "tool_use"))
-    assert result.outcome is Outcome.FAILED
-    assert only(result, "tools.result_repr").startswith(
+    assert result.outcome is Outcome.WARNING
+    assert only(result, "tools.result_repr", Outcome.WARNING).startswith(
         "a dict tool result is rendered as a Python repr (\"{'temperature': 21, 'unit': 'zq7unit'}\")"
     )
+    base = subject("broken/tool-result-repr", "tool_use")
+    gated = tools(replace(base, options=Options(consumers=("apply_chat_template",))))
+    assert gated.outcome is Outcome.FAILED
+    assert only(gated, "tools.result_repr").endswith("(fails: --tc-consumer apply_chat_template)")
 
 
 def test_string_tool_result_encoded_again() -> None:
@@ -360,6 +369,19 @@ def test_tool_results_dropped() -> None:
     assert probe(target).tool_role is False and probe(target).tool_calls is True
     message = only(tools(target), "tools.result_dropped")
     assert message == "a string tool result is dropped from the prompt"
+
+
+def test_a_dict_result_dropped_is_a_hazard_of_apply_chat_template() -> None:
+    """Qwen3's ``<tool_response>\n\n</tool_response>``: a dict result, which only apply_chat_template takes,
+    leaves nothing; a string result dropped is a defect (above)."""
+    result = variant(
+        RESULT, "{%- if message.content is mapping %}{{ '' }}{% else %}{{ message.content }}{% endif %}"
+    )
+    assert result.outcome is Outcome.WARNING
+    assert (
+        only(result, "tools.dict_result_dropped", Outcome.WARNING)
+        == "a dict tool result is dropped from the prompt"
+    )
 
 
 def test_a_dict_result_that_crashes_is_a_warning() -> None:

@@ -87,7 +87,9 @@ def test_mistral_v03_tool_calls_are_html_escaped() -> None:
 def test_hermes3_tool_use_prints_dict_results_as_a_repr_and_writes_broken_tool_json() -> None:
     result = run("hermes-3-llama-3.1-8b", "tools", "tool_use")
     failed = causes(result, Outcome.FAILED)
-    assert "tools.result_repr" in failed
+    assert "tools.result_repr" in causes(
+        result, Outcome.WARNING
+    )  # dicts reach it through apply_chat_template only
     assert "tools.json_invalid" in failed  # a raw newline inside the description string: never valid JSON
     assert "tools.content_dropped_with_calls" in failed
 

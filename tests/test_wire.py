@@ -182,14 +182,16 @@ def test_content_fidelity_sees_a_tool_result_given_as_an_object_dropped() -> Non
     target = subject_with_template("hermes-3-tiny", BASE.replace(KEEPS_OBJECTS, DROPS_OBJECTS))
     assert probe(target).dict_results
     result = content_fidelity(target)
-    noted = [f for f in result.findings if f.cause == "tools.result_dropped"]
+    noted = [f for f in result.findings if f.cause == "tools.dict_result_dropped"]
     assert noted and noted[0].message.startswith(
-        "also observed tools.result_dropped (reported by `tools`): the tool message"
+        "also observed tools.dict_result_dropped (reported by `tools`): the tool message"
     ), result.message
     assert "(a result given as an object) is dropped" in noted[0].message
-    assert tools(target).outcome is Outcome.FAILED
+    assert (
+        tools(target).outcome is Outcome.WARNING
+    )  # a hazard of apply_chat_template, the one path with dicts
     kept = content_fidelity(subject_with_template("hermes-3-tiny", BASE))
-    assert not [f for f in kept.findings if f.cause == "tools.result_dropped"]
+    assert not [f for f in kept.findings if f.cause == "tools.dict_result_dropped"]
 
 
 def test_a_generator_given_to_tojson_gets_its_own_fix() -> None:

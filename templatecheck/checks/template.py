@@ -989,6 +989,7 @@ LIST_RAISES = policy(
 #: Causes that tool messages and tool-calling turns map to: the `tools` check owns them.
 CONTENT_DROPPED_WITH_CALLS = "tools.content_dropped_with_calls"
 RESULT_DROPPED = "tools.result_dropped"
+DICT_RESULT_DROPPED = "tools.dict_result_dropped"
 RESULT_REPR = "tools.result_repr"
 
 
@@ -1090,7 +1091,9 @@ def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Fi
             continue
         if isinstance(content, dict) and _object_dropped(rendered, content):
             found.append(
-                _foreign(RESULT_DROPPED, f"the tool message {i} (a result given as an object) is dropped")
+                _foreign(
+                    DICT_RESULT_DROPPED, f"the tool message {i} (a result given as an object) is dropped"
+                )
             )
             continue
         for text in texts(message):

@@ -11,7 +11,7 @@ import jinja2.nodes
 
 from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
-from templatecheck.causes import Cause, defect, policy
+from templatecheck.causes import Cause, defect, hazard, policy
 from templatecheck.checks.base import check
 from templatecheck.checks.template import SANDBOX_REFUSED, TOOLS_FAILED, blank, distinct, probe_findings
 from templatecheck.model import Subject
@@ -100,9 +100,21 @@ EMPTY_CALLS = defect(
     "`is not none` takes it for a call turn, dropping the reply's text or writing an empty tool-calls block",
 )
 RESULT_DROPPED = defect("tools.result_dropped", "the model never sees what the tool returned")
-RESULT_REPR = defect(
+#: Why a dict tool result is a hazard of apply_chat_template, not a defect: see the two causes below.
+_DICT_ONLY_THERE = (
+    "tool results are strings in the OpenAI and transformers forms, and servers accept no other: only a "
+    "harness that passes a dict to apply_chat_template gets this, and it encodes the result as JSON on its side "
+    "(or the template writes results that are not strings with | tojson)"
+)
+RESULT_REPR = hazard(
     "tools.result_repr",
-    "a dict tool result printed as a Python repr is single-quoted pseudo-JSON; | tojson renders it as JSON",
+    "apply_chat_template",
+    f"a dict tool result printed as a Python repr is single-quoted pseudo-JSON; {_DICT_ONLY_THERE}",
+)
+DICT_RESULT_DROPPED = hazard(
+    "tools.dict_result_dropped",
+    "apply_chat_template",
+    f"a dropped dict tool result leaves the model without what the tool returned; {_DICT_ONLY_THERE}",
 )
 RESULT_REENCODED = defect(
     "tools.result_reencoded",
@@ -571,5 +583,6 @@ def _tool_results(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
         elif "zq7result" not in rendered and "zq7unit" not in rendered:
-            findings.append(RESULT_DROPPED(f"a {form} tool result is dropped from the prompt"))
+            dropped = DICT_RESULT_DROPPED if form == "dict" else RESULT_DROPPED
+            findings.append(dropped(f"a {form} tool result is dropped from the prompt"))
     return findings
