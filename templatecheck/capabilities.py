@@ -93,6 +93,12 @@ class Capabilities:
         """The template does not render the probe or wire shape named ``shape``."""
         return any(f.shape == shape for f in self.failures)
 
+    def _fails_apart(self, shape: str, part: str) -> bool:
+        """``shape`` fails, and not with the error of ``part`` (a shape it contains: parallel calls with
+        ``content: null`` that fail as parallel calls do say nothing of ``content: null``)."""
+        errors = {f.shape: f.error for f in self.failures}
+        return shape in errors and errors[shape] != errors.get(part)
+
     @property
     def support(self) -> Support:
         """The conversation features hypothesis may draw for this template."""
@@ -104,9 +110,8 @@ class Capabilities:
             list_content=self.list_content,
             string_arguments=self.string_arguments or not self.object_arguments,
             object_arguments=self.object_arguments,
-            # parallel calls that fail alone say nothing of content: null
             null_content=not self.failed(NULL_SHAPES[0])
-            and (self.failed(PARALLEL_SHAPE) or not self.failed(NULL_SHAPES[1])),
+            and not self._fails_apart(NULL_SHAPES[1], PARALLEL_SHAPE),
             any_call_ids=not any(self.failed(s) for s in ID_SHAPES),
             names=not self.failed(USER_NAME),
             nameless_results=not self.failed(RESULT_NAMELESS),

@@ -286,6 +286,24 @@ def test_a_refusal_of_parallel_calls_is_one_warning_of_tools() -> None:
     )
     rendered = renders(target)  # the sample has no parallel calls: nothing else is refused
     assert rendered.outcome is Outcome.PASSED and not rendered.findings, rendered.message
+    assert probe(target).support.null_content  # parallel calls with content: null fail as parallel calls do
+
+
+def test_a_sampled_crash_with_a_tool_shape_s_error_text_is_still_a_crash_of_renders() -> None:
+    """A Python error's text is no statement of a constraint: the same UndefinedError on content: null next
+    to calls (the tools check's) and on a plain bug reached by other turns are two root causes."""
+    bugs = (
+        "{%- if message.tool_calls %}{{ message.content.strip() }}{% endif %}"
+        "{%- if message.role == 'user' and loop.index0 >= 4 and messages[loop.index0 - 2].role == 'user' %}"
+        "{{ (messages[loop.index0 - 1] if messages[loop.index0 - 1].tool_calls is defined else {'role': 'x'})"
+        ".content.strip() }}{% endif %}"
+    )
+    old = "{%- for message in messages %}"
+    target = subject_with_template("hermes-3-tiny", BASE.replace(old, old + bugs, 1), name="tool_use")
+    assert any(f.owner == "tools" and f.kind == "raised" for f in probe(target).failures)
+    result = renders(target)
+    assert result.outcome is Outcome.FAILED
+    assert only(result, "renders.crash").startswith("a valid conversation does not render: template raised")
 
 
 def test_a_refusal_of_content_next_to_calls_keeps_it_out_of_the_sample() -> None:
@@ -367,8 +385,10 @@ def test_tool_results_dropped() -> None:
     """The probe sees no tool role, but the template renders calls: dropping their results is a defect."""
     target = subject_with_template("hermes-3-tiny", BASE.replace(RESULT, ""), name="tool_use")
     assert probe(target).tool_role is False and probe(target).tool_calls is True
-    message = only(tools(target), "tools.result_dropped")
+    result = tools(target)
+    message = only(result, "tools.result_dropped")
     assert message == "a string tool result is dropped from the prompt"
+    assert "tools.dict_result_dropped" not in [f.cause for f in result.findings]  # one root cause
 
 
 def test_a_dict_result_dropped_is_a_hazard_of_apply_chat_template() -> None:

@@ -52,7 +52,7 @@ PLAIN_REFUSED = defect(
 #: sandbox refuses, whichever conversation reaches it. Other checks that observe it note it.
 SANDBOX_REFUSED = "sandbox.refused_operation"
 #: The tools check's causes for a tool shape the template refuses or crashes on (:mod:`templatecheck.checks.tools`
-#: imports this module), by error kind: a sampled conversation failing with the same error is noted as one.
+#: imports this module), by error kind.
 TOOLS_FAILED = {"refused": "tools.refused", "raised": "tools.crash"}
 REFUSED = policy(
     "renders.refused",
@@ -266,12 +266,13 @@ def _switched_renders(
 
 
 def _tools_failures(subject: Subject) -> dict[tuple[str, str], str]:
-    """The tool shapes of the capability probe that do not render, by (error kind, error text): the cause
-    the tools check reports each under."""
+    """The tool shapes of the capability probe the template refuses, by (error kind, error text): the cause
+    the tools check reports each under. A sampled conversation refused in the same words meets the same
+    stated constraint; a crash's text (a Python error) is no such statement, so crashes are not matched."""
     return {
         (f.kind, f.error): TOOLS_FAILED[f.kind]
         for f in probe(subject).failures
-        if f.owner == "tools" and f.kind in TOOLS_FAILED
+        if f.owner == "tools" and f.kind == "refused"
     }
 
 

@@ -102,9 +102,9 @@ EMPTY_CALLS = defect(
 RESULT_DROPPED = defect("tools.result_dropped", "the model never sees what the tool returned")
 #: Why a dict tool result is a hazard of apply_chat_template, not a defect: see the two causes below.
 _DICT_ONLY_THERE = (
-    "tool results are strings in the OpenAI and transformers forms, and servers accept no other: only a "
-    "harness that passes a dict to apply_chat_template gets this, and it encodes the result as JSON on its side "
-    "(or the template writes results that are not strings with | tojson)"
+    "tool results are strings (or text parts) in the OpenAI form and strings in transformers' documentation, "
+    "and servers pass no dict: only a harness that passes a dict to apply_chat_template gets this, and it "
+    "encodes the result as JSON on its side (or the template writes results that are not strings with | tojson)"
 )
 RESULT_REPR = hazard(
     "tools.result_repr",
@@ -583,6 +583,8 @@ def _tool_results(render: _Renders, object_ok: bool) -> list[Finding]:
                 )
             )
         elif "zq7result" not in rendered and "zq7unit" not in rendered:
+            if form == "dict" and any(f.cause == RESULT_DROPPED.key for f in findings):
+                continue  # every result is dropped: one root cause, the string result's
             dropped = DICT_RESULT_DROPPED if form == "dict" else RESULT_DROPPED
             findings.append(dropped(f"a {form} tool result is dropped from the prompt"))
     return findings
