@@ -334,44 +334,34 @@ def _environment() -> _Sandbox:
 _ENV = _environment()
 
 
-@lru_cache(maxsize=1024)
 def compile_template(source: str) -> jinja2.Template:
     """Compile a template once per distinct text, in this process; raise :class:`RenderError` of kind ``syntax``.
 
     Compiling runs template code (Jinja folds constant expressions), so only the render worker calls this;
-    the rest of templatecheck asks the worker through :func:`check_template`. The names the template reads
-    without defining them are found on the same parse (Jinja's optimizer changes the tree as it compiles),
-    for :func:`undeclared_variables`.
+    the rest of templatecheck asks the worker through :func:`check_template`.
     """
-    import jinja2.meta
-
-    try:
-        tree = _ENV.parse(source)
-        if len(_UNDECLARED) >= _UNDECLARED_KEPT:
-            del _UNDECLARED[next(iter(_UNDECLARED))]
-        _UNDECLARED[source] = frozenset(jinja2.meta.find_undeclared_variables(tree))
-        return _ENV.from_string(tree)
-    except jinja2.TemplateSyntaxError as exc:
-        raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
-    except RecursionError:
-        raise RenderError("syntax", "template does not parse: nesting too deep") from None
-
-
-#: What :func:`compile_template` found each compiled template reads without defining it (the oldest first
-#: out, past the bound).
-_UNDECLARED: dict[str, frozenset[str]] = {}
-_UNDECLARED_KEPT = 2048
+    return _compiled(source)[0]
 
 
 def undeclared_variables(source: str) -> frozenset[str]:
     """Names the compiled template reads without defining them, in this process (the worker's side)."""
+    return _compiled(source)[1]
+
+
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> tuple[jinja2.Template, frozenset[str]]:
+    """The compiled template and the names it reads without defining them, from one parse (the names are
+    read before compiling: Jinja's optimizer changes the tree as it compiles)."""
     import jinja2.meta
 
-    compile_template(source)
-    found = _UNDECLARED.get(source)
-    return (
-        found if found is not None else frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
-    )
+    try:
+        tree = _ENV.parse(source)
+        names = frozenset(jinja2.meta.find_undeclared_variables(tree))
+        return _ENV.from_string(tree), names
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
+    except RecursionError:
+        raise RenderError("syntax", "template does not parse: nesting too deep") from None
 
 
 def _ask(job: Job, limits: Limits) -> Answer:

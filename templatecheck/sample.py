@@ -250,7 +250,7 @@ def _project_calls(
         calls.append(call)
     projected = {**message, "tool_calls": calls}
     if projected.get("content") and not support.content_with_calls:
-        projected["content"] = None if support.null_content else ""
+        projected["content"] = None  # as empty as the template takes it (the next rule)
     if projected.get("content") is None and not support.null_content:
         projected["content"] = ""
     return projected

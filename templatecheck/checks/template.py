@@ -51,9 +51,9 @@ PLAIN_REFUSED = defect(
 #: The sandbox check's cause (:mod:`templatecheck.checks.sandbox`, which imports this module): an operation the
 #: sandbox refuses, whichever conversation reaches it. Other checks that observe it note it.
 SANDBOX_REFUSED = "sandbox.refused_operation"
-#: The tools check's causes for a tool shape the template refuses or crashes on (:mod:`templatecheck.checks.tools`
-#: imports this module), by error kind.
-TOOLS_FAILED = {"refused": "tools.refused", "raised": "tools.crash"}
+#: The tools check's cause for a tool shape the template refuses (:mod:`templatecheck.checks.tools` imports this
+#: module): a sampled conversation refused in the same words is noted as it.
+TOOLS_REFUSED = "tools.refused"
 REFUSED = policy(
     "renders.refused",
     "raise_exception on a conversation shape the format does not support is a deliberate, clear error, "
@@ -213,7 +213,7 @@ def renders(subject: Subject) -> list[Finding]:
     findings += probe_findings(subject, "renders", crash=CRASH, refused=REFUSED)
 
     sandbox_saw = any(f.kind == "security" for f in probe(subject).failures)
-    tools_saw = _tools_failures(subject)
+    tools_refused = _tools_refusals(subject)
 
     def judge(conversation: conv.Conversation) -> list[Finding]:
         try:
@@ -221,11 +221,11 @@ def renders(subject: Subject) -> list[Finding]:
         except RenderError as error:
             if error.kind == "security" and sandbox_saw:  # the sandbox check reports it with its probe
                 return [_foreign(SANDBOX_REFUSED, f"a valid conversation does not render: {error}")]
-            if (error.kind, str(error)) in tools_saw:  # the same error on a tool shape: one root cause
-                owned = tools_saw[error.kind, str(error)]
+            if error.kind == "refused" and str(error) in tools_refused:  # a tool shape's constraint
                 return [
                     _foreign(
-                        owned, f"a valid conversation does not render ({owned} names the shape): {error}"
+                        TOOLS_REFUSED,
+                        f"a valid conversation does not render ({TOOLS_REFUSED} names the shape): {error}",
                     )
                 ]
             return [_not_rendered(error)]
@@ -235,7 +235,7 @@ def renders(subject: Subject) -> list[Finding]:
     subject.prefetch(sampled, add_generation_prompt=True)
     findings += by_cause(sampled, judge, owner="renders", reported=[f.cause for f in findings])
     return findings + under_switches(
-        subject, lambda other: _switched_renders(other, sampled, set(tools_saw)), findings
+        subject, lambda other: _switched_renders(other, sampled, tools_refused), findings
     )
 
 
@@ -244,10 +244,10 @@ SWITCHED_SAMPLES = 10
 
 
 def _switched_renders(
-    subject: Subject, sampled: list[conv.Conversation], tools_saw: set[tuple[str, str]]
+    subject: Subject, sampled: list[conv.Conversation], tools_refused: frozenset[str]
 ) -> list[Finding]:
     """The plain conversations and the first sampled ones that do not render on ``subject`` (a switch set),
-    but for the errors of ``tools_saw`` (the tools check reports them)."""
+    but for the refusals of ``tools_refused`` (the tools check reports them)."""
     conversations = [*conv.PLAIN.values(), *sampled[:SWITCHED_SAMPLES]]
     found = []
     for conversation, rendered in zip(
@@ -256,7 +256,7 @@ def _switched_renders(
         if (
             isinstance(rendered, RenderError)
             and rendered.kind != "security"
-            and (rendered.kind, str(rendered)) not in tools_saw
+            and not (rendered.kind == "refused" and str(rendered) in tools_refused)
         ):
             finding = _not_rendered(rendered)
             found.append(
@@ -265,15 +265,11 @@ def _switched_renders(
     return distinct(found)
 
 
-def _tools_failures(subject: Subject) -> dict[tuple[str, str], str]:
-    """The tool shapes of the capability probe the template refuses, by (error kind, error text): the cause
-    the tools check reports each under. A sampled conversation refused in the same words meets the same
-    stated constraint; a crash's text (a Python error) is no such statement, so crashes are not matched."""
-    return {
-        (f.kind, f.error): TOOLS_FAILED[f.kind]
-        for f in probe(subject).failures
-        if f.owner == "tools" and f.kind == "refused"
-    }
+def _tools_refusals(subject: Subject) -> frozenset[str]:
+    """The refusals of the tool shapes of the capability probe, which the tools check reports. A sampled
+    conversation refused in the same words meets the same stated constraint; a crash's text (a Python error)
+    is no such statement, so crashes are not matched."""
+    return frozenset(f.error for f in probe(subject).failures if f.owner == "tools" and f.kind == "refused")
 
 
 def _not_rendered(error: RenderError) -> Finding:

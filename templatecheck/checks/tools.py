@@ -13,20 +13,20 @@ from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, hazard, policy
 from templatecheck.checks.base import check
-from templatecheck.checks.template import SANDBOX_REFUSED, TOOLS_FAILED, blank, distinct, probe_findings
+from templatecheck.checks.template import SANDBOX_REFUSED, TOOLS_REFUSED, blank, distinct, probe_findings
 from templatecheck.model import Subject
 from templatecheck.render import RenderError, parse_template
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.text import diff, quote
 
 CRASH = defect(
-    TOOLS_FAILED["raised"],
+    "tools.crash",
     "a tool conversation in the documented form (dict arguments, string results) or as OpenAI-compatible "
     "clients send it (content: null next to calls, ids of any form, no tools on later requests) that makes "
     "the template raise an error of its own fails every such request",
 )
 REFUSED = policy(
-    TOOLS_FAILED["refused"],
+    TOOLS_REFUSED,
     "raise_exception on a tool-conversation shape the format does not support (content next to tool calls, "
     "ids of another form) is a deliberate, clear error",
 )
