@@ -9,7 +9,7 @@ Message = dict[str, Any]
 Conversation = list[Message]
 
 
-def system(content: str) -> Message:
+def system(content: Any) -> Message:
     return {"role": "system", "content": content}
 
 
@@ -17,7 +17,7 @@ def user(content: Any) -> Message:
     return {"role": "user", "content": content}
 
 
-def assistant(content: str) -> Message:
+def assistant(content: Any) -> Message:
     return {"role": "assistant", "content": content}
 
 

@@ -653,6 +653,40 @@ def test_list_content_rendered_as_its_text_passes_and_reads_as_openai_content() 
     assert content_format("{% for m in messages %}") == "string"  # does not parse: nothing to detect
 
 
+#: Reads the user's parts, prints the system message's content as it is (Gemma 4's and Llama 3.2 Vision's way).
+USER_PARTS_ONLY = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'user' and m.content is not string %}"
+    "{% for p in m.content %}{{ p.text }}{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_list_content_of_a_system_message_printed_as_a_repr_is_its_own_finding() -> None:
+    result = content_fidelity(subject_with_template("hermes-3-tiny", USER_PARTS_ONLY))
+    found = [f for f in result.findings if f.cause == "content_fidelity.list_content_repr"]
+    assert len(found) == 1  # the system and the assistant message: one root cause, once
+    assert found[0].outcome is Outcome.FAILED
+    assert found[0].message == (
+        "list content ([{'type': 'text', 'text': 'listzq7 part text'}]) of the system message and the assistant "
+        "message is rendered as a Python repr, not as its text, though the user's is rendered as its text; the "
+        "template loops over a message's content, which vLLM's chat-template detection reads as 'openai' content: "
+        "vLLM then sends every message's text as parts, so this happens to every request that has such a message"
+    )
+    assert "{% for p in m.content %}{{ p.text }}{% endfor %}" in (found[0].fix or "")
+    # a string-only template prints every role's parts as a repr: one root cause, the user's finding alone
+    plain = content_fidelity(subject_with_template("hermes-3-tiny", CHATML))
+    reprs = [f for f in plain.findings if f.cause == "content_fidelity.list_content_repr"]
+    assert len(reprs) == 1 and reprs[0].message.startswith("list content ([{'type': 'text', 'text': 'listzq7")
+    assert "of the system message" not in reprs[0].message
+
+
+def test_list_content_of_a_dropped_role_is_not_a_list_finding() -> None:
+    # the template never writes system messages: that is a dropped message, not a list-content finding
+    source = PARTS.replace("{% for m in messages %}", "{% for m in messages if m.role != 'system' %}")
+    result = content_fidelity(subject_with_template("hermes-3-tiny", source))
+    assert not [f for f in result.findings if (f.cause or "").startswith("content_fidelity.list_content")]
+
+
 def test_content_dropped_next_to_tool_calls_is_the_tools_check_cause() -> None:
     source = subject("hermes-3-tiny", "tool_use").template.source.replace(
         "{% if message.content %}{{ message.content + '\\n' }}{% endif %}", ""

@@ -1125,7 +1125,8 @@ def fidelity_findings(rendered: str, conversation: conv.Conversation) -> list[Fi
 @check(Layer.TEMPLATE)
 def content_fidelity(subject: Subject) -> list[Finding]:
     """Every message's text appears in the rendering verbatim, once, in order; list content
-    (``[{"type": "text", "text": ...}]``) is rendered as its text or refused.
+    (``[{"type": "text", "text": ...}]``) is rendered as its text or refused, in user, system and assistant
+    messages alike.
 
     Catches templates that silently drop a message (often the system message), trim or strip its whitespace,
     alter it, repeat it, reorder turns, print list content as a Python repr, or drop a tool result given as
@@ -1274,40 +1275,130 @@ def content_format(source: str) -> str:
 
 
 def _list_content(subject: Subject) -> list[Finding]:
-    """How the template takes a user message whose content is a list of text parts."""
+    """How the template takes a user message whose content is a list of text parts, and the system and
+    assistant messages' parts where they fare otherwise than the user's (one finding per cause)."""
     text = "listzq7 part text"
     parts = [{"type": "text", "text": text}]
-    expects = (
-        f"the template expects {content_format(subject.template.source)!r} content (the format vLLM's "
-        "chat-template detection reads)"
-    )
-    try:
-        rendered = subject.render([conv.user(parts)], add_generation_prompt=True)
-    except RenderError as error:
-        how = "refuses it clearly" if error.kind == "refused" else "crashes"
-        return [
+    form = content_format(subject.template.source)
+    expects = f"the template expects {form!r} content (the format vLLM's chat-template detection reads)"
+    probes = _list_probes(text)
+    subject.prefetch([c for pair in probes.values() for c in pair], add_generation_prompt=True)
+    user = _list_verdict(subject, *probes["user"], text)
+    findings = []
+    if isinstance(user, RenderError):
+        how = "refuses it clearly" if user.kind == "refused" else "crashes"
+        findings.append(
             LIST_RAISES(
-                f"list content ({parts!r}) is not accepted: the template {how}: {error}; {expects}",
+                f"list content ({parts!r}) is not accepted: the template {how}: {user}; {expects}",
                 fix="render the text parts ({% for p in m.content %}{{ p.text }}{% endfor %}) when content is "
                 "not a string, or refuse it with raise_exception('...')",
             )
-        ]
-    if repr(parts) in rendered or ("{'type'" in rendered and text in rendered):
-        return [
+        )
+    elif user is LIST_REPR:
+        rendered = subject.render(probes["user"][0], add_generation_prompt=True)
+        findings.append(
             LIST_REPR(
                 f"list content ({parts!r}) is rendered as a Python repr, not as its text: {expects}\n"
                 f"  rendering:\n{quote(rendered)}",
-                fix="render the text parts when content is not a string: {% if m.content is string %}"
-                "{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}",
+                fix=_PARTS_FIX,
             )
-        ]
-    if text not in rendered:
-        return [
+        )
+    elif user is LIST_DROPPED:
+        findings.append(
             LIST_DROPPED(
                 f"list content ({parts!r}) is silently dropped: its text is not in the prompt; {expects}"
             )
-        ]
-    return []
+        )
+    return findings + _other_roles(subject, probes, user, form)
+
+
+#: The fix of list content printed as a repr or dropped, for any role.
+_PARTS_FIX = (
+    "render the text parts when content is not a string: {% if m.content is string %}"
+    "{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}"
+)
+
+
+def _list_probes(text: str) -> dict[str, tuple[conv.Conversation, conv.Conversation]]:
+    """Per role, the smallest conversation that holds one message of it with ``text`` as list parts, and the
+    same conversation with ``text`` as a string."""
+    parts = [{"type": "text", "text": text}]
+    question, again = conv.user("listzq7 question"), conv.user("listzq7 again")
+    return {
+        "user": ([conv.user(parts)], [conv.user(text)]),
+        "system": ([conv.system(parts), question], [conv.system(text), question]),
+        "assistant": ([question, conv.assistant(parts), again], [question, conv.assistant(text), again]),
+    }
+
+
+def _list_verdict(
+    subject: Subject, listed: conv.Conversation, plain: conv.Conversation, text: str
+) -> Cause | RenderError | None:
+    """How the template renders ``listed`` (list parts), judged against ``plain`` (the same text as a string):
+    the error it raises, ``LIST_REPR``, ``LIST_DROPPED``, or ``None`` when the text is there (or the plain
+    form does not show it either: a message dropped whatever its content is another finding)."""
+    try:
+        rendered = subject.render(listed, add_generation_prompt=True)
+    except RenderError as error:
+        return error
+    if "{'type'" in rendered and text in rendered:
+        return LIST_REPR
+    if text in rendered:
+        return None
+    try:
+        shown = text in subject.render(plain, add_generation_prompt=True)
+    except RenderError:
+        shown = False
+    return LIST_DROPPED if shown else None
+
+
+def _other_roles(
+    subject: Subject,
+    probes: dict[str, tuple[conv.Conversation, conv.Conversation]],
+    user: Cause | RenderError | None,
+    form: str,
+) -> list[Finding]:
+    """The system and assistant messages whose list parts fare otherwise than the user's: one finding per
+    cause. A template that reads the user's parts is detected as taking 'openai' content, and vLLM then sends
+    every message's text as parts."""
+    text = "listzq7 part text"
+    by_cause: dict[Cause, list[str]] = {}
+    for role in ("system", "assistant"):
+        verdict = _list_verdict(subject, *probes[role], text)
+        if isinstance(verdict, RenderError):
+            verdict = LIST_RAISES
+        if verdict is None or verdict == (LIST_RAISES if isinstance(user, RenderError) else user):
+            continue
+        by_cause.setdefault(verdict, []).append(role)
+    how = {
+        LIST_REPR: "is rendered as a Python repr, not as its text",
+        LIST_DROPPED: "is silently dropped: its text is not in the prompt",
+        LIST_RAISES: "is not accepted: the template raises on it",
+    }
+    if isinstance(user, RenderError):
+        user_side = "the user's is refused"
+    elif user is None:
+        user_side = "the user's is rendered as its text"
+    else:
+        user_side = "the user's is printed as a repr" if user is LIST_REPR else "the user's is dropped"
+    server = (
+        "; the template loops over a message's content, which vLLM's chat-template detection reads as 'openai' "
+        "content: vLLM then sends every message's text as parts, so this happens to every request that has such a "
+        "message"
+        if form == "openai"
+        else ""
+    )
+    findings = []
+    for cause, roles in by_cause.items():
+        named = " and ".join(f"the {r} message" for r in roles)
+        findings.append(
+            cause(
+                f"list content ({[{'type': 'text', 'text': text}]!r}) of {named} {how[cause]}, though "
+                f"{user_side}{server}",
+                fix=_PARTS_FIX if cause is not LIST_RAISES else None,
+            )
+        )
+    return findings
 
 
 # -------------------------------------------------------------------------------------------- assistant mask
