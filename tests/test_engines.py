@@ -599,25 +599,6 @@ def test_hfjs_fails_on_html_escaping_no_template_check_reports() -> None:
     assert hfjs(subject_with_template("hermes-3-tiny", fixed)).outcome is Outcome.PASSED
 
 
-@needs_hfjs
-def test_hfjs_defers_a_dict_result_printed_with_string_to_the_tools_check() -> None:
-    """``message.content|string`` of a dict tool result: a Python repr in transformers (``tools.result_repr``),
-    an error in @huggingface/jinja; one root cause, the same fix."""
-    source = BASE.replace(RESULT, "{{ message.content|string }}")
-    assert source != BASE
-    target = subject_with_template("hermes-3-tiny", source, name="tool_use")
-    assert "tools.result_repr" in [f.cause for f in tools(target).findings if f.outcome is Outcome.WARNING]
-    result = hfjs(target)
-    assert result.outcome is Outcome.PASSED, result.message
-    found = only(result, "tools.result_repr")
-    line = source[: source.index("message.content|string")].count("\n") + 1
-    assert found.message.startswith(
-        "also observed tools.result_repr (reported by `tools`): @huggingface/jinja cannot print a dict or list "
-        f"with `|string`, which transformers prints as a Python repr: line {line}, `|string`\n"
-        "@huggingface/jinja: Unknown ObjectValue filter: string"
-    )
-
-
 def test_markup_escapes_are_told_from_other_differences() -> None:
     from templatecheck.checks.engine import markup_escaped
 
@@ -629,23 +610,38 @@ def test_markup_escapes_are_told_from_other_differences() -> None:
 
 
 @needs_hfjs
-def test_hfjs_defers_a_dict_result_printed_as_a_repr_to_the_tools_check() -> None:
-    """``{{ message.content }}`` of a dict tool result: a Python repr in transformers (``tools.result_repr``),
-    JSON in @huggingface/jinja; the difference lies inside that repr, so it is the same root cause."""
-    source = BASE.replace(RESULT, "{{ message.content }}")
+@pytest.mark.parametrize("printed", ["{{ message.content|string }}", "{{ message.content }}"])
+def test_a_dict_tool_result_is_no_engine_input(printed: str) -> None:
+    """A dict tool result is a Python repr in transformers (``tools.result_repr``, a hazard of
+    apply_chat_template) and JSON or an error in @huggingface/jinja; no host of the engines sends one, so the
+    engine checks compare string results only, and pass."""
+    source = BASE.replace(RESULT, printed)
+    assert source != BASE
     target = subject_with_template("hermes-3-tiny", source, name="tool_use")
     assert "tools.result_repr" in [f.cause for f in tools(target).findings if f.outcome is Outcome.WARNING]
     result = hfjs(target)
     assert result.outcome is Outcome.PASSED, result.message
-    found = only(result, "tools.result_repr")
-    assert found.message.startswith(
-        "also observed tools.result_repr (reported by `tools`): @huggingface/jinja prints a dict or list other "
-        "than the Python repr transformers prints"
-    )
+    assert "tools.result_repr" not in [f.cause for f in result.findings]
     # a dict the conversation does not hold (a literal): no template-layer cause explains it
     literal = "{%- for m in messages %}{{ m.content }}{% endfor %}{{ {'a': 1} }}"
-    printed = only(hfjs(subject_with_template("hermes-3-tiny", literal)), "hfjs.printing")
-    assert printed.outcome is Outcome.FAILED
+    found = only(hfjs(subject_with_template("hermes-3-tiny", literal)), "hfjs.printing")
+    assert found.outcome is Outcome.FAILED
+
+
+def test_engine_cases_leave_out_dict_results_and_hold_a_tool_exchange_with_wire_text() -> None:
+    from templatecheck.checks.engine import WIRE_TEXT, cases
+
+    target = subject("hermes-3-tiny", "tool_use")
+    batch = cases(target)
+    tool_messages = [m for c in batch for m in c.conversation if m.get("role") == "tool"]
+    assert tool_messages and all(isinstance(m["content"], str) for m in tool_messages)
+    assert any(m["content"] == WIRE_TEXT[1] for m in tool_messages)
+    assert not [
+        m
+        for c in cases(subject_with_template("hermes-3-tiny", CHATML))
+        for m in c.conversation
+        if m.get("role") == "tool"
+    ]
 
 
 def test_an_owner_its_gate_stops_reports_nothing() -> None:

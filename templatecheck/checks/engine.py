@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from functools import lru_cache
 import jinja2.nodes
 
 from templatecheck import conversation as conv
-from templatecheck.capabilities import probe
+from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
 from templatecheck.checks.base import check, owner_reports
 from templatecheck.checks.template import LIST_REPR
@@ -33,7 +34,6 @@ from templatecheck.checks.tools import (
     DEFINITIONS_REPR,
     HTML_ESCAPED,
     HTML_ESCAPED_FIX,
-    RESULT_REPR,
     markup_filters,
 )
 from templatecheck.engines import (
@@ -123,14 +123,14 @@ FOREIGN: dict[str, Foreign] = {
     # `|string` of a dict or list: a Python repr in transformers, an error in @huggingface/jinja; rendering the
     # value as JSON fixes both
     "repr": Foreign(
-        (RESULT_REPR, LIST_REPR, DEFINITIONS_REPR),
+        (LIST_REPR, DEFINITIONS_REPR),
         "cannot print a dict or list with `|string`, which transformers prints as a Python repr",
         "render a value that is not a string with | tojson, or its text parts",
         "fails",
     ),
     # the same value printed: a Python repr in transformers, JSON in the engine
     "repr_printed": Foreign(
-        (RESULT_REPR, LIST_REPR),
+        (LIST_REPR,),
         "prints a dict or list other than the Python repr transformers prints",
         "render a value that is not a string with | tojson, or its text parts",
         "printing",
@@ -145,9 +145,7 @@ FOREIGN: dict[str, Foreign] = {
 
 
 def _holds(subject: Subject, cause: Cause, conversation: conv.Conversation) -> bool:
-    """Whether ``conversation`` holds what makes ``cause`` (a dict tool result, list content, tools)."""
-    if cause is RESULT_REPR:
-        return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
+    """Whether ``conversation`` holds what makes ``cause`` (list content, tools)."""
     if cause is LIST_REPR:
         return any(isinstance(m.get("content"), list) for m in conversation)
     if cause is DEFINITIONS_REPR:
@@ -167,11 +165,42 @@ class Case:
 
 
 def cases(subject: Subject) -> list[Case]:
-    """The plain conversations with and without the generation prompt, then the suite's drawn sample."""
+    """The plain conversations with and without the generation prompt, then the suite's drawn sample, less its
+    conversations with a tool result given as an object: no host of these engines sends one (TGI's messages
+    and the OpenAI form take text), and what transformers does with one is the ``tools`` check's hazard."""
     plain = [Case(c, flag) for c in conv.PLAIN.values() for flag in (False, True)]
     count = max(1, subject.options.examples)
     drawn = sample(probe(subject).support, end_with_user=True, count=count)
-    return plain + [Case(c, True) for c in drawn if _exact_in_json(c)]
+    exchange = [Case(c, True) for c in _tool_exchange(subject)]
+    return plain + exchange + [Case(c, True) for c in drawn if _exact_in_json(c) and not _object_result(c)]
+
+
+#: Text of a tool call's arguments and of its result with the characters JSON encoders escape otherwise
+#: (an apostrophe, angle brackets, an ampersand), as a search query or a web page holds them.
+WIRE_TEXT = ("rock 'n' roll <live> & more", "it's <b>sunny</b> & warm")
+
+
+def _tool_exchange(subject: Subject) -> list[conv.Conversation]:
+    """For a template that renders tool calls, one tool exchange as a client sends it, with :data:`WIRE_TEXT`
+    in the call's arguments and its result: every such template is compared on it, whatever the sample draws."""
+    caps = probe(subject)
+    if not caps.tool_calls:
+        return []
+    query, result = WIRE_TEXT
+    arguments: object = {"query": query} if caps.object_arguments else json.dumps({"query": query})
+    call = {"id": CALL_IDS[0], "type": "function", "function": {"name": "search", "arguments": arguments}}
+    turns: conv.Conversation = [
+        conv.user("Find it"),
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+    ]
+    if caps.tool_role:
+        turns.append({"role": "tool", "tool_call_id": CALL_IDS[0], "name": "search", "content": result})
+    return [[*turns, conv.assistant("Found it."), conv.user("Thanks")]]
+
+
+def _object_result(conversation: conv.Conversation) -> bool:
+    """Whether a tool message of ``conversation`` has content that is neither text nor a list of parts."""
+    return any(m.get("role") == "tool" and isinstance(m.get("content"), dict) for m in conversation)
 
 
 #: The largest integer every engine's JSON numbers hold exactly (JavaScript's, a double's 53-bit mantissa).
@@ -783,7 +812,7 @@ def _finding(subject: Subject, hits: Sequence[Hit], engine: Engine, case: Case, 
 @check(Layer.ENGINE, needs="renders")
 def minijinja(subject: Subject) -> list[Finding]:
     """The template renders in MiniJinja as Text Generation Inference sets it up the same as in transformers,
-    on the plain conversations and the drawn sample.
+    on the plain conversations, a tool exchange with wire text and the drawn sample (see :func:`cases`).
 
     Catches templates that TGI cannot parse or run (a Python method its compatibility layer lacks), that rely
     on trim_blocks/lstrip_blocks (TGI sets neither), and that print values or escape JSON differently there.
@@ -794,7 +823,7 @@ def minijinja(subject: Subject) -> list[Finding]:
 @check(Layer.ENGINE, needs="renders")
 def hfjs(subject: Subject) -> list[Finding]:
     """The template renders in @huggingface/jinja (transformers.js, the Hub's widgets) the same as in
-    transformers, on the plain conversations and the drawn sample.
+    transformers, on the plain conversations, a tool exchange with wire text and the drawn sample.
 
     Catches templates it cannot parse or run (Python string methods, filters and ``loop`` attributes it lacks,
     ``is in``, ``{% raw %}``), and that print ``None``, booleans, lists or dicts other than Python does.

@@ -1331,18 +1331,25 @@ def _list_probes(text: str) -> dict[str, tuple[conv.Conversation, conv.Conversat
     }
 
 
+#: List parts written as JSON (``content|tojson`` for content that is not a string): the text is there, in a
+#: form of the template's choosing, so no finding of the user's; the other roles are then not compared with it.
+_AS_JSON = "as JSON"
+
+
 def _list_verdict(
     subject: Subject, listed: conv.Conversation, plain: conv.Conversation, text: str
-) -> Cause | RenderError | None:
+) -> Cause | RenderError | str | None:
     """How the template renders ``listed`` (list parts), judged against ``plain`` (the same text as a string):
-    the error it raises, ``LIST_REPR``, ``LIST_DROPPED``, or ``None`` when the text is there (or the plain
-    form does not show it either: a message dropped whatever its content is another finding)."""
+    the error it raises, ``LIST_REPR``, ``LIST_DROPPED``, :data:`_AS_JSON`, or ``None`` when the text is there
+    (or the plain form does not show it either: a message dropped whatever its content is another finding)."""
     try:
         rendered = subject.render(listed, add_generation_prompt=True)
     except RenderError as error:
         return error
     if "{'type'" in rendered and text in rendered:
         return LIST_REPR
+    if '{"type"' in rendered and text in rendered:
+        return _AS_JSON
     if text in rendered:
         return None
     try:
@@ -1355,32 +1362,29 @@ def _list_verdict(
 def _other_roles(
     subject: Subject,
     probes: dict[str, tuple[conv.Conversation, conv.Conversation]],
-    user: Cause | RenderError | None,
+    user: Cause | RenderError | str | None,
     form: str,
 ) -> list[Finding]:
-    """The system and assistant messages whose list parts fare otherwise than the user's: one finding per
-    cause. A template that reads the user's parts is detected as taking 'openai' content, and vLLM then sends
-    every message's text as parts."""
+    """For a template that renders the user's list parts as their text, the system and assistant messages
+    whose parts it does not: one finding per cause, naming the roles. (A template that takes no parts in the
+    user's message either takes string content only, one root cause, which the user's finding reports.) A
+    template that loops over a message's content is read by vLLM as taking 'openai' content, and vLLM then
+    sends every message's text as parts."""
+    if user is not None:
+        return []
     text = "listzq7 part text"
     by_cause: dict[Cause, list[str]] = {}
     for role in ("system", "assistant"):
         verdict = _list_verdict(subject, *probes[role], text)
         if isinstance(verdict, RenderError):
             verdict = LIST_RAISES
-        if verdict is None or verdict == (LIST_RAISES if isinstance(user, RenderError) else user):
-            continue
-        by_cause.setdefault(verdict, []).append(role)
+        if isinstance(verdict, Cause):
+            by_cause.setdefault(verdict, []).append(role)
     how = {
         LIST_REPR: "is rendered as a Python repr, not as its text",
         LIST_DROPPED: "is silently dropped: its text is not in the prompt",
         LIST_RAISES: "is not accepted: the template raises on it",
     }
-    if isinstance(user, RenderError):
-        user_side = "the user's is refused"
-    elif user is None:
-        user_side = "the user's is rendered as its text"
-    else:
-        user_side = "the user's is printed as a repr" if user is LIST_REPR else "the user's is dropped"
     server = (
         "; the template loops over a message's content, which vLLM's chat-template detection reads as 'openai' "
         "content: vLLM then sends every message's text as parts, so this happens to every request that has such a "
@@ -1393,9 +1397,9 @@ def _other_roles(
         named = " and ".join(f"the {r} message" for r in roles)
         findings.append(
             cause(
-                f"list content ({[{'type': 'text', 'text': text}]!r}) of {named} {how[cause]}, though "
-                f"{user_side}{server}",
-                fix=_PARTS_FIX if cause is not LIST_RAISES else None,
+                f"list content ({[{'type': 'text', 'text': text}]!r}) of {named} {how[cause]}, though the user's "
+                f"is rendered as its text{server}",
+                fix=_PARTS_FIX,
             )
         )
     return findings
