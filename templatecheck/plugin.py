@@ -139,8 +139,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:  # each model's items on one worker
-    return model_scheduler(config, log, len(config.stash[CATALOG].refs) if CATALOG in config.stash else 0)
+def pytest_xdist_make_scheduler(
+    config: pytest.Config, log: Any
+) -> Any:  # items that share work on one worker
+    catalog = config.stash.get(CATALOG, None)
+    return model_scheduler(config, log) if catalog is not None and catalog.refs else None
 
 
 def _target(item: pytest.Item) -> tuple[str, str | None]:

@@ -269,3 +269,44 @@ def test_the_same_text_with_other_ids_is_a_tokenization_difference(v03: Any) -> 
 def test_every_mistral_common_cause_is_triggered_by_a_test() -> None:
     ours = {key for key in CAUSES if key.startswith("mistral_common.")}
     assert ours == {*MUTATIONS, "mistral_common.tokenization"}
+
+
+def _never_loaded(*args: Any) -> Any:
+    raise AssertionError("the oracle was loaded")
+
+
+def test_a_tokenizer_of_another_size_than_the_bundled_tekken_loads_no_oracle(monkeypatch: Any) -> None:
+    """The bundled Tekken tokenizer takes seconds to load; a tokenizer of another size cannot match it, which
+    its file's config says without loading it."""
+    from transformers import AutoTokenizer
+
+    from templatecheck.formats import oracle
+
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "fixtures" / "hermes-3-tiny")
+    monkeypatch.setattr(oracle, "_load", _never_loaded)
+    with pytest.raises(oracle.OracleUnavailable) as raised:
+        oracle.load_oracle(ROOT / "fixtures" / "hermes-3-tiny", "v3", True, tokenizer)
+    assert str(raised.value) == (
+        "the model's tokenizer is not mistral-common's (mistral-common's bundled v3 Tekken tokenizer): "
+        f"different vocabulary ({len(tokenizer)} vs 131072 tokens), so token ids cannot be compared"
+    )
+
+
+def test_a_model_tekken_file_of_another_size_loads_no_oracle_and_an_unreadable_one_is_loaded(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    from transformers import AutoTokenizer
+
+    from templatecheck.formats import oracle
+
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "fixtures" / "hermes-3-tiny")
+    tekken = tmp_path / "tekken.json"
+    tekken.write_text(json.dumps({"config": {"default_vocab_size": 2048, "version": "v7"}, "vocab": []}))
+    monkeypatch.setattr(oracle, "_load", _never_loaded)
+    with pytest.raises(
+        oracle.OracleUnavailable, match=rf"\({re.escape(str(tekken))}\): different vocabulary "
+    ):
+        oracle.load_oracle(tmp_path, "v7", True, tokenizer)
+    tekken.write_text('{"vocab": [], "config": "not an object"}')
+    with pytest.raises(AssertionError, match="the oracle was loaded"):  # size unknown: loaded and compared
+        oracle.load_oracle(tmp_path, "v7", True, tokenizer)

@@ -386,3 +386,24 @@ def test_the_marker_selects_the_suite(project: pytest.Pytester) -> None:
     project.runpytest("--model", HERMES, "-m", "templatecheck", "-k", "clock").assert_outcomes(passed=2)
     project.runpytest("--model", HERMES, "-m", "not templatecheck").assert_outcomes(deselected=58)
     project.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.templatecheck: *"])
+
+
+def test_xdist_keeps_a_model_or_a_template_on_one_worker() -> None:
+    """With as many models as workers each model's items go to one worker; with fewer, each template's (its
+    checks share its renders); a lone template's items spread."""
+    from templatecheck.suite import scope_of
+
+    two_models = [
+        "test_template.py::test_renders[a:default]",
+        "test_tokenizer.py::test_double_bos[b:default]",
+    ]
+    assert scope_of(two_models, 2)("test_template.py::test_renders[a:default]") == "a"
+    one_model = [
+        "test_template.py::test_renders[a:default]",
+        "test_template.py::test_renders[a:dir/x.json#y]",
+    ]
+    by_template = scope_of(one_model, 2)
+    assert by_template("test_tokenizer.py::test_double_bos[a:dir/x.json#y]") == "a:dir/x.json#y"
+    assert scope_of(two_models, 4)("test_template.py::test_renders[a:default]") == "a:default"
+    lone = ["test_template.py::test_renders[a:default]", "test_tokenizer.py::test_double_bos[a:default]"]
+    assert scope_of(lone, 2)(lone[1]) == lone[1]

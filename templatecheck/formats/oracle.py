@@ -74,9 +74,57 @@ def load_oracle(directory: Path, version: str, tekken: bool, tokenizer: PreTrain
         import mistral_common  # noqa: F401
     except ImportError:
         raise OracleUnavailable(f"mistral-common is not installed: {INSTALL}") from None
+    known = _tekken_size(Path(directory), version, tekken)
+    if known is not None and known[0] != len(tokenizer):
+        raise OracleUnavailable(_other_vocabulary(known[0], len(tokenizer), known[1]))
     oracle = _load(str(directory), version, tekken)
     _same_vocabulary(oracle, tokenizer)
     return oracle
+
+
+def _tekken_size(root: Path, version: str, tekken: bool) -> tuple[int, str] | None:
+    """The vocabulary size of the Tekken tokenizer the oracle would load, with the oracle's name for it: the
+    model's ``tekken.json``, or where the model has no tokenizer file for the oracle, mistral-common's bundled
+    Tekken files when they all have one size. Read from the file's ``config`` without loading the tokenizer
+    (that takes seconds), so a model whose tokenizer has another size, which cannot be compared, loads
+    nothing; ``None`` when the size is unknown (then the oracle is loaded and compared)."""
+    own = root / "tekken.json"
+    if own.is_file():
+        size = _config_size(own)
+        return (size, str(own)) if size is not None else None
+    if (version, tekken) != ("v3", True) or any(root.glob(f"tokenizer.model.{version}*")):
+        return None
+    try:
+        from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+        bundled = sorted(Path(MistralTokenizer._data_path()).glob("tekken_*.json"))
+    except Exception:  # another mistral-common layout: load it and compare
+        return None
+    sizes = {_config_size(file) for file in bundled}
+    size = sizes.pop() if len(sizes) == 1 else None
+    return (size, _bundled_name(version, tekken)) if size is not None else None
+
+
+def _config_size(path: Path) -> int | None:
+    """``default_vocab_size`` of a Tekken file's leading ``config`` object (its first kilobytes)."""
+    import json
+
+    try:
+        with path.open("rb") as file:
+            head = file.read(1 << 16).decode("utf-8", errors="replace")
+        at = head.index("{", head.index('"config"'))
+        config, _ = json.JSONDecoder().raw_decode(head, at)
+        size = config.get("default_vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def _other_vocabulary(theirs: int, ours: int, source: str) -> str:
+    return (
+        f"the model's tokenizer is not mistral-common's ({source}): different vocabulary "
+        f"({ours} vs {theirs} tokens), so token ids cannot be compared"
+    )
 
 
 @lru_cache(maxsize=16)
@@ -110,7 +158,7 @@ def _bundled(version: str, tekken: bool) -> Oracle:
     """mistral-common's own tokenizer of ``version`` (its vocabulary is checked against the model's later)."""
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-    name = f"mistral-common's bundled {version}{' Tekken' if tekken else ''} tokenizer"
+    name = _bundled_name(version, tekken)
     if (version, tekken) == ("v1", False):
         return Oracle(MistralTokenizer.v1(), name)
     if (version, tekken) == ("v3", False):
@@ -123,6 +171,10 @@ def _bundled(version: str, tekken: bool) -> Oracle:
         f"the model directory has no tokenizer file mistral-common can read (tekken.json, tokenizer.model), "
         f"and mistral-common bundles no {version}{' Tekken' if tekken else ''} tokenizer to compare with"
     )
+
+
+def _bundled_name(version: str, tekken: bool) -> str:
+    return f"mistral-common's bundled {version}{' Tekken' if tekken else ''} tokenizer"
 
 
 def _from_bare_model(path: Path, version: str) -> Any:
@@ -146,7 +198,4 @@ def _same_vocabulary(oracle: Oracle, tokenizer: PreTrainedTokenizerBase) -> None
         else True
     )
     if theirs != ours or raw.n_words != len(tokenizer) or not same_controls:
-        raise OracleUnavailable(
-            f"the model's tokenizer is not mistral-common's ({oracle.source}): different vocabulary "
-            f"({len(tokenizer)} vs {raw.n_words} tokens), so token ids cannot be compared"
-        )
+        raise OracleUnavailable(_other_vocabulary(raw.n_words, len(tokenizer), oracle.source))

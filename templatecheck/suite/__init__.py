@@ -8,6 +8,7 @@ of the model directories.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,40 @@ def model_of(node: str) -> str:
     return inside.rpartition(":")[0] if inside.endswith("]") and ":" in inside else node
 
 
-def model_scheduler(config: Any, log: Any, models: int) -> Any:
-    """Under pytest-xdist (``-n``) with its default distribution and two or more models: a scheduler that gives
-    every item of one model to one worker, so each worker loads only its models' tokenizers; otherwise
-    ``None`` (xdist's own)."""
-    if models < 2 or config.getvalue("dist") != "load":
+def model_scheduler(config: Any, log: Any) -> Any:
+    """Under pytest-xdist (``-n``) with its default distribution: a scheduler that keeps together the items that
+    share work, from what the workers collected. With at least as many models as workers, every item of one
+    model goes to one worker, so each worker loads only its models' tokenizers; with fewer (one model and a
+    folder of templates), every item of one template does, as a template's checks share its renders and what
+    was learnt of it: the templates spread over the workers and none is learnt twice. One template alone:
+    its items spread, as xdist's own scheduler spreads them."""
+    if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class ByModel(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            return model_of(nodeid)
+    class Together(LoadScopeScheduling):  # type: ignore[misc]
+        split: Callable[[str], str] | None = None
 
-    return ByModel(config, log)
+        def _split_scope(self, nodeid: str) -> str:
+            if self.split is None:
+                collected: Sequence[str] = next(iter(self.registered_collections.values()), [])
+                self.split = scope_of(collected, self.numnodes)
+            return self.split(nodeid)
+
+    return Together(config, log)
+
+
+def scope_of(collected: Sequence[str], workers: int) -> Callable[[str], str]:
+    """What keeps the items of a run together (see :func:`model_scheduler`): the model, the template, or the
+    item itself."""
+    if len({model_of(node) for node in collected}) >= max(2, workers):
+        return model_of
+    if len({template_of(node) for node in collected}) >= 2:
+        return template_of
+    return str
+
+
+def template_of(node: str) -> str:
+    """The model and template an item of the suite tests, from its node id (``...::test_x[model:template]``)."""
+    inside = node.rpartition("[")[2]
+    return inside[:-1] if inside.endswith("]") and ":" in inside else node
