@@ -7,7 +7,8 @@ as ``--tc-examples``). Prints a table check x outcome, with each check's wall ti
 check to need a template's capabilities pays for learning them); the time loading the tokenizer took, and
 the sweep's wall time beyond it, in all and per template (mean and median), with the CPU time of this
 process and of its children (the render worker, Node); with --show the findings of one check. An exception
-escaping a check is an error of ours: it is counted and printed, and the script exits 1. With ``--jobs N`` the
+escaping a check is an error of ours: it is counted and printed, and the script exits 1. The checks run as
+the suite runs them (:meth:`Session.run`: a template with the text of one checked before gets its results). With ``--jobs N`` the
 templates are spread over N processes, one template at a time as ``pytest -n N`` spreads a folder of them,
 each with its own render worker and tokenizer; the sweep's time is then the longest lane's.
 """
@@ -19,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from templatecheck.checks import REGISTRY  # noqa: E402
 from templatecheck.corpus import corpus_model  # noqa: E402
-from templatecheck.model import Subject  # noqa: E402
 from templatecheck.options import Options  # noqa: E402
 from templatecheck.result import Outcome  # noqa: E402
+from templatecheck.session import Session  # noqa: E402
 
 
 def _cpu() -> tuple[float, float]:
@@ -75,20 +75,16 @@ def lane(corpus: str, tokenizer: str, examples: int, show: list[str], index: int
     model.tokenizer  # noqa: B018 (loaded here, so that the sweep's time is beyond it)
     tally.loading = time.perf_counter() - start
     cpu = _cpu()
+    session = Session([model.ref.text], options, loaded={model.ref.text: model})
     for template in list(model.templates.values())[index::lanes]:
         began = time.perf_counter()
-        subject = Subject(model, template, options)
         for check in REGISTRY.values():
             ran = time.perf_counter()
-            try:
-                result = check(subject)
-            except Exception:
-                tally.errors.append(
-                    f"ERROR OF OURS in {check.name} on {template.name}:\n{traceback.format_exc()}"
-                )
+            result = session.run(check, model, template.name)
+            tally.spent[check.name] += time.perf_counter() - ran
+            if result.outcome is Outcome.ERROR:
+                tally.errors.append(f"ERROR in {check.name} on {template.name}:\n{result.message}")
                 continue
-            finally:
-                tally.spent[check.name] += time.perf_counter() - ran
             tally.counts[check.name, result.outcome] += 1
             if check.name in show and result.outcome in (Outcome.FAILED, Outcome.WARNING):
                 first = result.message.split("\n")[0]

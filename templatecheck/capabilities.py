@@ -239,7 +239,7 @@ _CALLS_FIX = "render assistant tool calls in the OpenAI form (id, type: function
 
 def probe(subject: Subject) -> Capabilities:
     """Render one probe per feature, then the wire shapes of the features found; cached per template."""
-    key = ("capabilities", subject.template.name, subject.template.source)
+    key = ("capabilities", *subject.template.key)
     cached = subject.model.cache.get(key)
     if isinstance(cached, Capabilities):
         return cached

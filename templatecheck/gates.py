@@ -24,7 +24,7 @@ def parse_error(subject: Subject) -> RenderError | None:
 def plain_error(subject: Subject) -> RenderError | None:
     """``None`` when some plain conversation renders (with or without the generation prompt), else the error
     of the first one tried."""
-    key = ("plain renders", subject.template.name, subject.template.source)
+    key = ("plain renders", *subject.template.key)
     if key not in subject.model.cache:
         first: RenderError | None = None
         for conversation in conv.PLAIN.values():

@@ -117,6 +117,16 @@ class Template:
     source: str
     origin: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What the static checks read of the template: whether it is a ``tool_use`` template (one transformers
+        selects only with tools, named so in a model, or ``<file>#tool_use`` in a corpus) and its text. Two
+        templates with one key get the same verdicts (a folder of fine-tunes' templates holds many copies of
+        one), so what was learnt of one, and its findings, is kept under the key for the other."""
+        if self.name == "tool_use":
+            return ("tool_use", self.source)
+        return ("#tool_use" if "#" in self.name and self.name.endswith("#tool_use") else "", self.source)
+
 
 def resolve(ref: ModelRef, patterns: tuple[str, ...] = CHECK_FILES) -> Path:
     """The local directory for ``ref``, downloading the files of a Hub model that match ``patterns`` if needed."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,10 @@ class Session:
     #: The report facts that items recorded (:meth:`facts_of`), by ``(source, template, name)``: under
     #: pytest-xdist the workers that ran the checks send them, so the controller computes nothing at the end.
     facts: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    #: The results of checks by model, check and :attr:`~templatecheck.model.Template.key`: a template with
+    #: the key of one checked before (a folder of fine-tunes' templates holds many copies of one) gets its
+    #: results under its own name, unless the check's findings name the template (:attr:`Check.named`).
+    results: dict[tuple[str, str, tuple[str, str]], CheckResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _exit_without_collecting()
@@ -118,9 +122,15 @@ class Session:
         from templatecheck.model import Subject
 
         subject = Subject(model, model.templates[template], self.options)
+        shared = None if check.named else (model.ref.text, check.name, subject.template.key)
         try:
-            result = check(subject)
+            if shared in self.results:
+                result = replace(self.results[shared], template=template)
+            else:
+                result = check(subject)
             if result.outcome is not Outcome.ERROR:
+                if shared is not None:
+                    self.results.setdefault(shared, result)
                 self.record(model.ref.text, template, self._facts_of(check, model, template))
         except TemplatecheckError as error:
             result = error_result(model.ref.text, model.name, template, check, str(error))

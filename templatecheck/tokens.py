@@ -198,7 +198,7 @@ class Tokens:
 
 def tokens_of(subject: Subject) -> Tokens:
     """The tokens view of ``subject``'s template, built once per template of the model."""
-    key = ("tokens", subject.template.name, subject.template.source)
+    key = ("tokens", *subject.template.key)
     found = subject.model.cache.get(key)
     if not isinstance(found, Tokens):
         found = Tokens(subject.model.tokenizer, subject.template.source, stop_set(subject.model))

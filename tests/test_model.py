@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,38 @@ def test_models_that_share_tokenizer_files_load_the_tokenizer_once(tmp_path: Pat
     (other / "tokenizer_config.json").write_text(json.dumps(config))
     assert load_model(str(other)).tokenizer is not tokenizers[0]
     assert tokenizer_loads() == before + 2
+
+
+def test_templates_of_one_text_share_the_results_of_the_checks_that_do_not_name_them(tmp_path: Path) -> None:
+    """A folder of fine-tunes' templates holds many copies of one: each is checked once, and a check whose
+    findings name the template (or a ``tool_use`` template, which gets tools) runs on each."""
+    from templatecheck.checks import Check
+    from templatecheck.corpus import corpus_model
+    from templatecheck.result import Finding, Layer, Outcome
+    from templatecheck.session import Session
+
+    text = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    for name, template in (("a", text), ("b", text), ("c", {"default": "x" + text, "tool_use": text})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"chat_template": template}))
+    model = corpus_model(tmp_path, FIXTURES / "hermes-3-tiny")
+    assert [t.key[0] for t in model.templates.values()] == ["", "", "", "#tool_use"]
+    seen: list[str] = []
+
+    def look(subject: Any) -> list[Finding]:
+        seen.append(subject.template.name)
+        return [Finding(Outcome.WARNING, f"looked at {len(seen)}", "selftest.looked")]
+
+    session = Session([model.ref.text], loaded={model.ref.text: model})
+    plain, named = (
+        Check("selftest", Layer.TEMPLATE, look),
+        Check("selftest", Layer.TEMPLATE, look, named=True),
+    )
+    results = [session.run(plain, model, name) for name in model.templates]
+    assert seen == ["a#default", "c#default", "c#tool_use"]
+    assert [r.template for r in results] == list(model.templates)
+    assert results[1].message == results[0].message == "looked at 1"
+    seen.clear()
+    assert [session.run(named, model, name).message for name in model.templates][:2] == [
+        "looked at 1",
+        "looked at 2",
+    ]

@@ -521,7 +521,7 @@ def markers(subject: Subject) -> Markers | None:
     """The family's end-of-turn marker and turn openers, or ``None`` when the format has no marker that closes
     user turns before the assistant's header (Mistral's and Llama 2's ``[/INST]``, DeepSeek R1's
     full-width Assistant token: the reply follows the user's text directly)."""
-    key = ("turn markers", subject.template.name, subject.template.source)
+    key = ("turn markers", *subject.template.key)
     if key not in subject.model.cache:
         subject.model.cache[key] = _learn_markers(subject)
     found = subject.model.cache[key]

@@ -26,6 +26,10 @@ class Check:
     layer: Layer
     run: Callable[[Subject], list[Finding]]
     needs: str = "renders"
+    #: Whether the findings depend on the template's name, not only on its :attr:`~Template.key` (a GGUF's
+    #: template is compared with the original's of the same name; generations are labelled with it): the
+    #: results of the other checks are shared by the templates of one key (:meth:`Session.run`).
+    named: bool = False
 
     @property
     def doc(self) -> str:
@@ -44,9 +48,7 @@ class Check:
             if blocked is not None
             else [self._settle(f, subject) for f in self.run(subject)]
         )
-        subject.model.cache.setdefault(
-            _reports_key(self.name, subject), {(f.cause, f.outcome) for f in found}
-        )
+        subject.model.cache.setdefault(_reports_key(self, subject), {(f.cause, f.outcome) for f in found})
         return found
 
     def _settle(self, finding: Finding, subject: Subject) -> Finding:
@@ -86,12 +88,15 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(layer: Layer, *, needs: str = "renders") -> Callable[[Callable[[Subject], list[Finding]]], Check]:
-    """Register a check function under its own name; ``needs`` is one of :data:`NEEDS`."""
+def check(
+    layer: Layer, *, needs: str = "renders", named: bool = False
+) -> Callable[[Callable[[Subject], list[Finding]]], Check]:
+    """Register a check function under its own name; ``needs`` is one of :data:`NEEDS`, ``named`` as
+    :attr:`Check.named`."""
     assert needs in NEEDS, needs
 
     def register(fn: Callable[[Subject], list[Finding]]) -> Check:
-        made = Check(fn.__name__, layer, fn, needs)
+        made = Check(fn.__name__, layer, fn, needs, named)
         REGISTRY[made.name] = made
         return made
 
@@ -102,13 +107,16 @@ def owner_reports(subject: Subject, cause: Cause) -> bool:
     """Whether the check that owns ``cause`` reports it on ``subject``, with its severity: what the check
     reported when it ran on the template, or it runs now (renders and probes are shared, so asking costs no
     render the suite does not make anyway)."""
-    key = _reports_key(cause.check, subject)
+    owner = REGISTRY[cause.check]
+    key = _reports_key(owner, subject)
     if key not in subject.model.cache:
-        REGISTRY[cause.check].findings(subject)  # keeps what it reports
+        owner.findings(subject)  # keeps what it reports
     reported: set[tuple[str, Outcome]] = subject.model.cache[key]
     return (cause.key, cause.severity) in reported
 
 
-def _reports_key(check: str, subject: Subject) -> tuple[str, ...]:
-    """Where the causes a check reported on a template are kept (by :meth:`Check.findings`)."""
-    return ("reports", check, subject.template.name, subject.template.source, repr(subject.options))
+def _reports_key(check: Check, subject: Subject) -> tuple[str, ...]:
+    """Where the causes a check reported on a template are kept (by :meth:`Check.findings`): under the
+    template's key, and its name for a :attr:`~Check.named` check."""
+    name = subject.template.name if check.named else ""
+    return ("reports", check.name, *subject.template.key, name, repr(subject.options))

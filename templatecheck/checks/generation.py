@@ -105,7 +105,7 @@ def _evaluation(subject: Subject) -> Evaluation | Finding:
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-@check(Layer.GENERATION)
+@check(Layer.GENERATION, named=True)
 def stops(subject: Subject) -> list[Finding]:
     """From the shipped template's prompts, greedy generation ends with a token of the stop set (the
     ``eos_token_id`` of ``generation_config.json``, an int or a list; the tokenizer's EOS without one) within
@@ -155,7 +155,7 @@ def _runs_on(subject: Subject, ender: tuple[int, int] | None, message: str) -> F
     return RUNS_ON(message)
 
 
-@check(Layer.GENERATION)
+@check(Layer.GENERATION, named=True)
 def clean_start(subject: Subject) -> list[Finding]:
     """The shipped template's replies neither begin with nor contain template markup: control tokens (the
     tokenizer's special added tokens) or the header the template writes before an assistant reply.
@@ -190,7 +190,7 @@ def clean_start(subject: Subject) -> list[Finding]:
     return [MARKUP("\n".join(lines)) if severe else SOME_MARKUP("\n".join(lines))]
 
 
-@check(Layer.GENERATION)
+@check(Layer.GENERATION, named=True)
 def probe_accuracy(subject: Subject) -> list[Finding]:
     """Under the shipped template, greedy replies answer at least half of the probe set correctly: short
     tasks that any instruction-tuned model solves when prompted in its own format.
@@ -216,7 +216,7 @@ def probe_accuracy(subject: Subject) -> list[Finding]:
     return [LOW_ACCURACY("\n".join(lines))]
 
 
-@check(Layer.GENERATION)
+@check(Layer.GENERATION, named=True)
 def template_sensitivity(subject: Subject) -> list[Finding]:
     """No prompt variant gets significantly more probes right than the shipped template: the formats of other
     families (ChatML, Llama-3 headers), a default system prompt, BOS removed, doubled or added.
@@ -255,7 +255,7 @@ def template_sensitivity(subject: Subject) -> list[Finding]:
     return [VARIANT_BETTER("\n".join(lines) + "\n\n" + shown)]
 
 
-@check(Layer.GENERATION)
+@check(Layer.GENERATION, named=True)
 def tool_call(subject: Subject) -> list[Finding]:
     """With tools offered, the reply to a request that needs a tool holds a parseable call in the template's
     own format (the text it writes before a call and the keys of the call's JSON), for at least half the

@@ -224,7 +224,7 @@ def _stops(meta: GgufFile, source: Model) -> list[Finding]:
     ]
 
 
-@check(Layer.ENGINE, needs="parses")
+@check(Layer.ENGINE, needs="parses", named=True)
 def gguf_matches_original(subject: Subject) -> list[Finding]:
     """A GGUF file that behaves otherwise than the model it was converted from (``--tc-compare-to``): a stale
     or different template (compared on the plain conversations and the suite's sample, not as text), a

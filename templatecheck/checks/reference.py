@@ -122,8 +122,7 @@ def template_policy(subject: Subject) -> Policy:
     variables = dict(subject.options.template_vars)
     key = (
         "reference policy",
-        subject.template.name,
-        subject.template.source,
+        *subject.template.key,
         repr(sorted(variables.items())),
     )
     cache = subject.model.cache

@@ -139,7 +139,7 @@ def _samples(
 
 def blank(subject: Subject) -> list[Finding] | None:
     """A skip when every plain conversation renders to nothing (``renders`` reports it once), else ``None``."""
-    key = ("renders blank", subject.template.name, subject.template.source)
+    key = ("renders blank", *subject.template.key)
     if key not in subject.model.cache:
         texts = []
         for conversation in (conv.USER_ONLY, conv.SYSTEM_USER_ASSISTANT):
@@ -598,7 +598,7 @@ def always_added(subject: Subject) -> AlwaysAdded | None:
     that also ends the rendering of a lone user turn, and that belongs to the text before a reply. A format
     whose reply directly follows the user turn (Mistral's ``[/INST]``) writes it after user turns only.
     """
-    key = ("always added", subject.template.name, subject.template.source)
+    key = ("always added", *subject.template.key)
     if key not in subject.model.cache:
         subject.model.cache[key] = _find_always_added(subject)
     found = subject.model.cache[key]

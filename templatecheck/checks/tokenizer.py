@@ -379,7 +379,7 @@ def _closing(view: Tokens, tail: str, reply_token: int | None) -> int | None:
 def closings(subject: Subject) -> list[_Closing]:
     """How each mode the template supports closes an assistant turn, learnt from its renderings; cached per
     template."""
-    key = ("end of turn", subject.template.name, subject.template.source)
+    key = ("end of turn", *subject.template.key)
     if key in subject.model.cache:
         cached: list[_Closing] = subject.model.cache[key]
         return cached
