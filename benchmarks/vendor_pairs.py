@@ -1,13 +1,13 @@
 """What the suite sees change between successive versions of one model's template.
 
-    python benchmarks/vendor_pairs.py [CORPUS_DIR] [--examples N] [--layers template,reference] [--only MODEL]
+    python benchmarks/vendor_pairs.py [CORPUS_DIR] [--examples N] [--layers template,engine] [--only MODEL]
 
 The corpus keeps older revisions of llama.cpp's copies of vendors' templates (``NAME@llamacpp-hist*.json``,
 each with the date of the commit that last touched it in ``llamacpp_revision``) beside the current one
 (``NAME@llamacpp.json``). For every model with two or more versions, ordered by that date (the current one
 last), each consecutive pair is run through the same checks as ``benchmarks/corpus_causes.py`` (the
-template's own control tokens and BOS/EOS added to a small tokenizer; the template and reference layers by
-default), and the script prints, per pair, the findings (cause key, outcome, first line) that only the
+template's own control tokens and BOS/EOS added to a small tokenizer; by default every layer a ``pytest
+--model`` run has without ``--tc-generate``: template, tokenizer, reference and engine), and the script prints, per pair, the findings (cause key, outcome, first line) that only the
 older and only the newer version has, and those both have that read otherwise (the same cause with another
 text: a forced prefix that changed, say). A pair with no difference is a fix (or a regression) the suite did
 not see, unless the two versions render the same: for such a pair the script renders the suite's fixed
@@ -168,7 +168,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("corpus", nargs="?", default=str(ROOT.parent / "shared" / "corpus" / "templates"))
     parser.add_argument("--examples", type=int, default=100)
-    parser.add_argument("--layers", default="template,reference")
+    parser.add_argument("--layers", default="template,tokenizer,reference,engine")
     parser.add_argument("--only", action="append", default=[], help="a model id (repeatable)")
     args = parser.parse_args()
     options = Options(examples=args.examples)
