@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -52,6 +53,7 @@ class Session:
     #: The results of checks by model, check and :attr:`~templatecheck.model.Template.key`: a template with
     #: the key of one checked before (a folder of fine-tunes' templates holds many copies of one) gets its
     #: results under its own name, unless the check's findings name the template (:attr:`Check.named`).
+    #: Kept only for the keys that more than one template of the model has.
     results: dict[tuple[str, str, tuple[str, str]], CheckResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,7 +124,8 @@ class Session:
         from templatecheck.model import Subject
 
         subject = Subject(model, model.templates[template], self.options)
-        shared = None if check.named else (model.ref.text, check.name, subject.template.key)
+        key = subject.template.key
+        shared = None if check.named or not _has_copies(model, key) else (model.ref.text, check.name, key)
         try:
             if shared in self.results:
                 result = replace(self.results[shared], template=template)
@@ -446,3 +449,11 @@ __all__ = [
     "settings",
     "warning_line",
 ]
+
+
+def _has_copies(model: Model, key: tuple[str, str]) -> bool:
+    """Whether another template of ``model`` has ``key`` (counted once per model)."""
+    counted = model.cache.get(("template keys",))
+    if counted is None:
+        counted = model.cache[("template keys",)] = Counter(t.key for t in model.templates.values())
+    return bool(counted[key] > 1)

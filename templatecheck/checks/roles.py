@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -209,8 +208,8 @@ def injected_system_text(subject: Subject) -> str | None:
         return None
     baseline = with_system.replace(marker, "")
     # what the two share at either end is kept: only the middle is matched (a full match is quadratic)
-    start = len(os.path.commonprefix([baseline, alone]))
-    end = len(os.path.commonprefix([baseline[start:][::-1], alone[start:][::-1]]))
+    start = common_prefix(baseline, alone)
+    end = common_prefix(baseline[start:][::-1], alone[start:][::-1])
     before, after = baseline[start : len(baseline) - end], alone[start : len(alone) - end]
     matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
     return "".join(after[j1:j2] for op, _, _, j1, j2 in matcher.get_opcodes() if op in ("insert", "replace"))
