@@ -376,6 +376,22 @@ def _lowercase(data: dict[str, Any]) -> None:
     data["normalizer"] = {"type": "Lowercase"}
 
 
+def test_round_trip_renders_a_template_that_reads_the_clock_under_the_real_clock(monkeypatch: Any) -> None:
+    """transformers renders with today's date: so must the renders compared with it, where the template
+    reads the clock (else its pinned renders are the same, and serve)."""
+    from templatecheck.checks import tokenizer
+
+    dated = (
+        "{{ strftime_now('%d %B %Y') }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    assert round_trip(subject_with_template("hermes-3-tiny", dated)).outcome is Outcome.PASSED
+    monkeypatch.setattr(tokenizer, "_reads_clock", lambda subject: False)
+    result = round_trip(subject_with_template("hermes-3-tiny", dated + " "))
+    assert result.outcome is Outcome.ERROR
+    assert result.message.startswith("templatecheck renders this conversation differently from transformers'")
+
+
 def test_round_trip_catches_a_lossy_normalizer(tmp_path: Path) -> None:
     result = round_trip(on(edited_model(tmp_path, "hermes-3-tiny", _lowercase)))
     finding = only(result, Outcome.FAILED)

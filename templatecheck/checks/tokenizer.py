@@ -15,7 +15,7 @@ from templatecheck.capabilities import probe
 from templatecheck.causes import defect, hazard, policy
 from templatecheck.checks.base import check
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, template_variables
+from templatecheck.render import Rendered, RenderError, template_variables
 from templatecheck.result import Finding, Layer, Outcome, note, skipped
 from templatecheck.sample import Problem, counterexamples, sample
 from templatecheck.text import diff, visible
@@ -614,8 +614,12 @@ def _round_trip_cases(
     """For each conversation: its prompt under the pinned clock, under the real clock (what transformers
     reads), and transformers' ids and text; ``None`` where it does not render."""
     prompts = subject.render_each(conversations, add_generation_prompt=True)
-    live = subject.model.renderer.with_clock(None).render_many(
-        subject.template.source, subject.calls(conversations, add_generation_prompt=True)
+    live: list[Any] = (
+        subject.model.renderer.with_clock(None).render_many(
+            subject.template.source, subject.calls(conversations, add_generation_prompt=True)
+        )
+        if _reads_clock(subject)
+        else [Rendered(p) if isinstance(p, str) else p for p in prompts]
     )
     cases: dict[str, _RoundTrip | None] = {_case_key(c): None for c in conversations}
     rendered = [
@@ -627,6 +631,13 @@ def _round_trip_cases(
     for (c, prompt, ours), their in zip(rendered, theirs, strict=True):
         cases[_case_key(c)] = (prompt, ours, their)
     return cases
+
+
+def _reads_clock(subject: Subject) -> bool:
+    """Whether the template can read the clock: only through the global ``strftime_now``, which it must name
+    (the sandbox gives it no other way to the globals); else its renders under the real clock are those under
+    the pinned one."""
+    return "strftime_now" in subject.template.source
 
 
 @check(Layer.TOKENIZER)
