@@ -12,7 +12,8 @@ older and only the newer version has, and those both have that read otherwise (t
 text: a forced prefix that changed, say). A pair with no difference is a fix (or a regression) the suite did
 not see, unless the two versions render the same: for such a pair the script renders the suite's fixed
 conversations (the plain ones and the wire shapes, with and without the generation prompt) on both and says
-on how many the renderings differ (none: a change transformers users never see on them, such as a
+on how many the renderings differ (the plain ones also with each switch the two versions read, such as
+``enable_thinking``, on and off; none: a change transformers users never see on them, such as a
 reformatting, a workaround for another engine, or a branch those conversations do not reach). Read the others
 one by one. An exception escaping a check is an error of ours: the script exits 1.
 """
@@ -29,6 +30,8 @@ import tempfile
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus_causes import _model, tokenizer_dir  # noqa: E402
 
+from templatecheck.capabilities import switches  # noqa: E402
 from templatecheck.checks import REGISTRY  # noqa: E402
 from templatecheck.conversation import PLAIN, WEATHER_TOOL, WIRE, Conversation  # noqa: E402
 from templatecheck.model import Subject  # noqa: E402
@@ -135,10 +139,26 @@ def findings_of(subject: Subject, layers: set[Layer]) -> Findings:
     return found
 
 
-def renderings(subject: Subject) -> list[str]:
+def renderings(subject: Subject, switches: Sequence[str] = ()) -> list[str]:
     """The renderings of the suite's fixed conversations (an error as its text), in a fixed order: the plain
     ones without and with a tool defined, the wire shapes with their calls' arguments as JSON strings and as
-    dicts, each without and with the generation prompt."""
+    dicts, each without and with the generation prompt; then the plain ones with each of ``switches`` (the
+    two versions' ``chat_template_kwargs`` switches, as ``renders`` sets them) on and off."""
+    found = _fixed(subject)
+    for name in switches:
+        for value in (True, False):
+            variables = {**subject.options.template_vars, name: value}
+            switched = replace(subject, options=replace(subject.options, template_vars=variables))
+            for messages in PLAIN.values():
+                for prompt in (False, True):
+                    try:
+                        found.append(switched.render(messages, add_generation_prompt=prompt))
+                    except RenderError as error:
+                        found.append(f"error: {error}")
+    return found
+
+
+def _fixed(subject: Subject) -> list[str]:
     calls: list[tuple[Conversation, Any]] = [(m, None) for m in PLAIN.values()]
     calls += [(m, [WEATHER_TOOL]) for m in PLAIN.values()]
     for shape in WIRE:
@@ -208,7 +228,8 @@ def main() -> int:
                     f"revision: {next(x for x in _revisions(new) if x.startswith(chain_name.split(': ')[-1]))[:220]}"
                 )
                 if not (older or newer or changed):
-                    a, b = renderings(older_subject), renderings(newer_subject)
+                    both = sorted({*switches(older_subject), *switches(newer_subject)})
+                    a, b = renderings(older_subject, both), renderings(newer_subject, both)
                     differ = sum(x != y for x, y in zip(a, b, strict=True))
                     same += not differ
                     print(f"  no difference the suite sees ({differ} of {len(a)} fixed renderings differ)")

@@ -167,7 +167,15 @@ class Case:
 def cases(subject: Subject) -> list[Case]:
     """The plain conversations with and without the generation prompt, then the suite's drawn sample, less its
     conversations with a tool result given as an object: no host of these engines sends one (TGI's messages
-    and the OpenAI form take text), and what transformers does with one is the ``tools`` check's hazard."""
+    and the OpenAI form take text), and what transformers does with one is the ``tools`` check's hazard.
+    The same for every engine: chosen once per template."""
+    key = ("engine cases", *subject.template.key, subject.options.examples)
+    if key not in subject.model.cache:
+        subject.model.cache[key] = tuple(_cases(subject))
+    return list(subject.model.cache[key])
+
+
+def _cases(subject: Subject) -> list[Case]:
     plain = [Case(c, flag) for c in conv.PLAIN.values() for flag in (False, True)]
     count = max(1, subject.options.examples)
     drawn = sample(probe(subject).support, end_with_user=True, count=count)
