@@ -737,9 +737,33 @@ def _prefetch_prefixes(subject: Subject, conversations: list[conv.Conversation])
     """The renders :func:`_prefix_breaks` asks for, in batches."""
     renders = []
     for conversation in conversations:
-        arguments = {"tools": subject.client_tools(conversation)}
-        heads = [conversation[:end] for end in _assistant_ends(conversation)]
-        renders += [(c, arguments) for c in (conversation, *heads)]
+        renders += _prefix_renders(subject, conversation, subject.client_tools(conversation))
+    subject.prefetch_each(renders)
+
+
+def _prefix_renders(
+    subject: Subject, conversation: conv.Conversation, tools: Any
+) -> list[tuple[conv.Conversation, dict[str, Any]]]:
+    arguments = {"tools": tools}
+    return [
+        (c, arguments) for c in (conversation, *(conversation[:end] for end in _assistant_ends(conversation)))
+    ]
+
+
+def _prefetch_variants(subject: Subject, conversations: list[conv.Conversation]) -> None:
+    """The renders :func:`unexplained_break` asks for, in one batch, for the conversations that break at a
+    boundary no convention explains (their prefixes are rendered already)."""
+    renders = []
+    for conversation in conversations:
+        try:
+            breaks = _prefix_breaks(subject, conversation)
+        except RenderError:
+            continue
+        if all(convention_of(subject, head, full) is not None for _, head, full in breaks):
+            continue
+        rest = [m for m in conversation if m.get("role") != "system"]
+        renders += _prefix_renders(subject, rest, subject.client_tools(rest))
+        renders += _prefix_renders(subject, conversation, None) + _prefix_renders(subject, rest, None)
     subject.prefetch_each(renders)
 
 
@@ -839,6 +863,7 @@ def prefix_stability(subject: Subject) -> list[Finding]:
 
     conversations = [*_MULTI_TURN, *_tool_turns(subject), *_samples(subject, end_with_user=False, share=2)]
     _prefetch_prefixes(subject, conversations)
+    _prefetch_variants(subject, conversations)
     return findings + by_cause(
         conversations,
         judge,
