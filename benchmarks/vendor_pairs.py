@@ -7,8 +7,8 @@ each with the date of the commit that last touched it in ``llamacpp_revision``) 
 (``NAME@llamacpp.json``). For every model with two or more versions, ordered by that date (the current one
 last), each consecutive pair is run through the same checks as ``benchmarks/corpus_causes.py`` (the
 template's own control tokens and BOS/EOS added to a small tokenizer; by default every layer a ``pytest
---model`` run has without ``--tc-generate``: template, tokenizer, reference and engine), and the script prints, per pair, the findings (cause key, outcome, first line) that only the
-older and only the newer version has, and those both have that read otherwise (the same cause with another
+--model`` run has without ``--tc-generate``: template, tokenizer, reference and engine), and the script
+prints, per pair, the findings (cause key, outcome, first line) that only the older and only the newer version has, and those both have that read otherwise (the same cause with another
 text: a forced prefix that changed, say). A pair with no difference is a fix (or a regression) the suite did
 not see, unless the two versions render the same: for such a pair the script renders the suite's fixed
 conversations (the plain ones and the wire shapes, with and without the generation prompt) on both and says
@@ -31,7 +31,6 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from corpus_causes import _model, tokenizer_dir  # noqa: E402
 
-from templatecheck.capabilities import switches  # noqa: E402
+from templatecheck.capabilities import switched, switches  # noqa: E402
 from templatecheck.checks import REGISTRY  # noqa: E402
 from templatecheck.conversation import PLAIN, WEATHER_TOOL, WIRE, Conversation  # noqa: E402
 from templatecheck.model import Subject  # noqa: E402
@@ -139,26 +138,11 @@ def findings_of(subject: Subject, layers: set[Layer]) -> Findings:
     return found
 
 
-def renderings(subject: Subject, switches: Sequence[str] = ()) -> list[str]:
+def renderings(subject: Subject, names: Sequence[str] = ()) -> list[str]:
     """The renderings of the suite's fixed conversations (an error as its text), in a fixed order: the plain
     ones without and with a tool defined, the wire shapes with their calls' arguments as JSON strings and as
-    dicts, each without and with the generation prompt; then the plain ones with each of ``switches`` (the
-    two versions' ``chat_template_kwargs`` switches, as ``renders`` sets them) on and off."""
-    found = _fixed(subject)
-    for name in switches:
-        for value in (True, False):
-            variables = {**subject.options.template_vars, name: value}
-            switched = replace(subject, options=replace(subject.options, template_vars=variables))
-            for messages in PLAIN.values():
-                for prompt in (False, True):
-                    try:
-                        found.append(switched.render(messages, add_generation_prompt=prompt))
-                    except RenderError as error:
-                        found.append(f"error: {error}")
-    return found
-
-
-def _fixed(subject: Subject) -> list[str]:
+    dicts, each without and with the generation prompt; then the plain ones with each of the switches
+    ``names`` (the two versions' ``chat_template_kwargs`` switches, as ``renders`` sets them) on and off."""
     calls: list[tuple[Conversation, Any]] = [(m, None) for m in PLAIN.values()]
     calls += [(m, [WEATHER_TOOL]) for m in PLAIN.values()]
     for shape in WIRE:
@@ -168,11 +152,17 @@ def _fixed(subject: Subject) -> list[str]:
     for messages, tools in calls:
         for prompt in (False, True):
             extra = tools if isinstance(tools, dict) else {"tools": tools}
-            try:
-                found.append(subject.render(messages, add_generation_prompt=prompt, **extra))
-            except RenderError as error:
-                found.append(f"error: {error}")
+            found.append(_text(subject, messages, add_generation_prompt=prompt, **extra))
+    for _, other in switched(subject, names):
+        found += [_text(other, m, add_generation_prompt=p) for m in PLAIN.values() for p in (False, True)]
     return found
+
+
+def _text(subject: Subject, messages: Conversation, **kwargs: Any) -> str:
+    try:
+        return subject.render(messages, **kwargs)
+    except RenderError as error:
+        return f"error: {error}"
 
 
 def _as_dicts(message: dict[str, Any]) -> dict[str, Any]:

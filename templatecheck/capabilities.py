@@ -13,6 +13,7 @@ take, is kept as a :class:`Failure` for the checks to report (``renders``, ``too
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -428,11 +429,11 @@ def _compared_with_bool(node: Any) -> bool:
     return any(isinstance(n, nodes.Const) and isinstance(n.value, bool) for n in node.find_all(nodes.Const))
 
 
-def switched(subject: Subject) -> list[tuple[str, Subject]]:
-    """For each switch (see :func:`switches`) and each value: its label (``enable_thinking=False``) and the
-    subject that renders with it."""
+def switched(subject: Subject, names: Sequence[str] | None = None) -> list[tuple[str, Subject]]:
+    """For each switch (see :func:`switches`; ``names`` instead, when given) and each value: its label
+    (``enable_thinking=False``) and the subject that renders with it."""
     found = []
-    for name in switches(subject):
+    for name in switches(subject) if names is None else names:
         for value in (True, False):
             variables = {**subject.options.template_vars, name: value}
             found.append(

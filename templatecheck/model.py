@@ -125,7 +125,7 @@ class Template:
         one), so what was learnt of one, and its findings, is kept under the key for the other."""
         if self.name == "tool_use":
             return ("tool_use", self.source)
-        return ("#tool_use" if "#" in self.name and self.name.endswith("#tool_use") else "", self.source)
+        return ("#tool_use" if self.name.endswith("#tool_use") else "", self.source)
 
 
 def resolve(ref: ModelRef, patterns: tuple[str, ...] = CHECK_FILES) -> Path:
@@ -549,4 +549,4 @@ class Subject:
         if called:
             return called
         # a corpus names its templates ``<file>#<name>``: its ``tool_use`` templates need tools as well
-        return [WEATHER_TOOL] if self.template.name.rsplit("#", 1)[-1] == "tool_use" else None
+        return [WEATHER_TOOL] if self.template.key[0] else None

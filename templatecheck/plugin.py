@@ -139,9 +139,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(
-    config: pytest.Config, log: Any
-) -> Any:  # items that share work on one worker
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Keep the items that share work on one worker (see :func:`~templatecheck.suite.model_scheduler`)."""
     catalog = config.stash.get(CATALOG, None)
     return model_scheduler(config, log) if catalog is not None and catalog.refs else None
 

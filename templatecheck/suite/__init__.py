@@ -63,8 +63,8 @@ __all__ = ["FOLDER", "holds", "node_id", "run_root", "selects"]
 
 def model_of(node: str) -> str:
     """The model an item of the suite tests, from its node id (``...::test_x[model:template]``)."""
-    inside = node.rpartition("[")[2]
-    return inside.rpartition(":")[0] if inside.endswith("]") and ":" in inside else node
+    target = template_of(node)
+    return target.rpartition(":")[0] if target != node else node
 
 
 def model_scheduler(config: Any, log: Any) -> Any:
