@@ -20,7 +20,7 @@ from typing import Any
 
 from templatecheck.conversation import WIRE, Conversation, Shape, assistant, system, user
 from templatecheck.model import Subject
-from templatecheck.render import RenderError
+from templatecheck.render import RenderError, nodes_of
 from templatecheck.strategies import Support
 
 SENTINEL = "zq7"
@@ -377,10 +377,10 @@ def _conditions(tree: Any) -> list[str]:
     from jinja2 import nodes
 
     boolean: dict[str, bool] = {}
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned = {n.name for n in nodes_of(tree, nodes.Name) if n.ctx in ("store", "param")}
     defaulted = {
         t.node.name
-        for t in tree.find_all(nodes.Test)
+        for t in nodes_of(tree, nodes.Test)
         if t.name in ("defined", "undefined") and isinstance(t.node, nodes.Name)
     }
 

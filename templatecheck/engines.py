@@ -39,7 +39,7 @@ from typing import Any
 
 import jinja2.nodes
 
-from templatecheck.render import Limits, RenderError
+from templatecheck.render import Limits, RenderError, nodes_of
 from templatecheck.worker import GRACE, Answer, completed, end, exceeded, shared, widen
 
 #: The version of @huggingface/jinja that ``templatecheck engines install`` installs.
@@ -586,7 +586,7 @@ def _lexical(source: str) -> list[Hit]:
 def scan(tree: jinja2.nodes.Template, source: str) -> list[Hit]:
     """Every place in the template a rule matches, in line order."""
     hits = _lexical(source)
-    for node in [tree, *tree.find_all(jinja2.nodes.Node)]:
+    for node in [tree, *nodes_of(tree, jinja2.nodes.Node)]:
         hits += _hits_in(node)
     return sorted(hits, key=lambda h: (h.line, h.rule.construct))
 

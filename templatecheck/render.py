@@ -17,6 +17,8 @@ import json
 import pickle
 import re
 import time
+import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -166,6 +168,9 @@ def _check_counts(args: tuple[Any, ...]) -> None:
 #: may read many names.
 _SAFE_ATTRIBUTES: dict[tuple[type, str], bool] = {}
 _SAFE_ATTRIBUTES_KEPT = 4096
+#: Every name an attribute of a ``dict`` can have (those of the type and of ``object``).
+_DICT_NAMES = frozenset(dir(dict))
+_METHODS = (types.MethodType, types.BuiltinMethodType, types.FunctionType)
 
 
 class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
@@ -173,6 +178,26 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
     repetition, powers, ``%`` formatting, ``~`` joins, and the sizes given to str methods and filters."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """Jinja's rule, with its common cases first: a key of a plain ``dict`` (a message's ``role``) that is
+        no name of the ``dict`` type (a ``dict`` has no attributes of its own, so Jinja reads the key), and a
+        public attribute of a ``namespace`` or a ``loop`` that holds no method (Jinja's rule allows every such
+        attribute of these types). Anything else takes Jinja's path."""
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_NAMES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        if kind in _OPEN_TYPES and not attribute.startswith("_"):
+            try:
+                value = getattr(obj, attribute)
+            except AttributeError:  # neither type can be subscripted: Jinja's path ends undefined as well
+                return self.undefined(obj=obj, name=attribute)
+            if not isinstance(value, _METHODS):
+                return value
+        return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         """Jinja's rule, which depends only on the object's type and the attribute's name, kept per pair."""
@@ -331,6 +356,8 @@ def _environment() -> _Sandbox:
     return env
 
 
+#: Types whose public attributes Jinja's sandbox always allows (see :meth:`_Sandbox.getattr`).
+_OPEN_TYPES = frozenset({_TemplateNamespace, jinja2.runtime.LoopContext})
 _ENV = _environment()
 
 
@@ -421,6 +448,29 @@ def parse_template(source: str) -> jinja2.nodes.Template:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
     except DeadlineExceeded:
         raise RenderError("timeout", "parsing the template exceeded its time bound") from None
+
+
+class _Index:
+    """Every node of one syntax tree in ``find_all`` order, and the nodes of each kind asked for."""
+
+    def __init__(self, tree: jinja2.nodes.Node) -> None:
+        self.order = list(tree.find_all(jinja2.nodes.Node))
+        self.kinds: dict[Any, list[jinja2.nodes.Node]] = {}
+
+
+_INDEXES: weakref.WeakKeyDictionary[jinja2.nodes.Node, _Index] = weakref.WeakKeyDictionary()
+
+
+def nodes_of(tree: jinja2.nodes.Node, kind: type[Any] | tuple[type[Any], ...]) -> list[Any]:
+    """``list(tree.find_all(kind))``, from one walk of the tree (kept while it lives): the static checks ask
+    the tree of one template for its filters, loops, names and constants many times."""
+    index = _INDEXES.get(tree)
+    if index is None:
+        index = _INDEXES[tree] = _Index(tree)
+    found = index.kinds.get(kind)
+    if found is None:
+        found = index.kinds[kind] = [node for node in index.order if isinstance(node, kind)]
+    return list(found)
 
 
 # ------------------------------------------------------------------------------------- message preparation

@@ -17,15 +17,17 @@ the tokenizer is the model's, loaded on first use.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jinja2.nodes
 
 from templatecheck.modeldir import is_token_id, shown
-from templatecheck.render import parse_template, template_variables
+from templatecheck.render import nodes_of, parse_template, template_variables
 from templatecheck.text import tokens as shown_tokens
 
 if TYPE_CHECKING:
@@ -36,18 +38,59 @@ if TYPE_CHECKING:
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """``text`` encoded without special tokens: the ``apply_chat_template`` and ``server`` paths."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return _encoded(tokenizer, "plain", text, lambda: tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def encode_naive(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """``text`` encoded with the tokenizer's special tokens, ``tokenizer(text)``: the ``naive`` path."""
-    return list(tokenizer(text)["input_ids"])
+    return _encoded(tokenizer, "naive", text, lambda: tokenizer(text)["input_ids"])
 
 
 def encode_as_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """``text`` encoded as plain text, special-token strings split (``split_special_tokens=True``): what a
     client that sanitizes user text sends for it."""
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    return _encoded(
+        tokenizer,
+        "as text",
+        text,
+        lambda: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+    )
+
+
+class _Encodings:
+    """The encodings one tokenizer made (several checks encode the same rendering), bounded by the characters
+    kept, least recently used first out. A key holds the tokenizer's size, so a token added since is seen."""
+
+    MAX_CHARS = 1 << 24
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[str, str, int], tuple[int, ...]] = OrderedDict()
+        self.chars = 0
+
+    def get(self, key: tuple[str, str, int], make: Callable[[], Any]) -> list[int]:
+        found = self.entries.get(key)
+        if found is None:
+            found = tuple(int(i) for i in make())
+            self.entries[key] = found
+            self.chars += len(key[1])
+            while self.chars > self.MAX_CHARS and self.entries:
+                self.chars -= len(self.entries.popitem(last=False)[0][1])
+        else:
+            self.entries.move_to_end(key)
+        return list(found)
+
+
+_ENCODINGS: weakref.WeakKeyDictionary[Any, _Encodings] = weakref.WeakKeyDictionary()
+
+
+def _encoded(tokenizer: Any, path: str, text: str, make: Callable[[], Any]) -> list[int]:
+    """``make()``'s ids, kept per tokenizer and text (a tokenizer that cannot be kept track of is asked
+    every time)."""
+    try:
+        kept = _ENCODINGS.setdefault(tokenizer, _Encodings())
+    except TypeError:  # not weakly referenceable, or unhashable
+        return list(make())
+    return kept.get((path, text, len(tokenizer)), make)
 
 
 #: How each consumer path turns a rendering into token ids.
@@ -113,8 +156,8 @@ def stop_set(model: Model) -> StopSet:
 def template_literals(source: str) -> tuple[str, ...]:
     """The template's raw text and string constants (what it writes verbatim), kept per source."""
     ast = parse_template(source)
-    found = [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
-    found += [node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)]
+    found = [node.data for node in nodes_of(ast, jinja2.nodes.TemplateData)]
+    found += [node.value for node in nodes_of(ast, jinja2.nodes.Const) if isinstance(node.value, str)]
     return tuple(found)
 
 

@@ -128,6 +128,27 @@ def test_the_sandbox_judges_an_attribute_by_the_type_that_has_it() -> None:
     assert render("{{ messages[0].content.upper() }}") == render("{{ messages[0].content | upper }}")
 
 
+ATTRIBUTE_READS = [
+    "{{ messages[0].role }}|{{ messages[0].missing is defined }}|{{ messages[0].items is defined }}",
+    "{% set d = {'items': 1, 'get': 2, 'x': 3} %}{{ d.x }}|{{ d['items'] }}|{{ d.get('x') }}|{{ d.items() | list }}",
+    "{% set d = {'__class__': 1} %}{{ d.__class__ is defined }}|{{ d['__class__'] }}",
+    "{% set ns = namespace(a=1, f='{}'.format) %}{{ ns.a }}|{{ ns.b is defined }}|{{ ns.f('x') }}",
+    "{% set ns = namespace(a=1) %}{{ ns.__class__ is defined }}|{{ ns._Namespace__attrs is defined }}",
+    "{% for m in messages %}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.nope is defined }}"
+    "{{ loop.cycle('a', 'b') }}{{ loop.__class__ is defined }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", ATTRIBUTE_READS)
+def test_attribute_reads_follow_jinjas_sandbox(source: str) -> None:
+    """The renderer's quick paths for dict keys, namespaces and loops read what Jinja's own sandbox reads."""
+    import jinja2.sandbox
+
+    stock = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert render(source, messages) == stock.from_string(source).render(messages=messages)
+
+
 def test_an_endless_loop_is_stopped_at_the_time_bound() -> None:
     source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     start = time.perf_counter()

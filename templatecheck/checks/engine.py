@@ -50,7 +50,7 @@ from templatecheck.engines import (
     scan,
 )
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, parse_template
+from templatecheck.render import RenderError, nodes_of, parse_template
 from templatecheck.result import Finding, Layer, note, skipped
 from templatecheck.sample import minimize, sample
 from templatecheck.text import common_prefix, diff, visible
@@ -284,10 +284,10 @@ def construct_hits(source: str) -> tuple[Hit, ...]:
     the filters that make Markup (where HTML escaping comes from); kept per source, as several checks ask."""
     tree = parse_template(source)
     filters = [
-        Hit(TOJSON, f.lineno, "|tojson") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "tojson"
+        Hit(TOJSON, f.lineno, "|tojson") for f in nodes_of(tree, jinja2.nodes.Filter) if f.name == "tojson"
     ]
     markup = [Hit(MARKUP, line, name) for line, name in markup_filters(source)]
-    trims = [Hit(TRIM, f.lineno, "|trim") for f in tree.find_all(jinja2.nodes.Filter) if f.name == "trim"]
+    trims = [Hit(TRIM, f.lineno, "|trim") for f in nodes_of(tree, jinja2.nodes.Filter) if f.name == "trim"]
     return tuple(scan(tree, source) + filters + markup + trims)
 
 
@@ -568,10 +568,10 @@ def _named_line(source: str, kind: str, name: str, line: int) -> int | None:
     tree = parse_template(source)
     nodes: list[jinja2.nodes.Node]
     if kind == "method":
-        nodes = [n for n in tree.find_all(jinja2.nodes.Getattr) if n.attr == name]
+        nodes = [n for n in nodes_of(tree, jinja2.nodes.Getattr) if n.attr == name]
     else:
         wanted = jinja2.nodes.Filter if kind == "filter" else jinja2.nodes.Test
-        nodes = [n for n in tree.find_all(wanted) if n.name == name]
+        nodes = [n for n in nodes_of(tree, wanted) if n.name == name]
     lines = [n.lineno for n in nodes if not line or n.lineno == line]
     return min(lines) if lines else None
 
@@ -609,7 +609,7 @@ class _Loop:
 def _loops(source: str) -> list[_Loop]:
     """The template's ``for`` loops that may iterate a missing value (a name, attribute or item, not
     ``messages``), with where each iterable is written; none when the tags and the syntax tree disagree."""
-    nodes = list(parse_template(source).find_all(jinja2.nodes.For))
+    nodes = nodes_of(parse_template(source), jinja2.nodes.For)
     tags = list(_FOR_TAG.finditer(source))
     lines = [source.count("\n", 0, m.start(1) + m.group(1).index("for")) + 1 for m in tags]
     if [n.lineno for n in nodes] != lines:  # a `{% for` in a string or a raw block: the spans are unknown
@@ -673,7 +673,9 @@ _NOT_A_NUMBER = re.compile(r"invalid float literal|invalid digit found in string
 def _number_filters(source: str) -> tuple[tuple[int, str], ...]:
     """(line, name) of each ``|int`` and ``|float`` of the template, in its order; kept per source."""
     tree = parse_template(source)
-    return tuple((f.lineno, f.name) for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("int", "float"))
+    return tuple(
+        (f.lineno, f.name) for f in nodes_of(tree, jinja2.nodes.Filter) if f.name in ("int", "float")
+    )
 
 
 def _not_a_number(source: str, message: str, line: int) -> Hit | None:

@@ -11,7 +11,7 @@ from templatecheck.capabilities import probe
 from templatecheck.causes import defect
 from templatecheck.checks.base import check
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, parse_template
+from templatecheck.render import RenderError, nodes_of, parse_template
 from templatecheck.result import Finding, Layer
 
 #: Attributes of Python internals that a template can only want in order to escape the sandbox.
@@ -114,7 +114,7 @@ def escape_attempts(source: str) -> list[Attempt]:
     (``attr('_' * 2 ~ 'init' ~ '_' * 2)``, ``attr(name)``)."""
     ast = parse_template(source)
     found: list[Attempt] = []
-    for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Filter)):
+    for node in nodes_of(ast, (jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Filter)):
         if isinstance(node, jinja2.nodes.Getattr):
             if _private(node.attr) or node.attr in _INTERNALS:
                 found.append(Attempt(node.lineno, node.attr))

@@ -21,7 +21,7 @@ from templatecheck.checks.base import check
 from templatecheck.formats.detect import choose
 from templatecheck.gates import parse_error
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, parse_template
+from templatecheck.render import RenderError, nodes_of, parse_template
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.sample import minimize, sample
 from templatecheck.text import diff, quote
@@ -1292,10 +1292,10 @@ def content_format(source: str) -> str:
         return isinstance(node, jinja2.nodes.Name) and node.name in aliases
 
     aliases: set[str] = set()
-    for assign in tree.find_all(jinja2.nodes.Assign):
+    for assign in nodes_of(tree, jinja2.nodes.Assign):
         if isinstance(assign.target, jinja2.nodes.Name) and reads_content(assign.node):
             aliases.add(assign.target.name)
-    loops = tree.find_all(jinja2.nodes.For)
+    loops = nodes_of(tree, jinja2.nodes.For)
     return "openai" if any(reads_content(loop.iter) for loop in loops) else "string"
 
 

@@ -15,7 +15,7 @@ from templatecheck.causes import Cause, defect, hazard, policy
 from templatecheck.checks.base import check
 from templatecheck.checks.template import SANDBOX_REFUSED, TOOLS_REFUSED, blank, distinct, probe_findings
 from templatecheck.model import Subject
-from templatecheck.render import RenderError, parse_template
+from templatecheck.render import RenderError, nodes_of, parse_template
 from templatecheck.result import Finding, Layer, Outcome, skipped
 from templatecheck.text import diff, quote
 
@@ -286,7 +286,9 @@ def markup_filters(source: str) -> tuple[tuple[int, str], ...]:
     """The template's filters that make Markup (:data:`MARKUP_FILTERS`), as (line, ``|name``), in line order:
     where the escaping of the strings joined to their value comes from; kept per source."""
     tree = parse_template(source)
-    found = [(f.lineno, f"|{f.name}") for f in tree.find_all(jinja2.nodes.Filter) if f.name in MARKUP_FILTERS]
+    found = [
+        (f.lineno, f"|{f.name}") for f in nodes_of(tree, jinja2.nodes.Filter) if f.name in MARKUP_FILTERS
+    ]
     return tuple(sorted(found))
 
 
