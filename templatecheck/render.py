@@ -245,8 +245,22 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return checked
 
 
+#: The names a compile in progress found its template reading without defining them (see _compiled).
+_UNDECLARED: ContextVar[set[str] | None] = ContextVar("templatecheck_undeclared", default=None)
+
+
 class _CodeGenerator(jinja2.compiler.CodeGenerator):
-    """Compiles ``a ~ b`` to a join whose result is checked against the size bound."""
+    """Compiles ``a ~ b`` to a join whose result is checked against the size bound, and notes the names each
+    frame resolves from outside (what ``jinja2.meta.find_undeclared_variables`` reports, without a second
+    pass of code generation)."""
+
+    def enter_frame(self, frame: jinja2.compiler.Frame) -> None:
+        super().enter_frame(frame)
+        names = _UNDECLARED.get()
+        if names is not None:
+            for action, name in frame.symbols.loads.values():
+                if action == "resolve" and name not in self.environment.globals:
+                    names.add(name)
 
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         self.write("environment.checked_join((")
@@ -377,18 +391,17 @@ def undeclared_variables(source: str) -> frozenset[str]:
 
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> tuple[jinja2.Template, frozenset[str]]:
-    """The compiled template and the names it reads without defining them, from one parse (the names are
-    read before compiling: Jinja's optimizer changes the tree as it compiles)."""
-    import jinja2.meta
-
+    """The compiled template and the names it reads without defining them, noted as it compiles."""
+    names: set[str] = set()
+    token = _UNDECLARED.set(names)
     try:
-        tree = _ENV.parse(source)
-        names = frozenset(jinja2.meta.find_undeclared_variables(tree))
-        return _ENV.from_string(tree), names
+        return _ENV.from_string(source), frozenset(names)
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
     except RecursionError:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
+    finally:
+        _UNDECLARED.reset(token)
 
 
 def _ask(job: Job, limits: Limits) -> Answer:

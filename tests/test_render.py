@@ -88,18 +88,29 @@ def test_a_template_error_is_reported_with_its_type() -> None:
     assert "UndefinedError" in str(info.value)
 
 
-def test_the_names_a_template_reads_come_from_the_parse_it_compiles() -> None:
-    """Found before Jinja's optimizer folds the tree, and found again once the compiled template is gone."""
+NAMES_SOURCES = [
+    "{% set x = 1 + 2 %}{{ bos_token ~ x }}{% for m in messages %}{{ m.content | trim }}{% endfor %}",
+    "{% macro show(m, sep='') %}{{ sep }}{{ m.role }}{{ eos_token }}{% endmacro %}{% for m in messages %}"
+    "{{ show(m) }}{% set ns = namespace(n=loop.index) %}{% endfor %}{{ ns.n if ns is defined else tools }}",
+    "{% if enable_thinking is not defined %}{% set enable_thinking = true %}{% endif %}{{ enable_thinking }}"
+    "{% set shown %}{{ date_string | default(strftime_now('%d')) }}{% endset %}{{ shown }}",
+]
+
+
+@pytest.mark.parametrize("source", NAMES_SOURCES)
+def test_the_names_a_template_reads_are_noted_as_it_compiles(source: str) -> None:
+    """The names the compile notes are those ``jinja2.meta`` finds on a fresh parse, and found again once the
+    compiled template is gone."""
     import jinja2.meta
 
     from templatecheck import render as module
 
-    source = "{% set x = 1 + 2 %}{{ bos_token ~ x }}{% for m in messages %}{{ m.content | trim }}{% endfor %}"
-    assert module.undeclared_variables(source) == {"bos_token", "messages"}
-    module._compiled.cache_clear()
-    assert module.undeclared_variables(source) == {"bos_token", "messages"}
     fresh = jinja2.meta.find_undeclared_variables(module._ENV.parse(source))
-    assert fresh == module.undeclared_variables(source)
+    assert module.undeclared_variables(source) == fresh
+    module._compiled.cache_clear()
+    assert module.undeclared_variables(source) == fresh
+    assert "bos_token" in module.undeclared_variables(NAMES_SOURCES[0])
+    assert "x" not in module.undeclared_variables(NAMES_SOURCES[0])
 
 
 def test_a_syntax_error_names_the_line() -> None:

@@ -163,3 +163,25 @@ def test_every_corpus_template_renders_as_transformers_does() -> None:
                 mismatches.append(f"{label} {kwargs}: ours {ours[:80]!r} vs transformers {theirs[:80]!r}")
     assert compared > 900
     assert not mismatches, "\n".join(mismatches)
+
+
+@needs_shared
+def test_the_names_noted_while_compiling_are_jinjas_on_every_corpus_template() -> None:
+    """The names a template reads without defining them, noted as the render worker compiles it, equal
+    ``jinja2.meta.find_undeclared_variables`` on a fresh parse, for every distinct template of the corpus."""
+    import jinja2.meta
+
+    from templatecheck import render as module
+
+    sources = list(dict.fromkeys(source for _, source in _corpus_sources()))
+    assert len(sources) > 250
+    differing = []
+    for source in sources:
+        try:
+            fresh = jinja2.meta.find_undeclared_variables(module._ENV.parse(source))
+        except jinja2.TemplateSyntaxError:
+            continue
+        noted = module.undeclared_variables(source)
+        if noted != fresh:
+            differing.append(f"{source[:60]!r}: {sorted(noted ^ fresh)}")
+    assert not differing, "\n".join(differing)
