@@ -499,14 +499,15 @@ class Subject:
         return self.model.renderer.render(self.template.source, messages, **self.arguments(messages, kwargs))
 
     def prefetch(self, conversations: Sequence[list[dict[str, Any]]], **kwargs: Any) -> None:
-        """Render ``conversations`` in one batch ahead of the renders a check asks for one at a time (the
-        renderer keeps what each gave, so the later :meth:`render` calls cost no render)."""
+        """Send ``conversations`` to the render worker in one batch ahead of the renders a check asks for one at
+        a time, and return at once (the renderer keeps what each gives, so a later :meth:`render` waits at
+        most for its own answer, while the worker renders the rest)."""
         self.prefetch_each([(messages, kwargs) for messages in conversations])
 
     def prefetch_each(self, renders: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
         """:meth:`prefetch` with arguments of their own for each conversation."""
         calls = [self._call(messages, kwargs) for messages, kwargs in renders]
-        self.model.renderer.render_many(self.template.source, calls)
+        self.model.renderer.prefetch(self.template.source, calls)
 
     def render_each(
         self, conversations: Sequence[list[dict[str, Any]]], *, fresh: bool = False, **kwargs: Any

@@ -35,7 +35,7 @@ import jinja2.nodes
 import jinja2.sandbox
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-from templatecheck.worker import BOUND_KINDS, REPEATED, Answer, Budget, Job, exceeded, shared
+from templatecheck.worker import BOUND_KINDS, REPEATED, Answer, Batch, Budget, Job, exceeded, shared
 
 #: The clock templates see through ``strftime_now`` unless a check asks otherwise. Rendering through a pinned
 #: clock makes every result reproducible; ``Renderer(clock=None)`` gives transformers' behaviour.
@@ -577,7 +577,7 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 class _Ledger:
     """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
     later render of it answers with that at once) and the wall time its renders took (capped by
-    ``Limits.budget_seconds``).
+    ``Limits.budget_seconds``; a batch counts from when it is sent until its last answer is read).
 
     A bound is kept per setting of the template's variables (a switch such as ``enable_thinking``, see
     :func:`setting`): a template that loops only behind a switch still renders without it. A bound exceeded
@@ -631,6 +631,9 @@ class _Memo:
         self.entries: OrderedDict[tuple[Any, ...], Rendered | RenderError] = OrderedDict()
         self.max_chars = max_chars
         self.chars = 0
+        #: Renders sent ahead (:meth:`Renderer.prefetch`) and not yet read: their batch, place and the text a
+        #: continued final message ends with.
+        self.inflight: dict[tuple[Any, ...], tuple[Batch, int, str | None]] = {}
 
     @staticmethod
     def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
@@ -653,7 +656,20 @@ class _Memo:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.inflight.clear()
         self.chars = 0
+
+    def kept(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
+        """What a render made before gave (a copy), read from its batch when it is still in flight."""
+        found = self.get(key)
+        if found is None and key in self.inflight:
+            batch, index, final = self.inflight[key]
+            answer = batch.get(index)  # the batch's end puts every answer it holds
+            self.inflight.pop(key, None)
+            found = _result(answer, final)
+            self.put(key, found)
+            found = _copy(found)
+        return found
 
     def get(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
         found = self.entries.get(key)
@@ -753,6 +769,19 @@ class Renderer:
         renders every call (to see whether equal renders agree). Invalid arguments of the caller's own raise
         ``ValueError`` before anything renders.
         """
+        results = self._dispatch(source, calls, fresh=fresh, wait=True)
+        assert results is not None
+        return results
+
+    def prefetch(self, source: str, calls: Sequence[Call]) -> None:
+        """Send ``calls`` to the render worker and return at once: a later render of one of them is answered
+        from the batch as its answer arrives, so this process goes on while the worker renders. Under a
+        pinned clock only (otherwise a render is not kept, and they render now)."""
+        self._dispatch(source, calls, fresh=False, wait=False)
+
+    def _dispatch(
+        self, source: str, calls: Sequence[Call], *, fresh: bool, wait: bool
+    ) -> list[Rendered | RenderError] | None:
         for call in calls:
             _check_arguments(call)
         settings: dict[Setting, list[int]] = {}
@@ -761,10 +790,10 @@ class Renderer:
         if len(settings) > 1:  # each setting is its own batch, bounded on its own (see _Ledger)
             mixed: list[Rendered | RenderError | None] = [None] * len(calls)
             for where in settings.values():
-                part = self.render_many(source, [calls[i] for i in where], fresh=fresh)
-                for i, result in zip(where, part, strict=True):
+                part = self._dispatch(source, [calls[i] for i in where], fresh=fresh, wait=wait)
+                for i, result in zip(where, part or [], strict=False):
                     mixed[i] = result
-            return [r for r in mixed if r is not None]
+            return [r for r in mixed if r is not None] if wait else None
         batch_setting = next(iter(settings), ())
         try:
             self.ledger.check(source, self.limits, batch_setting)
@@ -775,7 +804,7 @@ class Renderer:
         pending: dict[Any, list[int]] = {}
         for i, call in enumerate(calls):
             key = self.memo.key(source, self.clock, self.limits.max_output_chars, call) if keep else None
-            found = self.memo.get(key) if key is not None else None
+            found = self.memo.kept(key) if key is not None else None
             if found is not None:
                 results[i] = found
             else:
@@ -786,18 +815,36 @@ class Renderer:
                 ("render", source, context, self.clock, self.limits.max_output_chars)
                 for context, _ in prepared
             ]
+            shared().settle()  # the batch in flight may have exceeded a bound of this template
+            try:
+                self.ledger.check(source, self.limits, batch_setting)
+            except RenderError as error:
+                return [error] * len(calls)
+            entries = list(pending)
+            finals = [final for _, final in prepared]
             start = time.monotonic()
-            answers = shared().run(jobs, self.limits.budget())
-            self.ledger.record(source, time.monotonic() - start, answers, batch_setting)
-            for (key, where), answer, (_, final) in zip(pending.items(), answers, prepared, strict=True):
+
+            def done(answers: list[Answer]) -> None:
+                self.ledger.record(source, time.monotonic() - start, answers, batch_setting)
+                for key, answer, final in zip(entries, answers, finals, strict=True):
+                    if key[0] is not _UNKEPT and self.memo.inflight.pop(key, None) is not None:
+                        self.memo.put(key, _result(answer, final))
+
+            batch = shared().submit(jobs, self.limits.budget(), done)
+            if not wait and keep:
+                for n, (key, final) in enumerate(zip(entries, finals, strict=True)):
+                    if not batch.finished:
+                        self.memo.inflight[key] = (batch, n, final)
+                return None
+            for key, answer, final in zip(entries, batch.all(), finals, strict=True):
                 result = _result(answer, final)
                 if key[0] is not _UNKEPT:
                     self.memo.put(key, result)
-                for i in where:
+                for i in pending[key]:
                     results[i] = _copy(result)
-        done = [r for r in results if r is not None]
-        assert len(done) == len(calls)
-        return done
+        done_results = [r for r in results if r is not None]
+        assert len(done_results) == len(calls)
+        return done_results
 
     def context(self, source: str, call: Call, *, keep_none: bool = False) -> dict[str, Any]:
         """The variables a template gets for ``call``, as transformers passes them (for other engines; with

@@ -97,14 +97,53 @@ class Budget:
     memory_bytes: int | None
 
 
+class Batch:
+    """One batch sent to the render worker, whose answers are read as they are asked for (:meth:`get`), or
+    all at once when the worker needs its channel for another batch. ``done`` is called once with all the
+    answers."""
+
+    def __init__(
+        self, worker: Worker, count: int, budget: Budget, done: Callable[[list[Answer]], None] | None
+    ) -> None:
+        self.worker = worker
+        self.count = count
+        self.budget = budget
+        self.answers: list[Answer] = []
+        self.finished = False
+        self._done = done
+
+    def get(self, index: int) -> Answer:
+        """The answer to job ``index``, read from the worker when it has not been yet."""
+        with self.worker._lock:
+            while len(self.answers) <= index and not self.finished:
+                self.worker._read(self)
+        return self.answers[index]
+
+    def all(self) -> list[Answer]:
+        return [self.get(i) for i in range(self.count)] if self.count else self._finish()
+
+    def _finish(self) -> list[Answer]:
+        if not self.finished:
+            self.finished = True
+            self.answers = completed(self.answers, self.count)
+            if self._done is not None:
+                self._done(self.answers)
+        return self.answers
+
+
 class Worker:
-    """The parent's handle on one child process; started on first use, restarted after it is killed."""
+    """The parent's handle on one child process; started on first use, restarted after it is killed.
+
+    One batch at a time is in flight: :meth:`submit` sends a batch and returns at once, so the parent can go
+    on while the child renders; sending the next batch, or :meth:`run`, first reads what the child still owes
+    for the one before."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: Reader | None = None
         self._lock = threading.Lock()
         self._home: tempfile.TemporaryDirectory[str] | None = None
+        self._pending: Batch | None = None
         #: Children started in this process (the first start and every restart after a kill).
         self.starts = 0
 
@@ -113,19 +152,56 @@ class Worker:
         deadline, or dies on, is answered ``{"error": kind, ...}`` (kinds ``timeout``, ``memory``, ``crash``),
         the child is replaced, and the rest of the batch answers with that bound at once (see
         :data:`BOUND_KINDS`)."""
-        answers: list[Answer] = []
+        return self.submit(jobs, budget).all()
+
+    def submit(
+        self, jobs: Sequence[Job], budget: Budget, done: Callable[[list[Answer]], None] | None = None
+    ) -> Batch:
+        """Send ``jobs`` and return at once; their answers are read as :meth:`Batch.get` asks for them (with the
+        bounds of :meth:`run`), and ``done`` gets them all once the last is in."""
+        batch = Batch(self, len(jobs), budget, done)
         with self._lock:
+            self._settle()
+            if not jobs:
+                batch._finish()
+                return batch
             try:
                 self._send(list(jobs), budget)
-                while len(answers) < len(jobs) and not (answers and exceeded(answers[-1])):
-                    answers.append(self._receive(budget))
             except WorkerDied as died:
                 self._stop()
-                answers.append({"error": died.kind, "message": died.message})
-        return completed(answers, len(jobs))
+                batch.answers.append({"error": died.kind, "message": died.message})
+                batch._finish()
+                return batch
+            self._pending = batch
+        return batch
+
+    def settle(self) -> None:
+        """Read whatever the child still owes for the batch in flight (its ``done`` runs)."""
+        with self._lock:
+            self._settle()
+
+    def _settle(self) -> None:
+        while self._pending is not None:
+            self._read(self._pending)
+
+    def _read(self, batch: Batch) -> None:
+        """One more answer of ``batch`` (the one in flight); its end once it has them all, or a bound ended it."""
+        assert self._pending is batch
+        try:
+            answer = self._receive(batch.budget)
+        except WorkerDied as died:
+            self._pending = None
+            self._stop()
+            answer = {"error": died.kind, "message": died.message}
+        batch.answers.append(answer)
+        if len(batch.answers) >= batch.count or exceeded(answer):
+            self._pending = None
+            batch._finish()
 
     def close(self) -> None:
+        """Stop the child, once it has answered the batch in flight (whose renders a caller may still ask for)."""
         with self._lock:
+            self._settle()
             self._stop()
 
     # ----------------------------------------------------------------------------------------- internals
@@ -197,6 +273,10 @@ class Worker:
         process, self._process, self._reader = self._process, None, None
         if process is not None:
             end(process)
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.finished:  # stopped with answers still owed
+            pending.answers.append({"error": "crash", "message": "the render worker was stopped"})
+            pending._finish()
 
 
 #: The pipe buffer a batch of jobs is written into (Linux's default is 64 KiB, less than a batch of drawn

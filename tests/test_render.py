@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from templatecheck.render import PINNED_CLOCK, Call, Limits, Rendered, Renderer, RenderError, compile_template
+from templatecheck.worker import REPEATED
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -209,13 +210,13 @@ def _jobs_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     from templatecheck import worker
 
     sent: list[int] = []
-    real = worker.Worker.run
+    real = worker.Worker.submit
 
-    def run(self: worker.Worker, jobs: Any, budget: Any) -> Any:
+    def submit(self: worker.Worker, jobs: Any, budget: Any, done: Any = None) -> Any:
         sent.append(len(jobs))
-        return real(self, jobs, budget)
+        return real(self, jobs, budget, done)
 
-    monkeypatch.setattr(worker.Worker, "run", run)
+    monkeypatch.setattr(worker.Worker, "submit", submit)
     return sent
 
 
@@ -266,6 +267,76 @@ def test_template_errors_are_kept_and_bounds_are_not(monkeypatch: pytest.MonkeyP
     assert key is not None
     memo.put(key, RenderError("timeout", "render exceeded 2 s"))
     assert memo.get(key) is None
+
+
+#: A render that takes a while (tens of milliseconds) where the content starts with "slow", none otherwise.
+SLOW_CHAT = (
+    "{% for m in messages %}{% if m.content.startswith('slow') %}{% for i in range(400) %}{% for j in range(1000) %}"
+    "{% endfor %}{% endfor %}{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+)
+
+
+def test_a_prefetch_returns_before_the_worker_renders_and_its_answers_are_read_as_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renderer = Renderer()
+    renderer.render(SLOW_CHAT, HI)  # the worker is up and the template compiled
+    sent = _jobs_sent(monkeypatch)
+    contents = ["slow 1", "slow 2", "slow 3", "slow 1", "last"]
+    started = time.perf_counter()
+    renderer.prefetch(SLOW_CHAT, [Call([{"role": "user", "content": c}]) for c in contents])
+    returned = time.perf_counter() - started
+    assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "slow 1"}]).text == "<user>slow 1"
+    assert renderer.memo.inflight  # the rest are still on their way
+    assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "last"}]).text == "<user>last"
+    waited = time.perf_counter() - started
+    assert renderer.memo.inflight == {}
+    assert sent == [4]  # equal calls once; nothing rendered again when asked for
+    assert returned < waited / 3, (returned, waited)
+
+
+def test_a_render_sent_while_a_batch_is_in_flight_reads_that_batch_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _jobs_sent(monkeypatch)
+    renderer = Renderer()
+    renderer.prefetch(MEMO_CHAT, [Call([{"role": "user", "content": "a"}])])
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "b"}]).text == "<user>b"
+    assert renderer.memo.inflight == {}  # the batch of "a" was read before "b" was sent, and kept
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "a"}]).text == "<user>a"
+    assert sent == [1, 1]
+
+
+def test_a_bound_exceeded_in_a_prefetched_batch_holds_for_the_renders_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = (
+        "{% if messages[0].content == 'loop' %}{% for a in range(100000) %}{% for b in range(100000) %}"
+        "{% endfor %}{% endfor %}{% endif %}ok"
+    )
+    renderer = Renderer(limits=Limits(seconds=0.5))
+    renderer.render(source, HI)
+    sent = _jobs_sent(monkeypatch)
+    renderer.prefetch(source, [Call([{"role": "user", "content": c}]) for c in ("loop", "after")])
+    with pytest.raises(RenderError) as other:  # not in the batch: its bound is learnt before this is sent
+        renderer.render(source, [{"role": "user", "content": "new"}])
+    assert other.value.kind == "timeout"
+    with pytest.raises(RenderError) as looped:
+        renderer.render(source, [{"role": "user", "content": "after"}])
+    assert looped.value.kind == "timeout"
+    assert looped.value.message.endswith(REPEATED)
+    assert sent == [2]  # the template is not rendered again once it exceeded its bound
+
+
+def test_closing_the_worker_first_reads_the_batch_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from templatecheck.worker import shared
+
+    sent = _jobs_sent(monkeypatch)
+    renderer = Renderer()
+    renderer.prefetch(MEMO_CHAT, [Call([{"role": "user", "content": "kept"}])])
+    shared().close()
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "kept"}]).text == "<user>kept"
+    assert sent == [1]
 
 
 def test_the_memo_is_bounded_by_the_characters_it_keeps() -> None:
