@@ -221,6 +221,7 @@ class Worker:
             )
             assert self._process.stdout is not None and self._process.stdin is not None
             widen(self._process.stdin.fileno())
+            widen(self._process.stdout.fileno())  # answers the parent is not reading yet do not stop the child
             self._reader = Reader(self._process.stdout.fileno())
             self.starts += 1
             self._wait_ready()
