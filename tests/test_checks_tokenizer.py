@@ -590,3 +590,27 @@ def test_real_models_pass_the_other_tokenizer_checks(name: str) -> None:
         assert causes(control_token_injection(s)) == ["control_token_injection.user_text_as_control"]
         if name != "llama-3-8b-instruct-original":
             assert end_of_turn(s).outcome is Outcome.PASSED
+
+
+def test_transformers_text_is_asked_for_only_where_its_ids_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``apply_chat_template(tokenize=False)`` tells a renderer difference from a tokenizer one; where the ids
+    already equal our rendering encoded, nothing differs and it is not called."""
+    model = load_model(str(FIXTURES / "hermes-3-tiny"))
+    original = model.tokenizer.apply_chat_template
+    asked: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(bool(kwargs.get("tokenize")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.tokenizer, "apply_chat_template", counted)
+    from templatecheck import worker
+
+    # the calls run in a child forked for them: here they run in this process, so that they can be counted
+    monkeypatch.setattr(
+        worker.ForkServer,
+        "run",
+        lambda self, arguments, budget: [{"ok": self.function(a)} for a in arguments],
+    )
+    assert round_trip(on(model)).outcome is Outcome.PASSED
+    assert asked and all(asked)

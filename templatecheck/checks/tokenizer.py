@@ -492,22 +492,38 @@ def _first_difference(view: Tokens, ours: list[int], theirs: list[int], labels: 
 
 
 def _transformers_renders(
-    subject: Subject, conversations: list[conv.Conversation]
+    subject: Subject, conversations: list[conv.Conversation], ours: list[str]
 ) -> list[tuple[list[int], str] | None]:
     """transformers' ``apply_chat_template`` on each conversation, as the checks render it: the ids and the
     text (``None`` where it raises or runs past the bounds). transformers renders with its own, unbounded
     sandbox, so the calls run in a child forked from this process (it has the tokenizer) under the render
-    worker's bounds; the child stays for the next template of the same tokenizer."""
+    worker's bounds; the child stays for the next template of the same tokenizer. The text is asked for only
+    where the ids are not those of ``ours`` (our rendering of the conversation) encoded: elsewhere nothing
+    differs to tell apart."""
     source = subject.template.source
-    calls = [
-        (source, c, subject.arguments(c, {"add_generation_prompt": True}), tokenize)
-        for c in conversations
-        for tokenize in (True, False)
+    arguments = [subject.arguments(c, {"add_generation_prompt": True}) for c in conversations]
+    applier = _applier(subject.model.tokenizer)
+    budget = subject.model.limits.budget()
+    answers = applier.run(
+        [(source, c, a, True) for c, a in zip(conversations, arguments, strict=True)], budget
+    )
+    tokenizer = tokens_of(subject).tokenizer
+    differing = [
+        i
+        for i, (answer, text) in enumerate(zip(answers, ours, strict=True))
+        if "ok" in answer and answer["ok"] != encode(tokenizer, text)
     ]
-    answers = _applier(subject.model.tokenizer).run(calls, subject.model.limits.budget())
+    texts = dict(
+        zip(
+            differing,
+            applier.run([(source, conversations[i], arguments[i], False) for i in differing], budget),
+            strict=True,
+        )
+    )
     found: list[tuple[list[int], str] | None] = []
-    for ids, text in zip(answers[::2], answers[1::2], strict=True):
-        found.append((ids["ok"], text["ok"]) if "ok" in ids and "ok" in text else None)
+    for i, (ids, text) in enumerate(zip(answers, ours, strict=True)):
+        their_text = texts.get(i, {"ok": text})
+        found.append((ids["ok"], their_text["ok"]) if "ok" in ids and "ok" in their_text else None)
     return found
 
 
@@ -627,7 +643,7 @@ def _round_trip_cases(
         for c, p, o in zip(conversations, prompts, live, strict=True)
         if isinstance(p, str) and not isinstance(o, RenderError)
     ]
-    theirs = _transformers_renders(subject, [c for c, _, _ in rendered])
+    theirs = _transformers_renders(subject, [c for c, _, _ in rendered], [o for _, _, o in rendered])
     for (c, prompt, ours), their in zip(rendered, theirs, strict=True):
         cases[_case_key(c)] = (prompt, ours, their)
     return cases
