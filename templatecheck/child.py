@@ -10,11 +10,22 @@ from __future__ import annotations
 import gc
 import pickle
 import sys
+import time
 from typing import Any
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
 from templatecheck.render import RenderError, compile_template, render_here, undeclared_variables
-from templatecheck.worker import Answer, Budget, Job, Reader, exceeded, limit, out_of_memory, write_answer
+from templatecheck.worker import (
+    TOOK,
+    Answer,
+    Budget,
+    Job,
+    Reader,
+    exceeded,
+    limit,
+    out_of_memory,
+    write_answer,
+)
 
 
 def _answer(job: Job, budget: Budget) -> Answer:
@@ -79,7 +90,9 @@ def main() -> None:
         budget, jobs = pickle.loads(frame)
         limit(budget, len(jobs))
         for job in jobs:
+            began = time.perf_counter()
             answer = _answer(job, budget)
+            answer[TOOK] = time.perf_counter() - began
             write_answer(sink, answer)
             if exceeded(answer):
                 break  # the parent answers the rest of the batch with it (see BOUND_KINDS)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import time
 import types
 import weakref
 from collections import OrderedDict
@@ -577,7 +576,8 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 class _Ledger:
     """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
     later render of it answers with that at once) and the wall time its renders took (capped by
-    ``Limits.budget_seconds``; a batch counts from when it is sent until its last answer is read).
+    ``Limits.budget_seconds``; the render worker's own time on each render, or the time waited for an answer it
+    did not give).
 
     A bound is kept per setting of the template's variables (a switch such as ``enable_thinking``, see
     :func:`setting`): a template that loops only behind a switch still renders without it. A bound exceeded
@@ -631,9 +631,8 @@ class _Memo:
         self.entries: OrderedDict[tuple[Any, ...], Rendered | RenderError] = OrderedDict()
         self.max_chars = max_chars
         self.chars = 0
-        #: Renders sent ahead (:meth:`Renderer.prefetch`) and not yet read: their batch, place and the text a
-        #: continued final message ends with.
-        self.inflight: dict[tuple[Any, ...], tuple[Batch, int, str | None]] = {}
+        #: Renders sent ahead (:meth:`Renderer.prefetch`) whose batch is not read yet: the batch.
+        self.inflight: dict[tuple[Any, ...], Batch] = {}
 
     @staticmethod
     def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
@@ -658,18 +657,6 @@ class _Memo:
         self.entries.clear()
         self.inflight.clear()
         self.chars = 0
-
-    def kept(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
-        """What a render made before gave (a copy), read from its batch when it is still in flight."""
-        found = self.get(key)
-        if found is None and key in self.inflight:
-            batch, index, final = self.inflight[key]
-            answer = batch.get(index)  # the batch's end puts every answer it holds
-            self.inflight.pop(key, None)
-            found = _result(answer, final)
-            self.put(key, found)
-            found = _copy(found)
-        return found
 
     def get(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
         found = self.entries.get(key)
@@ -774,9 +761,10 @@ class Renderer:
         return results
 
     def prefetch(self, source: str, calls: Sequence[Call]) -> None:
-        """Send ``calls`` to the render worker and return at once: a later render of one of them is answered
-        from the batch as its answer arrives, so this process goes on while the worker renders. Under a
-        pinned clock only (otherwise a render is not kept, and they render now)."""
+        """Send ``calls`` to the render worker and return at once, so this process goes on while the worker
+        renders; the batch is read whole when a render asks for one of them (or another batch is sent), and
+        its renders are then answered as :meth:`render_many` would have. Under a pinned clock only (otherwise
+        a render is not kept, and they render now)."""
         self._dispatch(source, calls, fresh=False, wait=False)
 
     def _dispatch(
@@ -800,11 +788,22 @@ class Renderer:
         except RenderError as error:
             return [error] * len(calls)
         keep = not fresh and self.clock is not None
+        keys = [
+            self.memo.key(source, self.clock, self.limits.max_output_chars, c) if keep else None
+            for c in calls
+        ]
+        if any(key is not None and key in self.memo.inflight for key in keys):
+            # a batch sent ahead is read whole before any of its renders is used, so that what a render gives
+            # (and whether a bound the batch exceeded holds for it) does not depend on when it is read
+            shared().settle()
+            try:
+                self.ledger.check(source, self.limits, batch_setting)
+            except RenderError as error:
+                return [error] * len(calls)
         results: list[Rendered | RenderError | None] = [None] * len(calls)
         pending: dict[Any, list[int]] = {}
-        for i, call in enumerate(calls):
-            key = self.memo.key(source, self.clock, self.limits.max_output_chars, call) if keep else None
-            found = self.memo.kept(key) if key is not None else None
+        for i, key in enumerate(keys):
+            found = self.memo.get(key) if key is not None else None
             if found is not None:
                 results[i] = found
             else:
@@ -822,24 +821,23 @@ class Renderer:
                 return [error] * len(calls)
             entries = list(pending)
             finals = [final for _, final in prepared]
-            start = time.monotonic()
 
-            def done(answers: list[Answer]) -> None:
-                self.ledger.record(source, time.monotonic() - start, answers, batch_setting)
-                for key, answer, final in zip(entries, answers, finals, strict=True):
-                    if key[0] is not _UNKEPT and self.memo.inflight.pop(key, None) is not None:
+            def done(batch: Batch) -> None:
+                self.ledger.record(source, batch.seconds, batch.answers, batch_setting)
+                for key, answer, final in zip(entries, batch.answers, finals, strict=True):
+                    if key[0] is not _UNKEPT:
+                        self.memo.inflight.pop(key, None)
                         self.memo.put(key, _result(answer, final))
 
             batch = shared().submit(jobs, self.limits.budget(), done)
             if not wait and keep:
-                for n, (key, final) in enumerate(zip(entries, finals, strict=True)):
-                    if not batch.finished:
-                        self.memo.inflight[key] = (batch, n, final)
+                if not batch.finished:
+                    for key in entries:
+                        if key[0] is not _UNKEPT:
+                            self.memo.inflight[key] = batch
                 return None
             for key, answer, final in zip(entries, batch.all(), finals, strict=True):
                 result = _result(answer, final)
-                if key[0] is not _UNKEPT:
-                    self.memo.put(key, result)
                 for i in pending[key]:
                     results[i] = _copy(result)
         done_results = [r for r in results if r is not None]

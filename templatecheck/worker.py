@@ -54,6 +54,9 @@ GRACE = 1.0
 _STARTUP_SECONDS = 30.0
 
 
+#: The key of an answer that holds the seconds the child spent on the job (taken off before the answer is used).
+TOOK = "took"
+
 #: Error kinds that are a bound exceeded. A batch holds the jobs of one template: once one of them exceeds a
 #: bound, that is the template's finding, and the rest of the batch answers with it at once.
 BOUND_KINDS = frozenset({"timeout", "output", "memory", "crash"})
@@ -103,12 +106,15 @@ class Batch:
     answers."""
 
     def __init__(
-        self, worker: Worker, count: int, budget: Budget, done: Callable[[list[Answer]], None] | None
+        self, worker: Worker, count: int, budget: Budget, done: Callable[[Batch], None] | None
     ) -> None:
         self.worker = worker
         self.count = count
         self.budget = budget
         self.answers: list[Answer] = []
+        #: Seconds the batch's renders took: the child's own time on each job it answered, the parent's wait
+        #: for one it did not (the child died or was stopped), not the parent's work while the child rendered.
+        self.seconds = 0.0
         self.finished = False
         self._done = done
 
@@ -127,7 +133,7 @@ class Batch:
             self.finished = True
             self.answers = completed(self.answers, self.count)
             if self._done is not None:
-                self._done(self.answers)
+                self._done(self)
         return self.answers
 
 
@@ -155,7 +161,7 @@ class Worker:
         return self.submit(jobs, budget).all()
 
     def submit(
-        self, jobs: Sequence[Job], budget: Budget, done: Callable[[list[Answer]], None] | None = None
+        self, jobs: Sequence[Job], budget: Budget, done: Callable[[Batch], None] | None = None
     ) -> Batch:
         """Send ``jobs`` and return at once; their answers are read as :meth:`Batch.get` asks for them (with the
         bounds of :meth:`run`), and ``done`` gets them all once the last is in."""
@@ -187,12 +193,18 @@ class Worker:
     def _read(self, batch: Batch) -> None:
         """One more answer of ``batch`` (the one in flight); its end once it has them all, or a bound ended it."""
         assert self._pending is batch
+        began = time.monotonic()
         try:
             answer = self._receive(batch.budget)
         except WorkerDied as died:
             self._pending = None
             self._stop()
             answer = {"error": died.kind, "message": died.message}
+        took = answer.pop(TOOK, None)
+        if isinstance(took, (int, float)) and 0 <= took < 1e6:
+            batch.seconds += float(took)
+        else:
+            batch.seconds += time.monotonic() - began
         batch.answers.append(answer)
         if len(batch.answers) >= batch.count or exceeded(answer):
             self._pending = None
@@ -221,7 +233,9 @@ class Worker:
             )
             assert self._process.stdout is not None and self._process.stdin is not None
             widen(self._process.stdin.fileno())
-            widen(self._process.stdout.fileno())  # answers the parent is not reading yet do not stop the child
+            widen(
+                self._process.stdout.fileno()
+            )  # answers the parent is not reading yet do not stop the child
             self._reader = Reader(self._process.stdout.fileno())
             self.starts += 1
             self._wait_ready()
@@ -263,7 +277,11 @@ class Worker:
         return answer
 
     def _death(self, process: subprocess.Popen[bytes], budget: Budget) -> WorkerDied:
-        """Why ``process`` gave no answer: still running past the deadline (killed now), or ended."""
+        """Why ``process`` gave no answer: still running past the deadline (killed now), or ended (its pipe
+        closed: its exit status is waited for, as it may not be there yet)."""
+        if self._reader is not None and self._reader.ended:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=GRACE)
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -351,6 +369,8 @@ class Reader:
         self.fd = fd
         self.limit = limit
         self.buffer = bytearray()
+        #: Whether the writer closed its end (the child ended), as opposed to a deadline passed.
+        self.ended = False
 
     def _fill(self, size: int, deadline: float | None) -> bool:
         while len(self.buffer) < size:
@@ -360,6 +380,7 @@ class Reader:
                 return False
             chunk = os.read(self.fd, 1 << 20)
             if not chunk:
+                self.ended = True
                 return False
             self.buffer += chunk
         return True

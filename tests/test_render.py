@@ -276,7 +276,7 @@ SLOW_CHAT = (
 )
 
 
-def test_a_prefetch_returns_before_the_worker_renders_and_its_answers_are_read_as_asked(
+def test_a_prefetch_returns_before_the_worker_renders_and_is_read_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     renderer = Renderer()
@@ -286,11 +286,11 @@ def test_a_prefetch_returns_before_the_worker_renders_and_its_answers_are_read_a
     started = time.perf_counter()
     renderer.prefetch(SLOW_CHAT, [Call([{"role": "user", "content": c}]) for c in contents])
     returned = time.perf_counter() - started
+    assert renderer.memo.inflight  # sent, not read
     assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "slow 1"}]).text == "<user>slow 1"
-    assert renderer.memo.inflight  # the rest are still on their way
-    assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "last"}]).text == "<user>last"
     waited = time.perf_counter() - started
-    assert renderer.memo.inflight == {}
+    assert renderer.memo.inflight == {}  # read whole at the first render asked for
+    assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "last"}]).text == "<user>last"
     assert sent == [4]  # equal calls once; nothing rendered again when asked for
     assert returned < waited / 3, (returned, waited)
 
@@ -326,6 +326,52 @@ def test_a_bound_exceeded_in_a_prefetched_batch_holds_for_the_renders_after(
     assert looped.value.kind == "timeout"
     assert looped.value.message.endswith(REPEATED)
     assert sent == [2]  # the template is not rendered again once it exceeded its bound
+
+
+LOOPS_ON_LOOP = (
+    "{% if messages[0].content == 'loop' %}{% for a in range(100000) %}{% for b in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endif %}ok:{{ messages[0].content }}"
+)
+
+
+@pytest.mark.parametrize("order", [("first", "loop"), ("loop", "first")])
+def test_a_prefetched_batch_answers_as_render_many_would_in_any_order(order: tuple[str, str]) -> None:
+    """What a render sent ahead gives does not depend on when it is read: the batch's bound holds for every
+    render of the template after it, the render before the loop included, as it does after render_many."""
+    calls = [Call([{"role": "user", "content": c}]) for c in ("first", "loop")]
+    direct = Renderer(limits=Limits(seconds=0.5))
+    direct.render_many(LOOPS_ON_LOOP, calls)
+    ahead = Renderer(limits=Limits(seconds=0.5))
+    ahead.prefetch(LOOPS_ON_LOOP, calls)
+    for content in order:
+        for renderer in (direct, ahead):
+            with pytest.raises(RenderError) as caught:
+                renderer.render(LOOPS_ON_LOOP, [{"role": "user", "content": content}])
+            assert caught.value.kind == "timeout"
+            assert caught.value.message.endswith(REPEATED)
+
+
+def test_a_prefetched_batch_is_charged_the_workers_time_not_this_processs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The time budget of a template counts what its renders took in the worker, not what this process did
+    while they were on their way."""
+    renderer = Renderer(limits=Limits(budget_seconds=0.5))
+    renderer.prefetch(MEMO_CHAT, [Call([{"role": "user", "content": c}]) for c in ("a", "b")])
+    time.sleep(0.8)
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "a"}]).text == "<user>a"
+    assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "c"}]).text == "<user>c"
+    assert renderer.ledger.spent[MEMO_CHAT] < 0.2
+
+
+def test_a_prefetched_call_that_cannot_be_kept_leaves_nothing_in_flight() -> None:
+    import threading
+
+    renderer = Renderer()
+    renderer.prefetch(
+        MEMO_CHAT, [Call([{"role": "user", "content": "a"}], variables={"lock": threading.Lock()})]
+    )
+    assert renderer.memo.inflight == {}
 
 
 def test_closing_the_worker_first_reads_the_batch_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:

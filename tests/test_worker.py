@@ -119,6 +119,30 @@ def test_a_dead_worker_is_restarted() -> None:
         worker.close()
 
 
+def test_a_child_that_ends_during_a_job_is_told_from_one_past_its_deadline() -> None:
+    """A child that ends mid-job (here a signal from outside) is a crash with its exit status, read once the
+    status is there, not a render past its deadline."""
+    import threading
+
+    worker = Worker()
+    try:
+        slow = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+        budget = Budget(5.0, None)
+        assert worker.run([("compile", slow)], budget) == [{"ok": None}]
+        assert worker._process is not None
+        pid = worker._process.pid
+        threading.Timer(0.3, os.kill, (pid, signal.SIGTERM)).start()
+        started = time.perf_counter()
+        [answer] = worker.run([("render", slow, {"messages": []}, None, None)], budget)
+        assert time.perf_counter() - started < 4
+        assert answer == {
+            "error": "crash",
+            "message": f"the render worker ended unexpectedly (exit status {-signal.SIGTERM})",
+        }
+    finally:
+        worker.close()
+
+
 def test_the_worker_sees_none_of_the_parents_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from templatecheck.worker import _child_environment
 
