@@ -631,8 +631,8 @@ class _Memo:
         self.entries: OrderedDict[tuple[Any, ...], Rendered | RenderError] = OrderedDict()
         self.max_chars = max_chars
         self.chars = 0
-        #: Renders sent ahead (:meth:`Renderer.prefetch`) whose batch is not read yet: the batch.
-        self.inflight: dict[tuple[Any, ...], Batch] = {}
+        #: The keys of renders sent ahead (:meth:`Renderer.prefetch`) whose batch is not read yet.
+        self.inflight: set[tuple[Any, ...]] = set()
 
     @staticmethod
     def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
@@ -783,23 +783,19 @@ class Renderer:
                     mixed[i] = result
             return [r for r in mixed if r is not None] if wait else None
         batch_setting = next(iter(settings), ())
-        try:
-            self.ledger.check(source, self.limits, batch_setting)
-        except RenderError as error:
-            return [error] * len(calls)
         keep = not fresh and self.clock is not None
         keys = [
             self.memo.key(source, self.clock, self.limits.max_output_chars, c) if keep else None
             for c in calls
         ]
-        if any(key is not None and key in self.memo.inflight for key in keys):
+        if any(key in self.memo.inflight for key in keys if key is not None):
             # a batch sent ahead is read whole before any of its renders is used, so that what a render gives
             # (and whether a bound the batch exceeded holds for it) does not depend on when it is read
             shared().settle()
-            try:
-                self.ledger.check(source, self.limits, batch_setting)
-            except RenderError as error:
-                return [error] * len(calls)
+        try:
+            self.ledger.check(source, self.limits, batch_setting)
+        except RenderError as error:
+            return [error] * len(calls)
         results: list[Rendered | RenderError | None] = [None] * len(calls)
         pending: dict[Any, list[int]] = {}
         for i, key in enumerate(keys):
@@ -820,24 +816,23 @@ class Renderer:
             except RenderError as error:
                 return [error] * len(calls)
             entries = list(pending)
-            finals = [final for _, final in prepared]
+            made: list[Rendered | RenderError] = []
 
             def done(batch: Batch) -> None:
                 self.ledger.record(source, batch.seconds, batch.answers, batch_setting)
-                for key, answer, final in zip(entries, batch.answers, finals, strict=True):
+                made.extend(_result(a, final) for a, (_, final) in zip(batch.answers, prepared, strict=True))
+                for key, result in zip(entries, made, strict=True):
                     if key[0] is not _UNKEPT:
-                        self.memo.inflight.pop(key, None)
-                        self.memo.put(key, _result(answer, final))
+                        self.memo.inflight.discard(key)
+                        self.memo.put(key, result)
 
             batch = shared().submit(jobs, self.limits.budget(), done)
             if not wait and keep:
                 if not batch.finished:
-                    for key in entries:
-                        if key[0] is not _UNKEPT:
-                            self.memo.inflight[key] = batch
+                    self.memo.inflight.update(key for key in entries if key[0] is not _UNKEPT)
                 return None
-            for key, answer, final in zip(entries, batch.all(), finals, strict=True):
-                result = _result(answer, final)
+            batch.all()
+            for key, result in zip(entries, made, strict=True):
                 for i in pending[key]:
                     results[i] = _copy(result)
         done_results = [r for r in results if r is not None]

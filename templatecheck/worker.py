@@ -101,9 +101,8 @@ class Budget:
 
 
 class Batch:
-    """One batch sent to the render worker, whose answers are read as they are asked for (:meth:`get`), or
-    all at once when the worker needs its channel for another batch. ``done`` is called once with all the
-    answers."""
+    """One batch sent to the render worker: its answers are read when :meth:`all` asks for them, or when the
+    worker needs its channel for another batch. ``done`` is called once, with the batch, when it has them all."""
 
     def __init__(
         self, worker: Worker, count: int, budget: Budget, done: Callable[[Batch], None] | None
@@ -118,23 +117,19 @@ class Batch:
         self.finished = False
         self._done = done
 
-    def get(self, index: int) -> Answer:
-        """The answer to job ``index``, read from the worker when it has not been yet."""
-        with self.worker._lock:
-            while len(self.answers) <= index and not self.finished:
-                self.worker._read(self)
-        return self.answers[index]
-
     def all(self) -> list[Answer]:
-        return [self.get(i) for i in range(self.count)] if self.count else self._finish()
+        """Every answer, read from the worker as far as it still owes them."""
+        with self.worker._lock:
+            while not self.finished:
+                self.worker._read(self)
+        return self.answers
 
-    def _finish(self) -> list[Answer]:
+    def _finish(self) -> None:
         if not self.finished:
             self.finished = True
             self.answers = completed(self.answers, self.count)
             if self._done is not None:
                 self._done(self)
-        return self.answers
 
 
 class Worker:
@@ -163,8 +158,8 @@ class Worker:
     def submit(
         self, jobs: Sequence[Job], budget: Budget, done: Callable[[Batch], None] | None = None
     ) -> Batch:
-        """Send ``jobs`` and return at once; their answers are read as :meth:`Batch.get` asks for them (with the
-        bounds of :meth:`run`), and ``done`` gets them all once the last is in."""
+        """Send ``jobs`` and return at once; their answers are read when :meth:`Batch.all` asks for them or the
+        next batch is sent (with the bounds of :meth:`run`), and ``done`` gets the batch once the last is in."""
         batch = Batch(self, len(jobs), budget, done)
         with self._lock:
             self._settle()
@@ -233,9 +228,7 @@ class Worker:
             )
             assert self._process.stdout is not None and self._process.stdin is not None
             widen(self._process.stdin.fileno())
-            widen(
-                self._process.stdout.fileno()
-            )  # answers the parent is not reading yet do not stop the child
+            widen(self._process.stdout.fileno())  # answers not read yet do not stop the child
             self._reader = Reader(self._process.stdout.fileno())
             self.starts += 1
             self._wait_ready()

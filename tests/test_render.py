@@ -289,7 +289,7 @@ def test_a_prefetch_returns_before_the_worker_renders_and_is_read_when_asked(
     assert renderer.memo.inflight  # sent, not read
     assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "slow 1"}]).text == "<user>slow 1"
     waited = time.perf_counter() - started
-    assert renderer.memo.inflight == {}  # read whole at the first render asked for
+    assert renderer.memo.inflight == set()  # read whole at the first render asked for
     assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "last"}]).text == "<user>last"
     assert sent == [4]  # equal calls once; nothing rendered again when asked for
     assert returned < waited / 3, (returned, waited)
@@ -302,7 +302,7 @@ def test_a_render_sent_while_a_batch_is_in_flight_reads_that_batch_first(
     renderer = Renderer()
     renderer.prefetch(MEMO_CHAT, [Call([{"role": "user", "content": "a"}])])
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "b"}]).text == "<user>b"
-    assert renderer.memo.inflight == {}  # the batch of "a" was read before "b" was sent, and kept
+    assert renderer.memo.inflight == set()  # the batch of "a" was read before "b" was sent, and kept
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "a"}]).text == "<user>a"
     assert sent == [1, 1]
 
@@ -371,7 +371,7 @@ def test_a_prefetched_call_that_cannot_be_kept_leaves_nothing_in_flight() -> Non
     renderer.prefetch(
         MEMO_CHAT, [Call([{"role": "user", "content": "a"}], variables={"lock": threading.Lock()})]
     )
-    assert renderer.memo.inflight == {}
+    assert renderer.memo.inflight == set()
 
 
 def test_closing_the_worker_first_reads_the_batch_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
