@@ -7,6 +7,7 @@ Keeping the child's side apart keeps the imports one way: render imports the wor
 
 from __future__ import annotations
 
+import base64
 import gc
 import pickle
 import sys
@@ -14,7 +15,15 @@ import time
 from typing import Any
 
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
-from templatecheck.render import RenderError, compile_template, render_here, undeclared_variables
+from templatecheck.render import (
+    MAX_KEPT,
+    RenderError,
+    compile_template,
+    compiled_code,
+    install_compiled,
+    render_here,
+    undeclared_variables,
+)
 from templatecheck.worker import (
     TOOK,
     Answer,
@@ -57,9 +66,20 @@ def _compile(budget: Budget, source: str) -> None:
         raise RenderError("timeout", f"compiling the template exceeded {budget.seconds:g} s") from None
 
 
-def _variables(budget: Budget, source: str) -> list[str]:
+def _compiled(budget: Budget, source: str) -> dict[str, Any]:
+    """The template compiled (and kept for the renders that follow): the names it reads without defining
+    them, and its code for the parent to keep between runs (``None`` when larger than it keeps)."""
     _compile(budget, source)
-    return sorted(undeclared_variables(source))
+    code = compiled_code(source)
+    return {
+        "names": sorted(undeclared_variables(source)),
+        "code": base64.b64encode(code).decode("ascii") if len(code) <= MAX_KEPT else None,
+    }
+
+
+def _install(budget: Budget, source: str, code: bytes, names: list[str]) -> None:
+    """Take the code an earlier run kept as the compiled template (the parent read it from its cache)."""
+    install_compiled(source, code, frozenset(names))
 
 
 def _minijinja(
@@ -73,7 +93,8 @@ def _minijinja(
 _VERBS: dict[str, Any] = {
     "render": _render,
     "compile": _compile,
-    "variables": _variables,
+    "compiled": _compiled,
+    "install": _install,
     "minijinja": _minijinja,
 }
 

@@ -13,9 +13,13 @@ in the size of strings and numbers the template can build, so a hostile or broke
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import marshal
 import pickle
 import re
+import sys
 import types
 import weakref
 from collections import OrderedDict
@@ -25,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -33,6 +38,7 @@ import jinja2.ext
 import jinja2.nodes
 import jinja2.sandbox
 
+from templatecheck import cache
 from templatecheck.bounds import DeadlineExceeded, call_with_deadline
 from templatecheck.worker import BOUND_KINDS, REPEATED, Answer, Batch, Budget, Job, exceeded, shared
 
@@ -372,6 +378,8 @@ def _environment() -> _Sandbox:
 #: Types whose public attributes Jinja's sandbox always allows (see :meth:`_Sandbox.getattr`).
 _OPEN_TYPES = frozenset({_TemplateNamespace, jinja2.runtime.LoopContext})
 _ENV = _environment()
+#: This module's code, which decides what a template compiles to (its environment and code generator).
+_THIS_MODULE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -380,27 +388,65 @@ def compile_template(source: str) -> jinja2.Template:
     Compiling runs template code (Jinja folds constant expressions), so only the render worker calls this;
     the rest of templatecheck asks the worker through :func:`check_template`.
     """
-    return _compiled(source)[0]
+    return _compiled(source).template
 
 
 def undeclared_variables(source: str) -> frozenset[str]:
     """Names the compiled template reads without defining them, in this process (the worker's side)."""
-    return _compiled(source)[1]
+    return _compiled(source).names
 
 
-@lru_cache(maxsize=1024)
-def _compiled(source: str) -> tuple[jinja2.Template, frozenset[str]]:
-    """The compiled template and the names it reads without defining them, noted as it compiles."""
+def compiled_code(source: str) -> bytes:
+    """The compiled template's code, marshalled (the worker's side): what :func:`install_compiled` takes."""
+    return marshal.dumps(_compiled(source).code)
+
+
+def install_compiled(source: str, code: bytes, names: frozenset[str]) -> None:
+    """Make ``code`` (from :func:`compiled_code`, kept by an earlier run) the compiled ``source`` in this process
+    (the worker's side); raise ``ValueError`` for bytes that are no code."""
+    loaded = marshal.loads(code)
+    if not isinstance(loaded, types.CodeType):
+        raise ValueError("the kept compiled template is not code")
+    template = _ENV.template_class.from_code(_ENV, loaded, _ENV.make_globals(None), None)
+    _keep(source, _Compiled(template, names, loaded))
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    template: jinja2.Template
+    #: The names the template reads without defining them, noted as it compiled.
+    names: frozenset[str]
+    code: types.CodeType
+
+
+#: Compiled templates of this process, the most recently used last.
+_COMPILED: OrderedDict[str, _Compiled] = OrderedDict()
+
+
+def _compiled(source: str) -> _Compiled:
+    found = _COMPILED.get(source)
+    if found is not None:
+        _COMPILED.move_to_end(source)
+        return found
     names: set[str] = set()
     token = _UNDECLARED.set(names)
     try:
-        return _ENV.from_string(source), frozenset(names)
+        code = _ENV.compile(source)
+        template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
     except RecursionError:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
     finally:
         _UNDECLARED.reset(token)
+    return _keep(source, _Compiled(template, frozenset(names), code))
+
+
+def _keep(source: str, compiled: _Compiled) -> _Compiled:
+    _COMPILED[source] = compiled
+    while len(_COMPILED) > 1024:
+        _COMPILED.popitem(last=False)
+    return compiled
 
 
 def _ask(job: Job, limits: Limits) -> Answer:
@@ -412,40 +458,74 @@ def _error(answer: Answer) -> RenderError:
     return RenderError(str(answer["error"]), str(answer.get("message", "")))
 
 
-def _raise(answer: Answer) -> None:
-    if "error" in answer:
-        raise _error(answer)
-
-
 def check_template(source: str, limits: Limits = Limits()) -> None:
     """Raise :class:`RenderError` when the template does not parse or compile (compiled in the render worker,
     once per text: a template that cannot be compiled costs its bound once)."""
-    error = _compile_error(source, limits)
-    if error is not None:
-        raise error
-
-
-@lru_cache(maxsize=1024)
-def _compile_error(source: str, limits: Limits) -> RenderError | None:
-    try:
-        _raise(_ask(("compile", source), limits))
-    except RenderError as error:
-        return error
-    return None
+    found = _compile_facts(source, limits)
+    if isinstance(found, RenderError):
+        raise found
 
 
 def template_variables(source: str, limits: Limits = Limits()) -> frozenset[str]:
     """Names the template reads without defining them (``messages``, ``tools``, ``bos_token``, ...); raise
     :class:`RenderError` when it does not compile."""
-    check_template(source, limits)
-    return _variables(source, limits)
+    found = _compile_facts(source, limits)
+    if isinstance(found, RenderError):
+        raise found
+    return found
+
+
+#: The largest compiled template kept between runs, in bytes.
+MAX_KEPT = 16 << 20
+_KEPT_MAGIC = b"templatecheck compiled 1\n"
 
 
 @lru_cache(maxsize=1024)
-def _variables(source: str, limits: Limits) -> frozenset[str]:
-    answer = _ask(("variables", source), limits)
-    _raise(answer)
-    return frozenset(answer["ok"])
+def _compile_facts(source: str, limits: Limits) -> RenderError | frozenset[str]:
+    """Why the template does not compile, or the names it reads without defining them. The render worker
+    compiles it, or loads the code an earlier run kept for the same text (:func:`_kept_path`), and keeps it
+    for its renders; this process never compiles a template."""
+    path = _kept_path(source)
+    kept = _read_kept(path) if path is not None else None
+    if kept is not None:
+        code, names = kept
+        if "ok" in _ask(("install", source, code, sorted(names)), limits):
+            return names
+    answer = _ask(("compiled", source), limits)
+    if "error" in answer:
+        return _error(answer)
+    names = frozenset(str(n) for n in answer["ok"]["names"])
+    if path is not None and answer["ok"]["code"] is not None:
+        code = base64.b64decode(answer["ok"]["code"])
+        header = json.dumps(sorted(names), ensure_ascii=True).encode("ascii")
+        cache.write(path, _KEPT_MAGIC + header + b"\n" + code, private_folder=True)
+    return names
+
+
+def _kept_path(source: str) -> Path | None:
+    """Where the compiled ``source`` is kept between runs: keyed by the text and by everything that decides
+    its code (Python's and Jinja's versions, this module's environment and code generator)."""
+    where = cache.folder("compiled")
+    if where is None:
+        return None
+    digest = hashlib.sha256()
+    for part in (sys.version, jinja2.__version__, _THIS_MODULE, source):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return where / f"{digest.hexdigest()[:40]}.bin"
+
+
+def _read_kept(path: Path) -> tuple[bytes, frozenset[str]] | None:
+    data = cache.read(path, limit=MAX_KEPT, private_file=True)
+    if data is None or not data.startswith(_KEPT_MAGIC):
+        return None
+    header, _, code = data[len(_KEPT_MAGIC) :].partition(b"\n")
+    try:
+        names = json.loads(header)
+    except ValueError:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not code:
+        return None
+    return code, frozenset(names)
 
 
 @lru_cache(maxsize=1024)

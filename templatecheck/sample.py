@@ -12,12 +12,10 @@ that fails the same way.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import importlib
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from templatecheck import cache
 from templatecheck.conversation import Conversation, describe, well_formed
 from templatecheck.result import Finding
 from templatecheck.strategies import Support, conversations, nine_character_id
@@ -77,14 +76,8 @@ def _draw(count: int) -> tuple[Conversation, ...]:
 
 def draw_cache() -> Path | None:
     """Where draws are kept: ``$TEMPLATECHECK_CACHE_DIR`` (``off``: nowhere), or ``templatecheck/draws`` under
-    the user's cache directory."""
-    given = os.environ.get("TEMPLATECHECK_CACHE_DIR")
-    if given == "off":
-        return None
-    if given:
-        return Path(given).expanduser() / "draws"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "templatecheck" / "draws"
+    the user's cache directory (see :mod:`templatecheck.cache`)."""
+    return cache.folder("draws")
 
 
 #: The modules whose code decides what a draw holds.
@@ -130,16 +123,8 @@ def _write_draw(path: Path, drawn: tuple[Conversation, ...]) -> None:
     """Keep ``drawn`` at ``path`` when JSON holds it exactly (atomically; a cache that cannot be written is no
     cache)."""
     text = json.dumps(list(drawn), ensure_ascii=True)
-    if not _same_values(json.loads(text), list(drawn)):
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
-            out.write(text)
-        os.replace(out.name, path)
-    except OSError:
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(out.name)
+    if _same_values(json.loads(text), list(drawn)):
+        cache.write(path, text.encode("ascii"))
 
 
 def _same_values(a: Any, b: Any) -> bool:
@@ -182,7 +167,6 @@ def _storage_elsewhere() -> Iterator[None]:
     """Hypothesis' storage (its ``.hypothesis/`` folder: caches of constants and of the Unicode tables, even
     with no example database) in a temporary folder while we draw, so that a run writes nothing into the
     working directory; the caller's storage folder is restored after."""
-    import tempfile
 
     from hypothesis import configuration
 

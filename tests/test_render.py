@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,10 +110,126 @@ def test_the_names_a_template_reads_are_noted_as_it_compiles(source: str) -> Non
 
     fresh = jinja2.meta.find_undeclared_variables(module._ENV.parse(source))
     assert module.undeclared_variables(source) == fresh
-    module._compiled.cache_clear()
+    module._COMPILED.pop(source)
     assert module.undeclared_variables(source) == fresh
     assert "bos_token" in module.undeclared_variables(NAMES_SOURCES[0])
     assert "x" not in module.undeclared_variables(NAMES_SOURCES[0])
+
+
+# ------------------------------------------------------------------------------ compiled templates kept
+
+
+@pytest.fixture
+def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A cache folder of this test's own, and the verbs this process asks the render worker for a compile
+    (``compiled``: it compiles; ``install``: it loads the code kept)."""
+    from templatecheck import render as module
+
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", str(tmp_path))
+    asked: list[str] = []
+    ask = module._ask
+    monkeypatch.setattr(module, "_ask", lambda job, limits: asked.append(job[0]) or ask(job, limits))
+    module._compile_facts.cache_clear()
+    yield asked
+    module._compile_facts.cache_clear()
+
+
+def _next_run(asked: list[str]) -> None:
+    """What a later run starts with: no compile facts in this process, a fresh render worker."""
+    from templatecheck import render as module
+    from templatecheck.worker import shared
+
+    module._compile_facts.cache_clear()
+    shared().close()
+    asked.clear()
+
+
+def test_a_compiled_template_is_kept_and_the_next_run_loads_it(kept: list[str], tmp_path: Path) -> None:
+    from templatecheck.render import template_variables
+
+    source = CHATML + "{# kept #}{{ bos_token }}"
+    names = template_variables(source)
+    assert kept == ["compiled"] and {"messages", "bos_token", "add_generation_prompt"} <= names
+    (entry,) = (tmp_path / "compiled").glob("*.bin")
+    assert entry.stat().st_mode & 0o077 == 0  # this user's only, as the folder
+    assert (tmp_path / "compiled").stat().st_mode & 0o077 == 0
+    _next_run(kept)
+    assert template_variables(source) == names
+    assert kept == ["install"]  # the worker loaded the code: nothing compiled
+    assert render(source) == "<|im_start|>user\nhi<|im_end|>\n<s>"
+
+
+def test_the_kept_code_is_what_renders(kept: list[str], tmp_path: Path) -> None:
+    """The code kept under a template's key is what the worker renders for it (why the folder must be this
+    user's own): here another template's code, put in its place."""
+    from templatecheck import render as module
+
+    first, other = CHATML + "{# first #}", "{{ 'other code' }}"
+    module.template_variables(first)
+    module.template_variables(other)
+    entries = {p.name: p.read_bytes() for p in (tmp_path / "compiled").glob("*.bin")}
+    first_path, other_path = module._kept_path(first), module._kept_path(other)
+    assert first_path is not None and other_path is not None and len(entries) == 2
+    first_path.write_bytes(entries[other_path.name])
+    _next_run(kept)
+    module.template_variables(first)
+    assert kept == ["install"]
+    assert render(first) == "other code"
+
+
+def test_a_damaged_kept_template_is_compiled_again_and_replaced(kept: list[str], tmp_path: Path) -> None:
+    from templatecheck import render as module
+
+    source = CHATML + "{# damaged #}"
+    names = module.template_variables(source)
+    (entry,) = (tmp_path / "compiled").glob("*.bin")
+    good = entry.read_bytes()
+    for damaged in (module._KEPT_MAGIC + b'["messages"]\nnot code', b"something else", good[:-40]):
+        entry.write_bytes(damaged)
+        _next_run(kept)
+        assert module.template_variables(source) == names
+        assert kept in (["install", "compiled"], ["compiled"])  # loading refused, or not tried
+        assert entry.read_bytes() == good
+        assert render(source) == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_a_cache_folder_others_can_write_to_is_not_used(kept: list[str], tmp_path: Path) -> None:
+    from templatecheck import render as module
+
+    source = CHATML + "{# shared folder #}"
+    folder = tmp_path / "compiled"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o777)
+    module.template_variables(source)
+    assert not any(folder.iterdir())  # nothing written there
+    folder.chmod(0o700)
+    module._compile_facts.cache_clear()
+    module.template_variables(source)
+    (entry,) = folder.glob("*.bin")
+    folder.chmod(0o777)
+    _next_run(kept)
+    module.template_variables(source)
+    assert kept == ["compiled"]  # nor read from there
+    folder.chmod(0o700)
+    entry.chmod(0o666)
+    _next_run(kept)
+    module.template_variables(source)
+    assert kept == ["compiled"]  # nor a file others can write to
+
+
+def test_nothing_is_kept_when_the_cache_is_off_or_the_template_does_not_compile(
+    kept: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from templatecheck import render as module
+
+    with pytest.raises(RenderError, match="does not parse"):
+        module.check_template("{% if %}")
+    assert not (tmp_path / "compiled").exists() or not any((tmp_path / "compiled").iterdir())
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    module.template_variables(CHATML + "{# off #}")
+    assert kept == ["compiled", "compiled"]
+    assert not (tmp_path / "home").exists()
 
 
 def test_a_syntax_error_names_the_line() -> None:
