@@ -372,11 +372,14 @@ def _squeezed(text: str) -> str:
     return _SPACE.sub("", text)
 
 
-def _segments(ours: str, theirs: str) -> list[tuple[int, str, str]]:
+def _segments(
+    ours: str, theirs: str, squeezed_pair: tuple[str, str] | None = None
+) -> list[tuple[int, str, str]]:
     """Where two renderings differ: (position in ours, our text, theirs). When they differ only in
-    whitespace, the runs of whitespace that differ; otherwise the diff is of the texts without whitespace (a
-    newline more would misalign the rest), its positions mapped back into ours."""
-    squeezed, other = _squeezed(ours), _squeezed(theirs)
+    whitespace, the runs of whitespace that differ; otherwise the diff is of the texts without whitespace
+    (``squeezed_pair``, made here when not given: a newline more would misalign the rest), its positions
+    mapped back into ours."""
+    squeezed, other = squeezed_pair or (_squeezed(ours), _squeezed(theirs))
     if squeezed == other:
         return _space_runs(ours, theirs)
     kept = [i for i, c in enumerate(ours) if not c.isspace()]
@@ -424,7 +427,12 @@ def markup_escaped(ours: str, at: int, mine: str, theirs: str) -> bool:
 
 def _literal_line(source: str, context: str) -> int:
     """The template line whose text holds the longest tail (3+ characters) of ``context``; 0 when none."""
-    for size in range(min(len(context), 40), 2, -1):
+    return _tail_line(source, context[-40:])
+
+
+@lru_cache(maxsize=4096)
+def _tail_line(source: str, context: str) -> int:
+    for size in range(len(context), 2, -1):
         at = source.find(context[-size:])
         if at >= 0:  # the line of the tail's last character: where the template was when the texts parted
             return source.count("\n", 0, at + size - 1) + 1
@@ -462,8 +470,9 @@ def differences(
     """The root causes of one pair of renderings: one per group, each at the line that makes it; a difference
     inside one of ``printed`` (the reprs of the conversation's dicts and lists) is that value's repr."""
     found: dict[str, Difference] = {}
-    spaced = _squeezed(ours) == _squeezed(theirs)
-    for at, mine, other in _segments(ours, theirs):
+    squeezed = _squeezed(ours), _squeezed(theirs)
+    spaced = squeezed[0] == squeezed[1]
+    for at, mine, other in _segments(ours, theirs, squeezed):
         group = "html_escaped" if markup_escaped(ours, at, mine, other) else group_of(ours, at, mine, other)
         if spaced and group not in ("whitespace", "tojson"):
             group = "whitespace"  # only whitespace differs; the diff aligned repeated text another way
