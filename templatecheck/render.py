@@ -22,7 +22,7 @@ import re
 import sys
 import types
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -653,75 +653,6 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 # ------------------------------------------------------------------------------------------------ renderer
 
 
-#: Renders sent ahead (:meth:`Renderer.prefetch`) go to the worker in batches of this many, each sent when the
-#: one before is read: the caller uses one batch while the worker renders the next.
-CHUNK = 16
-
-
-@dataclass
-class _Chunk:
-    """Calls of one template and setting, rendered in one batch: their memo keys, and each call's render
-    context with the text a continued final message ends with (see :meth:`Renderer._prepare`)."""
-
-    renderer: Renderer
-    source: str
-    setting: Setting
-    entries: list[Any]
-    prepared: list[tuple[dict[str, Any], str | None]]
-    #: The results, in the order of ``entries``, once the batch is read.
-    made: list[Rendered | RenderError] = field(default_factory=list)
-
-
-class _Stream:
-    """The renders sent ahead, in order: two batches in the worker (it takes up the second as soon as it is
-    done with the first), the rest queued until the first is read.
-
-    A batch is read whole before any of its renders is used. The next is checked against the ledger when it
-    is sent, and every render is checked again when it is asked for, so a bound an earlier batch exceeded
-    holds for the later ones, as it would within one batch; a batch the worker never took up (it ended
-    before) is made again when asked for. Batches queued for another template are dropped when a template's
-    renders are sent ahead: they are made when asked for.
-    """
-
-    #: Batches of the stream in the worker at once.
-    DEPTH = 2
-
-    def __init__(self) -> None:
-        self.queue: deque[_Chunk] = deque()
-        self.sent: deque[Batch] = deque()
-
-    def add(self, chunk: _Chunk) -> None:
-        for stale in [c for c in self.queue if c.source != chunk.source]:
-            self.queue.remove(stale)
-            stale.renderer.memo.inflight.difference_update(stale.entries)
-        self.queue.append(chunk)
-        self.pump()
-
-    def pump(self) -> None:
-        """Send queued batches while fewer than :attr:`DEPTH` of the stream are in the worker."""
-        while self.sent and self.sent[0].finished:
-            self.sent.popleft()
-        while self.queue and len(self.sent) < self.DEPTH:
-            chunk = self.queue.popleft()
-            sent = chunk.renderer._send(chunk, behind=True)
-            if isinstance(sent, Batch) and not sent.finished:
-                self.sent.append(sent)
-
-    def wait_for(self, memo: _Memo, keys: Sequence[Any]) -> None:
-        """Read (and send) what was sent ahead until none of ``keys`` is in flight; the batches after are left
-        rendering."""
-        while any(key in memo.inflight for key in keys if key is not None):
-            self.pump()
-            if not self.sent:  # nothing left that would answer them: they are rendered when asked
-                memo.inflight.difference_update(keys)
-                return
-            self.sent[0].all()
-        self.pump()
-
-
-_STREAM = _Stream()
-
-
 class _Ledger:
     """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
     later render of it answers with that at once) and the wall time its renders took (capped by
@@ -933,9 +864,6 @@ class Renderer:
             return [r for r in mixed if r is not None] if wait else None
         batch_setting = next(iter(settings), ())
         keep = not fresh and self.clock is not None
-        if not wait and keep:
-            self._send_ahead(source, calls, batch_setting)
-            return None
         keys = [
             self.memo.key(source, self.clock, self.limits.max_output_chars, c) if keep else None
             for c in calls
@@ -943,7 +871,7 @@ class Renderer:
         if any(key in self.memo.inflight for key in keys if key is not None):
             # a batch sent ahead is read whole before any of its renders is used, so that what a render gives
             # (and whether a bound the batch exceeded holds for it) does not depend on when it is read
-            _STREAM.wait_for(self.memo, keys)
+            shared().settle()
         try:
             self.ledger.check(source, self.limits, batch_setting)
         except RenderError as error:
@@ -956,76 +884,40 @@ class Renderer:
                 results[i] = found
             else:
                 pending.setdefault(key if key is not None else (_UNKEPT, i), []).append(i)
-        entries = list(pending)
-        prepared = [self._prepare(source, calls[where[0]]) for where in pending.values()]
         if pending:
-            chunk = _Chunk(self, source, batch_setting, entries, prepared)
-            batch = self._send(chunk)
-            if isinstance(batch, RenderError):
-                return [batch] * len(calls)
+            prepared = [self._prepare(source, calls[where[0]]) for where in pending.values()]
+            jobs = [
+                ("render", source, context, self.clock, self.limits.max_output_chars)
+                for context, _ in prepared
+            ]
+            shared().settle()  # the batch in flight may have exceeded a bound of this template
+            try:
+                self.ledger.check(source, self.limits, batch_setting)
+            except RenderError as error:
+                return [error] * len(calls)
+            entries = list(pending)
+            made: list[Rendered | RenderError] = []
+
+            def done(batch: Batch) -> None:
+                self.ledger.record(source, batch.seconds, batch.answers, batch_setting)
+                made.extend(_result(a, final) for a, (_, final) in zip(batch.answers, prepared, strict=True))
+                for key, result in zip(entries, made, strict=True):
+                    if key[0] is not _UNKEPT:
+                        self.memo.inflight.discard(key)
+                        self.memo.put(key, result)
+
+            batch = shared().submit(jobs, self.limits.budget(), done)
+            if not wait and keep:
+                if not batch.finished:
+                    self.memo.inflight.update(key for key in entries if key[0] is not _UNKEPT)
+                return None
             batch.all()
-            _STREAM.pump()  # what was sent ahead goes on rendering while the caller uses these
-            for key, result in zip(entries, chunk.made, strict=True):
+            for key, result in zip(entries, made, strict=True):
                 for i in pending[key]:
                     results[i] = _copy(result)
         done_results = [r for r in results if r is not None]
         assert len(done_results) == len(calls)
         return done_results
-
-    def _send_ahead(self, source: str, calls: Sequence[Call], batch_setting: Setting) -> None:
-        """Send the calls not rendered yet to the worker in batches of :data:`CHUNK`, each as soon as it is
-        prepared (the worker renders one while this process prepares the next); a call that cannot be kept is
-        rendered when asked for. Invalid arguments (``ValueError``) raise after the batches before them."""
-        try:
-            self.ledger.check(source, self.limits, batch_setting)
-        except RenderError:
-            return
-        entries: list[Any] = []
-        prepared: list[tuple[dict[str, Any], str | None]] = []
-        try:
-            for call in calls:
-                key = self.memo.key(source, self.clock, self.limits.max_output_chars, call)
-                if key is None or key in self.memo.inflight or key in self.memo.entries:
-                    continue
-                prepared.append(self._prepare(source, call))
-                entries.append(key)
-                self.memo.inflight.add(key)
-                if len(entries) == CHUNK:
-                    _STREAM.add(_Chunk(self, source, batch_setting, entries, prepared))
-                    entries, prepared = [], []
-        finally:
-            if entries:
-                _STREAM.add(_Chunk(self, source, batch_setting, entries, prepared))
-
-    def _send(self, chunk: _Chunk, *, behind: bool = False) -> Batch | RenderError:
-        """Send ``chunk`` to the render worker (``behind`` the batches in flight, or once they are read: they
-        may have exceeded a bound of this template); the error that answers it instead when the template is no
-        longer rendered (a bound it exceeded, its budget spent)."""
-        source = chunk.source
-        if not behind:
-            shared().settle()
-        try:
-            self.ledger.check(source, self.limits, chunk.setting)
-        except RenderError as error:
-            self.memo.inflight.difference_update(chunk.entries)
-            return error
-        prepared = chunk.prepared
-        jobs = [
-            ("render", source, context, self.clock, self.limits.max_output_chars) for context, _ in prepared
-        ]
-
-        def done(batch: Batch) -> None:
-            if batch.dropped:  # the worker ended before it: made again when asked for
-                self.memo.inflight.difference_update(chunk.entries)
-                return
-            self.ledger.record(source, batch.seconds, batch.answers, chunk.setting)
-            chunk.made = [_result(a, final) for a, (_, final) in zip(batch.answers, prepared, strict=True)]
-            for key, result in zip(chunk.entries, chunk.made, strict=True):
-                if key[0] is not _UNKEPT:
-                    self.memo.inflight.discard(key)
-                    self.memo.put(key, result)
-
-        return shared().submit(jobs, self.limits.budget(), done, behind=behind)
 
     def context(self, source: str, call: Call, *, keep_none: bool = False) -> dict[str, Any]:
         """The variables a template gets for ``call``, as transformers passes them (for other engines; with

@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +102,7 @@ class Budget:
 
 class Batch:
     """One batch sent to the render worker: its answers are read when :meth:`all` asks for them, or when the
-    worker needs its channel for another batch. ``done`` is called once, with the batch, when it has them all,
-    or when it is :attr:`dropped`."""
+    worker needs its channel for another batch. ``done`` is called once, with the batch, when it has them all."""
 
     def __init__(
         self, worker: Worker, count: int, budget: Budget, done: Callable[[Batch], None] | None
@@ -117,23 +115,19 @@ class Batch:
         #: for one it did not (the child died or was stopped), not the parent's work while the child rendered.
         self.seconds = 0.0
         self.finished = False
-        #: Sent behind another batch that ended the child: never answered (its jobs are to be sent again).
-        self.dropped = False
         self._done = done
 
     def all(self) -> list[Answer]:
-        """Every answer, read from the worker as far as it still owes them (and those of the batches sent
-        before it)."""
+        """Every answer, read from the worker as far as it still owes them."""
         with self.worker._lock:
             while not self.finished:
-                self.worker._read(self.worker._pending[0])
+                self.worker._read(self)
         return self.answers
 
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            if not self.dropped:
-                self.answers = completed(self.answers, self.count)
+            self.answers = completed(self.answers, self.count)
             if self._done is not None:
                 self._done(self)
 
@@ -141,18 +135,16 @@ class Batch:
 class Worker:
     """The parent's handle on one child process; started on first use, restarted after it is killed.
 
-    :meth:`submit` sends a batch and returns at once, so the parent can go on while the child renders;
-    sending the next batch, or :meth:`run`, first reads what the child still owes for the ones before, unless
-    it is sent ``behind`` them: the child then takes it up as soon as it is done with them. A batch sent behind
-    another is dropped (never answered) when the child ends before it, as a bound exceeded by an earlier job
-    ends the child."""
+    One batch at a time is in flight: :meth:`submit` sends a batch and returns at once, so the parent can go
+    on while the child renders; sending the next batch, or :meth:`run`, first reads what the child still owes
+    for the one before."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: Reader | None = None
         self._lock = threading.Lock()
         self._home: tempfile.TemporaryDirectory[str] | None = None
-        self._pending: deque[Batch] = deque()
+        self._pending: Batch | None = None
         #: Children started in this process (the first start and every restart after a kill).
         self.starts = 0
 
@@ -164,20 +156,13 @@ class Worker:
         return self.submit(jobs, budget).all()
 
     def submit(
-        self,
-        jobs: Sequence[Job],
-        budget: Budget,
-        done: Callable[[Batch], None] | None = None,
-        *,
-        behind: bool = False,
+        self, jobs: Sequence[Job], budget: Budget, done: Callable[[Batch], None] | None = None
     ) -> Batch:
         """Send ``jobs`` and return at once; their answers are read when :meth:`Batch.all` asks for them or the
-        next batch is sent (with the bounds of :meth:`run`), and ``done`` gets the batch once the last is in.
-        With ``behind``, the batches in flight are not read first."""
+        next batch is sent (with the bounds of :meth:`run`), and ``done`` gets the batch once the last is in."""
         batch = Batch(self, len(jobs), budget, done)
         with self._lock:
-            if not behind:
-                self._settle()
+            self._settle()
             if not jobs:
                 batch._finish()
                 return batch
@@ -188,27 +173,27 @@ class Worker:
                 batch.answers.append({"error": died.kind, "message": died.message})
                 batch._finish()
                 return batch
-            self._pending.append(batch)
+            self._pending = batch
         return batch
 
     def settle(self) -> None:
-        """Read whatever the child still owes for the batches in flight (their ``done`` runs)."""
+        """Read whatever the child still owes for the batch in flight (its ``done`` runs)."""
         with self._lock:
             self._settle()
 
     def _settle(self) -> None:
-        while self._pending:
-            self._read(self._pending[0])
+        while self._pending is not None:
+            self._read(self._pending)
 
     def _read(self, batch: Batch) -> None:
-        """One more answer of ``batch`` (the first in flight); its end once it has them all, or a bound ended it."""
-        assert self._pending and self._pending[0] is batch
+        """One more answer of ``batch`` (the one in flight); its end once it has them all, or a bound ended it."""
+        assert self._pending is batch
         began = time.monotonic()
         try:
             answer = self._receive(batch.budget)
         except WorkerDied as died:
-            self._pending.popleft()
-            self._stop(answering=False)  # this batch answers with the death; those behind it are dropped
+            self._pending = None
+            self._stop()
             answer = {"error": died.kind, "message": died.message}
         took = answer.pop(TOOK, None)
         if isinstance(took, (int, float)) and 0 <= took < 1e6:
@@ -217,8 +202,7 @@ class Worker:
             batch.seconds += time.monotonic() - began
         batch.answers.append(answer)
         if len(batch.answers) >= batch.count or exceeded(answer):
-            if self._pending and self._pending[0] is batch:
-                self._pending.popleft()
+            self._pending = None
             batch._finish()
 
     def close(self) -> None:
@@ -297,17 +281,14 @@ class Worker:
             return _why(None, budget)
         return _why(process.returncode, budget)
 
-    def _stop(self, *, answering: bool = True) -> None:
+    def _stop(self) -> None:
         process, self._process, self._reader = self._process, None, None
         if process is not None:
             end(process)
-        pending, self._pending = self._pending, deque()
-        if answering and pending and not pending[0].finished:  # stopped with answers still owed
-            pending[0].answers.append({"error": "crash", "message": "the render worker was stopped"})
-            pending.popleft()._finish()
-        for behind in pending:  # the child never took these up
-            behind.dropped = True
-            behind._finish()
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.finished:  # stopped with answers still owed
+            pending.answers.append({"error": "crash", "message": "the render worker was stopped"})
+            pending._finish()
 
 
 #: The pipe buffer a batch of jobs is written into (Linux's default is 64 KiB, less than a batch of drawn

@@ -330,9 +330,9 @@ def _jobs_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sent: list[int] = []
     real = worker.Worker.submit
 
-    def submit(self: worker.Worker, jobs: Any, budget: Any, done: Any = None, **kwargs: Any) -> Any:
+    def submit(self: worker.Worker, jobs: Any, budget: Any, done: Any = None) -> Any:
         sent.append(len(jobs))
-        return real(self, jobs, budget, done, **kwargs)
+        return real(self, jobs, budget, done)
 
     monkeypatch.setattr(worker.Worker, "submit", submit)
     return sent
@@ -480,99 +480,6 @@ def test_a_prefetched_batch_is_charged_the_workers_time_not_this_processs(
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "a"}]).text == "<user>a"
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "c"}]).text == "<user>c"
     assert renderer.ledger.spent[MEMO_CHAT] < 0.2
-
-
-def test_renders_sent_ahead_go_in_batches_and_the_first_is_used_while_the_next_render(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from templatecheck.render import CHUNK
-
-    renderer = Renderer()
-    renderer.render(SLOW_CHAT, HI)
-    sent = _jobs_sent(monkeypatch)
-    contents = [f"slow {i}" for i in range(2 * CHUNK + 3)]
-    renderer.prefetch(SLOW_CHAT, [Call([{"role": "user", "content": c}]) for c in contents])
-    assert sent == [CHUNK, CHUNK]  # two in the worker; the third waits for the first to be read
-    first = renderer.render(SLOW_CHAT, [{"role": "user", "content": contents[0]}])
-    assert first.text == f"<user>{contents[0]}"
-    assert sent == [CHUNK, CHUNK, 3]  # sent as the first was read
-    assert len(renderer.memo.inflight) == CHUNK + 3  # still rendering while the first are used
-    for content in reversed(contents):
-        assert renderer.render(SLOW_CHAT, [{"role": "user", "content": content}]).text == f"<user>{content}"
-    assert renderer.memo.inflight == set()
-    assert sent == [CHUNK, CHUNK, 3]  # nothing rendered twice
-
-
-def test_a_bound_in_one_batch_sent_ahead_holds_for_the_batches_after_it() -> None:
-    """Renders sent ahead in several batches answer as one batch would: after the loop, every render of the
-    template is the bound (those the worker made behind it are not used), as after render_many."""
-    from templatecheck.render import CHUNK
-
-    contents = ["first", "loop", *(f"after {i}" for i in range(2 * CHUNK))]
-    calls = [Call([{"role": "user", "content": c}]) for c in contents]
-    direct = Renderer(limits=Limits(seconds=0.5))
-    direct.render_many(LOOPS_ON_LOOP, calls)
-    ahead = Renderer(limits=Limits(seconds=0.5))
-    ahead.prefetch(LOOPS_ON_LOOP, calls)
-    for content in reversed(contents):
-        for renderer in (direct, ahead):
-            with pytest.raises(RenderError) as caught:
-                renderer.render(LOOPS_ON_LOOP, [{"role": "user", "content": content}])
-            assert caught.value.kind == "timeout" and caught.value.message.endswith(REPEATED)
-    assert ahead.memo.inflight == set()
-
-
-def test_a_batch_sent_behind_one_the_worker_dies_on_is_dropped_not_answered() -> None:
-    import os
-    import signal
-    import threading
-
-    from templatecheck.worker import Budget, Worker
-
-    worker = Worker()
-    try:
-        budget = Budget(5.0, None)
-        slow = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
-        assert worker.run([("compile", slow)], budget) == [{"ok": None}]
-        seen: list[str] = []
-        first = worker.submit([("render", slow, {"messages": []}, None, None)], budget)
-        behind = worker.submit(
-            [("render", "ok", {}, None, None)], budget, lambda b: seen.append("done"), behind=True
-        )
-        assert worker._process is not None
-        threading.Timer(0.3, os.kill, (worker._process.pid, signal.SIGTERM)).start()
-        assert first.all()[0]["error"] == "crash"
-        assert behind.finished and behind.dropped and behind.answers == [] and seen == ["done"]
-        assert worker.run([("render", "ok", {}, None, None)], budget) == [{"ok": ["ok", []]}]
-    finally:
-        worker.close()
-
-
-def test_renders_sent_ahead_behind_a_batch_the_worker_dies_on_answer_with_its_bound() -> None:
-    import os
-    import signal
-    import threading
-
-    from templatecheck.render import CHUNK
-    from templatecheck.worker import shared
-
-    renderer = Renderer(limits=Limits(seconds=5.0))
-    renderer.render(SLOW_CHAT, HI)
-    contents = [f"slow {i}" for i in range(3 * CHUNK)]
-    process = shared()._process
-    assert process is not None
-    threading.Timer(0.1, os.kill, (process.pid, signal.SIGTERM)).start()
-    renderer.prefetch(SLOW_CHAT, [Call([{"role": "user", "content": c}]) for c in contents])
-    kinds = set()
-    for content in reversed(contents):
-        try:
-            renderer.render(SLOW_CHAT, [{"role": "user", "content": content}])
-            kinds.add("text")
-        except RenderError as error:
-            kinds.add(error.kind)
-            assert error.message.endswith(REPEATED) or "ended unexpectedly" in error.message
-    assert kinds == {"crash"}  # the batches behind were dropped, and the template is not rendered again
-    assert renderer.memo.inflight == set()
 
 
 def test_a_prefetched_call_that_cannot_be_kept_leaves_nothing_in_flight() -> None:
