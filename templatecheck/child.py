@@ -70,16 +70,17 @@ def _compiled(budget: Budget, source: str) -> dict[str, Any]:
     """The template compiled (and kept for the renders that follow): the names it reads without defining
     them, and its code for the parent to keep between runs (``None`` when larger than it keeps)."""
     _compile(budget, source)
-    code = compiled_code(source)
+    code, seconds = compiled_code(source)
     return {
         "names": sorted(undeclared_variables(source)),
         "code": base64.b64encode(code).decode("ascii") if len(code) <= MAX_KEPT else None,
+        "seconds": seconds,
     }
 
 
-def _install(budget: Budget, source: str, code: bytes, names: list[str]) -> None:
+def _install(budget: Budget, source: str, code: bytes, names: list[str], seconds: float) -> None:
     """Take the code an earlier run kept as the compiled template (the parent read it from its cache)."""
-    install_compiled(source, code, frozenset(names))
+    install_compiled(source, code, frozenset(names), seconds)
 
 
 def _minijinja(

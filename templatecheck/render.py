@@ -20,6 +20,7 @@ import marshal
 import pickle
 import re
 import sys
+import time
 import types
 import weakref
 from collections import OrderedDict
@@ -396,19 +397,21 @@ def undeclared_variables(source: str) -> frozenset[str]:
     return _compiled(source).names
 
 
-def compiled_code(source: str) -> bytes:
-    """The compiled template's code, marshalled (the worker's side): what :func:`install_compiled` takes."""
-    return marshal.dumps(_compiled(source).code)
+def compiled_code(source: str) -> tuple[bytes, float]:
+    """The compiled template's code, marshalled (what :func:`install_compiled` takes), and the seconds its
+    compile took (the worker's side)."""
+    compiled = _compiled(source)
+    return marshal.dumps(compiled.code), compiled.seconds
 
 
-def install_compiled(source: str, code: bytes, names: frozenset[str]) -> None:
-    """Make ``code`` (from :func:`compiled_code`, kept by an earlier run) the compiled ``source`` in this process
-    (the worker's side); raise ``ValueError`` for bytes that are no code."""
+def install_compiled(source: str, code: bytes, names: frozenset[str], seconds: float) -> None:
+    """Make ``code`` (from :func:`compiled_code`, kept by an earlier run whose compile took ``seconds``) the
+    compiled ``source`` in this process (the worker's side); raise ``ValueError`` for bytes that are no code."""
     loaded = marshal.loads(code)
     if not isinstance(loaded, types.CodeType):
         raise ValueError("the kept compiled template is not code")
     template = _ENV.template_class.from_code(_ENV, loaded, _ENV.make_globals(None), None)
-    _keep(source, _Compiled(template, names, loaded))
+    _keep(source, _Compiled(template, names, loaded, seconds))
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,8 @@ class _Compiled:
     #: The names the template reads without defining them, noted as it compiled.
     names: frozenset[str]
     code: types.CodeType
+    #: The seconds compiling took (for code loaded from the cache: as long as it took then).
+    seconds: float
 
 
 #: Compiled templates of this process, the most recently used last.
@@ -430,6 +435,7 @@ def _compiled(source: str) -> _Compiled:
         return found
     names: set[str] = set()
     token = _UNDECLARED.set(names)
+    began = time.perf_counter()
     try:
         code = _ENV.compile(source)
         template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
@@ -439,7 +445,7 @@ def _compiled(source: str) -> _Compiled:
         raise RenderError("syntax", "template does not parse: nesting too deep") from None
     finally:
         _UNDECLARED.reset(token)
-    return _keep(source, _Compiled(template, frozenset(names), code))
+    return _keep(source, _Compiled(template, frozenset(names), code, time.perf_counter() - began))
 
 
 def _keep(source: str, compiled: _Compiled) -> _Compiled:
@@ -483,22 +489,28 @@ _KEPT_MAGIC = b"templatecheck compiled 1\n"
 @lru_cache(maxsize=1024)
 def _compile_facts(source: str, limits: Limits) -> RenderError | frozenset[str]:
     """Why the template does not compile, or the names it reads without defining them. The render worker
-    compiles it, or loads the code an earlier run kept for the same text (:func:`_kept_path`), and keeps it
-    for its renders; this process never compiles a template."""
+    compiles it, or loads the code an earlier run kept for the same text (:func:`_kept_path`) when that
+    compile took no longer than a render may now, and keeps it for its renders; this process never compiles
+    a template."""
     path = _kept_path(source)
     kept = _read_kept(path) if path is not None else None
-    if kept is not None:
-        code, names = kept
-        if "ok" in _ask(("install", source, code, sorted(names)), limits):
-            return names
+    if kept is not None and (limits.seconds is None or kept.seconds <= limits.seconds):
+        job = ("install", source, kept.code, sorted(kept.names), kept.seconds)
+        if "ok" in _ask(job, limits):
+            return kept.names
     answer = _ask(("compiled", source), limits)
     if "error" in answer:
         return _error(answer)
     names = frozenset(str(n) for n in answer["ok"]["names"])
     if path is not None and answer["ok"]["code"] is not None:
         code = base64.b64decode(answer["ok"]["code"])
-        header = json.dumps(sorted(names), ensure_ascii=True).encode("ascii")
-        cache.write(path, _KEPT_MAGIC + header + b"\n" + code, private_folder=True)
+        header = {
+            "names": sorted(names),
+            "seconds": float(answer["ok"]["seconds"]),
+            "sha256": hashlib.sha256(code).hexdigest(),
+        }
+        entry = _KEPT_MAGIC + json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n" + code
+        cache.write(path, entry, private_folder=True)
     return names
 
 
@@ -514,18 +526,32 @@ def _kept_path(source: str) -> Path | None:
     return where / f"{digest.hexdigest()[:40]}.bin"
 
 
-def _read_kept(path: Path) -> tuple[bytes, frozenset[str]] | None:
+@dataclass(frozen=True)
+class _Kept:
+    """A compiled template an earlier run kept: its code, the names it reads, the seconds its compile took."""
+
+    code: bytes
+    names: frozenset[str]
+    seconds: float
+
+
+def _read_kept(path: Path) -> _Kept | None:
+    """The entry at ``path``; ``None`` when there is none or it is damaged (its code not the code it names by
+    its hash), so that the template is compiled again and the entry replaced."""
     data = cache.read(path, limit=MAX_KEPT, private_file=True)
     if data is None or not data.startswith(_KEPT_MAGIC):
         return None
     header, _, code = data[len(_KEPT_MAGIC) :].partition(b"\n")
     try:
-        names = json.loads(header)
-    except ValueError:
+        found = json.loads(header)
+        names, seconds, digest = found["names"], found["seconds"], found["sha256"]
+    except (ValueError, TypeError, KeyError):
         return None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not code:
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         return None
-    return code, frozenset(names)
+    if not isinstance(seconds, (int, float)) or hashlib.sha256(code).hexdigest() != digest:
+        return None
+    return _Kept(code, frozenset(names), float(seconds))
 
 
 @lru_cache(maxsize=1024)

@@ -134,6 +134,11 @@ def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]
     module._compile_facts.cache_clear()
 
 
+def _code(entry: bytes) -> bytes:
+    """The code of a kept entry (after its magic line and its header line)."""
+    return entry.split(b"\n", 2)[2]
+
+
 def _next_run(asked: list[str]) -> None:
     """What a later run starts with: no compile facts in this process, a fresh render worker."""
     from templatecheck import render as module
@@ -189,8 +194,49 @@ def test_a_damaged_kept_template_is_compiled_again_and_replaced(kept: list[str],
         _next_run(kept)
         assert module.template_variables(source) == names
         assert kept in (["install", "compiled"], ["compiled"])  # loading refused, or not tried
-        assert entry.read_bytes() == good
+        assert _code(entry.read_bytes()) == _code(good)  # replaced by a sound entry
         assert render(source) == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_kept_code_that_is_not_the_code_it_names_is_compiled_again(kept: list[str], tmp_path: Path) -> None:
+    """A byte changed in the kept code (it still unmarshals: a constant, an opcode) is seen by its hash."""
+    from templatecheck import render as module
+
+    source = CHATML + "{# one byte #}"
+    module.template_variables(source)
+    (entry,) = (tmp_path / "compiled").glob("*.bin")
+    good = entry.read_bytes()
+    at = good.index(b"im_start")
+    entry.write_bytes(good[:at] + b"Im_start" + good[at + 8 :])
+    _next_run(kept)
+    module.template_variables(source)
+    assert kept == ["compiled"]
+    assert _code(entry.read_bytes()) == _code(good)  # replaced by a sound entry
+    assert render(source) == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_kept_code_whose_compile_took_longer_than_a_render_may_is_compiled_under_the_bound(
+    kept: list[str], tmp_path: Path
+) -> None:
+    import json
+
+    from templatecheck import render as module
+
+    source = CHATML + "{# slow compile #}"
+    module.template_variables(source)
+    (entry,) = (tmp_path / "compiled").glob("*.bin")
+    data = entry.read_bytes()
+    header, _, code = data[len(module._KEPT_MAGIC) :].partition(b"\n")
+    found = json.loads(header)
+    assert 0 < found["seconds"] < 2
+    found["seconds"] = 3.0  # as if it took 3 s then
+    entry.write_bytes(module._KEPT_MAGIC + json.dumps(found).encode() + b"\n" + code)
+    _next_run(kept)
+    module.template_variables(source, Limits(seconds=2.0))
+    assert kept == ["compiled"]  # not loaded: compiled again, under this run's bound
+    _next_run(kept)
+    module.template_variables(source, Limits(seconds=5.0))
+    assert kept == ["install"]
 
 
 def test_a_cache_folder_others_can_write_to_is_not_used(kept: list[str], tmp_path: Path) -> None:
