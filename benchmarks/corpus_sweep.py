@@ -10,7 +10,9 @@ process and of its children (the render worker, Node); with --show the findings 
 escaping a check is an error of ours: it is counted and printed, and the script exits 1. The checks run as
 the suite runs them (:meth:`Session.run`: a template with the text of one checked before gets its results). With ``--jobs N`` the
 templates are spread over N processes, one template at a time as ``pytest -n N`` spreads a folder of them,
-each with its own render worker and tokenizer; the sweep's time is then the longest lane's.
+each with its own render worker and tokenizer; the sweep's time is then the longest lane's. The render worker
+loads the compiled templates an earlier run kept (``~/.cache/templatecheck/compiled/``): remove that folder, or
+point ``TEMPLATECHECK_CACHE_DIR`` at an empty one, to measure a first run.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def folder(name: str) -> Path | None:
         return None
     if given:
         return Path(given).expanduser() / name
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "templatecheck" / name
+    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(home) / "templatecheck" / name
 
 
 def private(path: Path) -> bool:

@@ -483,7 +483,7 @@ def template_variables(source: str, limits: Limits = Limits()) -> frozenset[str]
 
 #: The largest compiled template kept between runs, in bytes.
 MAX_KEPT = 16 << 20
-_KEPT_MAGIC = b"templatecheck compiled 1\n"
+_KEPT_MAGIC = b"templatecheck compiled 2\n"
 
 
 @lru_cache(maxsize=1024)
