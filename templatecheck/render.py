@@ -379,8 +379,6 @@ def _environment() -> _Sandbox:
 #: Types whose public attributes Jinja's sandbox always allows (see :meth:`_Sandbox.getattr`).
 _OPEN_TYPES = frozenset({_TemplateNamespace, jinja2.runtime.LoopContext})
 _ENV = _environment()
-#: This module's code, which decides what a template compiles to (its environment and code generator).
-_THIS_MODULE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -520,10 +518,41 @@ def _kept_path(source: str) -> Path | None:
     where = cache.folder("compiled")
     if where is None:
         return None
+    code = _code_generation()
+    if code is None:
+        return None
     digest = hashlib.sha256()
-    for part in (sys.version, jinja2.__version__, _THIS_MODULE, source):
+    for part in (sys.version, jinja2.__version__, code, source):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
     return where / f"{digest.hexdigest()[:40]}.bin"
+
+
+#: Jinja's modules that decide what a template compiles to, and what the compiled code calls.
+_JINJA_MODULES = (
+    "compiler",
+    "environment",
+    "ext",
+    "lexer",
+    "nodes",
+    "optimizer",
+    "parser",
+    "runtime",
+    "sandbox",
+)
+
+
+@lru_cache(maxsize=1)
+def _code_generation() -> str | None:
+    """A hash of the code that decides what a template compiles to: this module (its environment and code
+    generator) and Jinja's compiler and runtime as installed (a build of Jinja that keeps its version number
+    but changes them gets other keys); ``None`` when that code cannot be read (then nothing is kept)."""
+    try:
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        for name in _JINJA_MODULES:
+            digest.update((Path(jinja2.__file__).parent / f"{name}.py").read_bytes())
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,36 @@ def test_kept_code_whose_compile_took_longer_than_a_render_may_is_compiled_under
     assert kept == ["install"]
 
 
+def test_the_key_of_kept_code_follows_jinjas_installed_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Jinja whose compiler differs (a build that keeps its version number) gives other keys; one whose code
+    cannot be read keeps nothing."""
+    import shutil
+
+    import jinja2
+
+    from templatecheck import render as module
+
+    monkeypatch.setenv("TEMPLATECHECK_CACHE_DIR", str(tmp_path))
+    module._code_generation.cache_clear()
+    try:
+        before = module._kept_path(CHATML)
+        copy = tmp_path / "jinja2"
+        shutil.copytree(Path(jinja2.__file__).parent, copy)
+        with (copy / "compiler.py").open("a") as compiler:
+            compiler.write("\n# another build\n")
+        monkeypatch.setattr(jinja2, "__file__", str(copy / "__init__.py"))
+        module._code_generation.cache_clear()
+        assert module._kept_path(CHATML) not in (None, before)
+        (copy / "runtime.py").unlink()
+        module._code_generation.cache_clear()
+        assert module._kept_path(CHATML) is None
+    finally:
+        monkeypatch.undo()
+        module._code_generation.cache_clear()
+
+
 def test_a_cache_folder_others_can_write_to_is_not_used(kept: list[str], tmp_path: Path) -> None:
     from templatecheck import render as module
 
