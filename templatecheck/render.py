@@ -408,8 +408,7 @@ def install_compiled(source: str, code: bytes, names: frozenset[str], seconds: f
     loaded = marshal.loads(code)
     if not isinstance(loaded, types.CodeType):
         raise ValueError("the kept compiled template is not code")
-    template = _ENV.template_class.from_code(_ENV, loaded, _ENV.make_globals(None), None)
-    _keep(source, _Compiled(template, names, loaded, seconds))
+    _keep(source, _Compiled(_template_of(loaded), names, loaded, seconds))
 
 
 @dataclass(frozen=True)
@@ -436,7 +435,7 @@ def _compiled(source: str) -> _Compiled:
     began = time.perf_counter()
     try:
         code = _ENV.compile(source)
-        template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+        template = _template_of(code)
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError("syntax", f"template does not parse: {exc.message} (line {exc.lineno})") from None
     except RecursionError:
@@ -444,6 +443,11 @@ def _compiled(source: str) -> _Compiled:
     finally:
         _UNDECLARED.reset(token)
     return _keep(source, _Compiled(template, frozenset(names), code, time.perf_counter() - began))
+
+
+def _template_of(code: types.CodeType) -> jinja2.Template:
+    """The template compiled ``code`` makes in this environment (as ``Environment.from_string`` makes it)."""
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
 
 
 def _keep(source: str, compiled: _Compiled) -> _Compiled:
@@ -465,9 +469,7 @@ def _error(answer: Answer) -> RenderError:
 def check_template(source: str, limits: Limits = Limits()) -> None:
     """Raise :class:`RenderError` when the template does not parse or compile (compiled in the render worker,
     once per text: a template that cannot be compiled costs its bound once)."""
-    found = _compile_facts(source, limits)
-    if isinstance(found, RenderError):
-        raise found
+    template_variables(source, limits)
 
 
 def template_variables(source: str, limits: Limits = Limits()) -> frozenset[str]:

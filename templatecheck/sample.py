@@ -167,7 +167,6 @@ def _storage_elsewhere() -> Iterator[None]:
     """Hypothesis' storage (its ``.hypothesis/`` folder: caches of constants and of the Unicode tables, even
     with no example database) in a temporary folder while we draw, so that a run writes nothing into the
     working directory; the caller's storage folder is restored after."""
-
     from hypothesis import configuration
 
     previous = configuration.storage_directory(intent_to_write=False).home_directory
