@@ -14,6 +14,7 @@ in the size of strings and numbers the template can build, so a hostile or broke
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import marshal
@@ -712,7 +713,7 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 
 class _Ledger:
     """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
-    later render of it answers with that at once) and the wall time its renders took (capped by
+    render of it asked for later answers with that at once; one made before keeps what it gave) and the wall time its renders took (capped by
     ``Limits.budget_seconds``; the render worker's own time on each render, or the time waited for an answer it
     did not give).
 
@@ -768,8 +769,8 @@ class _Memo:
         self.entries: OrderedDict[tuple[Any, ...], Rendered | RenderError] = OrderedDict()
         self.max_chars = max_chars
         self.chars = 0
-        #: The keys of renders sent ahead (:meth:`Renderer.prefetch`) whose batch is not read yet.
-        self.inflight: set[tuple[Any, ...]] = set()
+        #: The keys of renders sent ahead (:meth:`Renderer.prefetch`) not read yet, with their batch.
+        self.inflight: dict[tuple[Any, ...], Batch] = {}
 
     @staticmethod
     def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
@@ -789,6 +790,10 @@ class _Memo:
         except Exception:
             return None
         return (source, clock, max_chars, fields)
+
+    def arrived(self, key: tuple[Any, ...]) -> bool:
+        """Whether the render of ``key`` sent ahead has been read (or was never in flight)."""
+        return key not in self.inflight
 
     def clear(self) -> None:
         self.entries.clear()
@@ -899,9 +904,10 @@ class Renderer:
 
     def prefetch(self, source: str, calls: Sequence[Call]) -> None:
         """Send ``calls`` to the render worker and return at once, so this process goes on while the worker
-        renders; the batch is read whole when a render asks for one of them (or another batch is sent), and
-        its renders are then answered as :meth:`render_many` would have. Under a pinned clock only (otherwise
-        a render is not kept, and they render now)."""
+        renders; the batch is read as far as a render asks for one of them (whole when another batch is sent),
+        so that this process judges the first renders while the worker makes the rest, and its renders are
+        answered as :meth:`render_many` would have. Under a pinned clock only (otherwise a render is not kept,
+        and they render now)."""
         self._dispatch(source, calls, fresh=False, wait=False)
 
     def _dispatch(
@@ -925,53 +931,64 @@ class Renderer:
             self.memo.key(source, self.clock, self.limits.max_output_chars, c) if keep else None
             for c in calls
         ]
-        if any(key in self.memo.inflight for key in keys if key is not None):
-            # a batch sent ahead is read whole before any of its renders is used, so that what a render gives
-            # (and whether a bound the batch exceeded holds for it) does not depend on when it is read
-            shared().settle()
-        try:
-            self.ledger.check(source, self.limits, batch_setting)
-        except RenderError as error:
-            return [error] * len(calls)
         results: list[Rendered | RenderError | None] = [None] * len(calls)
         pending: dict[Any, list[int]] = {}
         for i, key in enumerate(keys):
+            ahead = self.memo.inflight.get(key) if key is not None else None
+            if ahead is not None and key is not None:
+                if not wait:
+                    continue  # sent ahead already: answered when asked for
+                # read the batch sent ahead as far as this render (the renders before it come with it)
+                ahead.until(functools.partial(self.memo.arrived, key))
             found = self.memo.get(key) if key is not None else None
             if found is not None:
                 results[i] = found
             else:
                 pending.setdefault(key if key is not None else (_UNKEPT, i), []).append(i)
         if pending:
+            shared().settle()  # the batch in flight may have exceeded a bound of this template
+            try:
+                # a render made before a bound was exceeded keeps what it gave (the memo above), one asked
+                # for after it answers with that bound: what a render gives does not depend on when, or in
+                # which batch, its answer was read
+                self.ledger.check(source, self.limits, batch_setting)
+            except RenderError as error:
+                for where in pending.values():
+                    for i in where:
+                        results[i] = error
+                return [r for r in results if r is not None] if wait else None
             prepared = [self._prepare(source, calls[where[0]]) for where in pending.values()]
             jobs = [
                 ("render", source, context, self.clock, self.limits.max_output_chars)
                 for context, _ in prepared
             ]
-            shared().settle()  # the batch in flight may have exceeded a bound of this template
-            try:
-                self.ledger.check(source, self.limits, batch_setting)
-            except RenderError as error:
-                return [error] * len(calls)
             entries = list(pending)
-            made: list[Rendered | RenderError] = []
+            made: dict[int, Rendered | RenderError] = {}
+
+            def arrived(index: int, answer: Answer) -> None:
+                made[index] = _result(answer, prepared[index][1])
+                key = entries[index]
+                if key[0] is not _UNKEPT:
+                    self.memo.put(key, made[index])
+                    self.memo.inflight.pop(key, None)
 
             def done(batch: Batch) -> None:
                 self.ledger.record(source, batch.seconds, batch.answers, batch_setting)
-                made.extend(_result(a, final) for a, (_, final) in zip(batch.answers, prepared, strict=True))
-                for key, result in zip(entries, made, strict=True):
-                    if key[0] is not _UNKEPT:
-                        self.memo.inflight.discard(key)
-                        self.memo.put(key, result)
+                for index, answer in enumerate(batch.answers):
+                    if index not in made:  # after a bound the child stopped at: that bound again
+                        arrived(index, answer)
 
-            batch = shared().submit(jobs, self.limits.budget(), done)
+            batch = shared().submit(jobs, self.limits.budget(), done, arrived)
             if not wait and keep:
                 if not batch.finished:
-                    self.memo.inflight.update(key for key in entries if key[0] is not _UNKEPT)
+                    self.memo.inflight.update((key, batch) for key in entries if key[0] is not _UNKEPT)
                 return None
             batch.all()
-            for key, result in zip(entries, made, strict=True):
+            for index, key in enumerate(entries):
                 for i in pending[key]:
-                    results[i] = _copy(result)
+                    results[i] = _copy(made[index])
+        if not wait:
+            return None
         done_results = [r for r in results if r is not None]
         assert len(done_results) == len(calls)
         return done_results

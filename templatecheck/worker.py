@@ -101,16 +101,24 @@ class Budget:
 
 
 class Batch:
-    """One batch sent to the render worker: its answers are read when :meth:`all` asks for them, or when the
-    worker needs its channel for another batch. ``done`` is called once, with the batch, when it has them all."""
+    """One batch sent to the render worker: its answers are read when :meth:`all` or :meth:`until` asks for
+    them, or when the worker needs its channel for another batch. ``arrived`` is called with the index and the
+    answer of each job as the child's answer to it is read, in order; ``done`` once, with the batch, when it has
+    them all."""
 
     def __init__(
-        self, worker: Worker, count: int, budget: Budget, done: Callable[[Batch], None] | None
+        self,
+        worker: Worker,
+        count: int,
+        budget: Budget,
+        done: Callable[[Batch], None] | None,
+        arrived: Callable[[int, Answer], None] | None = None,
     ) -> None:
         self.worker = worker
         self.count = count
         self.budget = budget
         self.answers: list[Answer] = []
+        self._arrived = arrived
         #: Seconds the batch's renders took: the child's own time on each job it answered, the parent's wait
         #: for one it did not (the child died or was stopped), not the parent's work while the child rendered.
         self.seconds = 0.0
@@ -123,6 +131,13 @@ class Batch:
             while not self.finished:
                 self.worker._read(self)
         return self.answers
+
+    def until(self, enough: Callable[[], bool]) -> None:
+        """Read answers, in order, until ``enough()`` holds or the batch has them all (the answers before
+        one asked for are read, those after it stay in the pipe while this process goes on)."""
+        with self.worker._lock:
+            while not self.finished and not enough():
+                self.worker._read(self)
 
     def _finish(self) -> None:
         if not self.finished:
@@ -156,11 +171,16 @@ class Worker:
         return self.submit(jobs, budget).all()
 
     def submit(
-        self, jobs: Sequence[Job], budget: Budget, done: Callable[[Batch], None] | None = None
+        self,
+        jobs: Sequence[Job],
+        budget: Budget,
+        done: Callable[[Batch], None] | None = None,
+        arrived: Callable[[int, Answer], None] | None = None,
     ) -> Batch:
-        """Send ``jobs`` and return at once; their answers are read when :meth:`Batch.all` asks for them or the
-        next batch is sent (with the bounds of :meth:`run`), and ``done`` gets the batch once the last is in."""
-        batch = Batch(self, len(jobs), budget, done)
+        """Send ``jobs`` and return at once; their answers are read when :meth:`Batch.all` or
+        :meth:`Batch.until` asks for them or the next batch is sent (with the bounds of :meth:`run`);
+        ``arrived`` gets each answer the child gives as it is read, ``done`` the batch once the last is in."""
+        batch = Batch(self, len(jobs), budget, done, arrived)
         with self._lock:
             self._settle()
             if not jobs:
@@ -201,6 +221,8 @@ class Worker:
         else:
             batch.seconds += time.monotonic() - began
         batch.answers.append(answer)
+        if batch._arrived is not None:
+            batch._arrived(len(batch.answers) - 1, answer)
         if len(batch.answers) >= batch.count or exceeded(answer):
             self._pending = None
             batch._finish()

@@ -406,9 +406,9 @@ def _jobs_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sent: list[int] = []
     real = worker.Worker.submit
 
-    def submit(self: worker.Worker, jobs: Any, budget: Any, done: Any = None) -> Any:
+    def submit(self: worker.Worker, jobs: Any, budget: Any, *args: Any) -> Any:
         sent.append(len(jobs))
-        return real(self, jobs, budget, done)
+        return real(self, jobs, budget, *args)
 
     monkeypatch.setattr(worker.Worker, "submit", submit)
     return sent
@@ -480,13 +480,28 @@ def test_a_prefetch_returns_before_the_worker_renders_and_is_read_when_asked(
     started = time.perf_counter()
     renderer.prefetch(SLOW_CHAT, [Call([{"role": "user", "content": c}]) for c in contents])
     returned = time.perf_counter() - started
-    assert renderer.memo.inflight  # sent, not read
+    assert len(renderer.memo.inflight) == 4  # sent, not read
     assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "slow 1"}]).text == "<user>slow 1"
     waited = time.perf_counter() - started
-    assert renderer.memo.inflight == set()  # read whole at the first render asked for
+    assert len(renderer.memo.inflight) == 3  # read as far as the render asked for, the rest still in flight
     assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "last"}]).text == "<user>last"
+    assert renderer.memo.inflight == {}  # read up to the last, and the renders before it with it
+    assert renderer.render(SLOW_CHAT, [{"role": "user", "content": "slow 2"}]).text == "<user>slow 2"
     assert sent == [4]  # equal calls once; nothing rendered again when asked for
     assert returned < waited / 3, (returned, waited)
+
+
+def test_a_prefetch_asked_for_again_while_in_flight_is_not_sent_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _jobs_sent(monkeypatch)
+    renderer = Renderer()
+    calls = [Call([{"role": "user", "content": c}]) for c in ("a", "b")]
+    renderer.prefetch(MEMO_CHAT, calls)
+    renderer.prefetch(MEMO_CHAT, calls)  # both in flight: nothing to send, nothing read
+    assert len(renderer.memo.inflight) == 2
+    assert [r.text for r in renderer.render_many(MEMO_CHAT, calls)] == ["<user>a", "<user>b"]  # type: ignore[union-attr]
+    assert sent == [2]
 
 
 def test_a_render_sent_while_a_batch_is_in_flight_reads_that_batch_first(
@@ -496,7 +511,7 @@ def test_a_render_sent_while_a_batch_is_in_flight_reads_that_batch_first(
     renderer = Renderer()
     renderer.prefetch(MEMO_CHAT, [Call([{"role": "user", "content": "a"}])])
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "b"}]).text == "<user>b"
-    assert renderer.memo.inflight == set()  # the batch of "a" was read before "b" was sent, and kept
+    assert renderer.memo.inflight == {}  # the batch of "a" was read before "b" was sent, and kept
     assert renderer.render(MEMO_CHAT, [{"role": "user", "content": "a"}]).text == "<user>a"
     assert sent == [1, 1]
 
@@ -528,17 +543,25 @@ LOOPS_ON_LOOP = (
 )
 
 
-@pytest.mark.parametrize("order", [("first", "loop"), ("loop", "first")])
-def test_a_prefetched_batch_answers_as_render_many_would_in_any_order(order: tuple[str, str]) -> None:
-    """What a render sent ahead gives does not depend on when it is read: the batch's bound holds for every
-    render of the template after it, the render before the loop included, as it does after render_many."""
-    calls = [Call([{"role": "user", "content": c}]) for c in ("first", "loop")]
+@pytest.mark.parametrize(
+    "order", [("first", "loop", "after"), ("after", "loop", "first"), ("loop", "first", "after")]
+)
+def test_a_prefetched_batch_answers_as_render_many_would_in_any_order(order: tuple[str, ...]) -> None:
+    """What a render sent ahead gives does not depend on when, or how far, its batch was read: a render made
+    before the bound was exceeded keeps its text, the one that exceeded it and those after answer with the
+    bound, as after render_many."""
+    calls = [Call([{"role": "user", "content": c}]) for c in ("first", "loop", "after")]
     direct = Renderer(limits=Limits(seconds=0.5))
     direct.render_many(LOOPS_ON_LOOP, calls)
     ahead = Renderer(limits=Limits(seconds=0.5))
     ahead.prefetch(LOOPS_ON_LOOP, calls)
     for content in order:
         for renderer in (direct, ahead):
+            if content == "first":
+                assert (
+                    renderer.render(LOOPS_ON_LOOP, [{"role": "user", "content": content}]).text == "ok:first"
+                )
+                continue
             with pytest.raises(RenderError) as caught:
                 renderer.render(LOOPS_ON_LOOP, [{"role": "user", "content": content}])
             assert caught.value.kind == "timeout"
@@ -565,7 +588,7 @@ def test_a_prefetched_call_that_cannot_be_kept_leaves_nothing_in_flight() -> Non
     renderer.prefetch(
         MEMO_CHAT, [Call([{"role": "user", "content": "a"}], variables={"lock": threading.Lock()})]
     )
-    assert renderer.memo.inflight == set()
+    assert renderer.memo.inflight == {}
 
 
 def test_closing_the_worker_first_reads_the_batch_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from templatecheck.render import Call, Limits, Renderer, RenderError, check_template
-from templatecheck.worker import Budget, ForkServer, Worker, shared
+from templatecheck.worker import REPEATED, Budget, ForkServer, Worker, exceeded, shared
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
@@ -174,6 +174,50 @@ def test_a_batch_stops_at_its_first_bound(source: str) -> None:
     assert time.perf_counter() - start < 4
     assert all(isinstance(r, RenderError) and r.kind == "timeout" for r in results)
     assert [r.message.endswith("it is not rendered again)") for r in results] == [False] + [True] * 5  # type: ignore[union-attr]
+
+
+def test_a_batch_is_read_as_far_as_asked_and_each_answer_arrives_in_order() -> None:
+    worker = Worker()
+    try:
+        assert worker.run([("compile", CHAT)], Budget(5.0, None)) == [{"ok": None}]
+        got: list[tuple[int, object]] = []
+        ended: list[int] = []
+        jobs = [("render", CHAT, {"messages": [{"role": "user", "content": c}]}, None, None) for c in "abc"]
+        batch = worker.submit(
+            jobs, Budget(5.0, None), lambda b: ended.append(len(b.answers)), lambda i, a: got.append((i, a))
+        )
+        batch.until(lambda: len(got) >= 2)
+        assert got == [(0, {"ok": ["<user>a", []]}), (1, {"ok": ["<user>b", []]})]
+        assert not batch.finished and ended == []  # the third answer is still in the pipe
+        assert batch.all()[2] == {"ok": ["<user>c", []]}
+        assert [i for i, _ in got] == [0, 1, 2] and ended == [3]
+        batch.until(lambda: False)  # a finished batch reads nothing more
+    finally:
+        worker.close()
+
+
+def test_a_batch_whose_child_dies_is_answered_to_its_end() -> None:
+    """The job the child died on gets the bound it died of; those after it the same, without rendering."""
+    slow = "{% if messages[0].content == 'slow' %}{% for a in range(100000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}{% endif %}ok"
+    worker = Worker()
+    try:
+        worker.run([("compile", slow)], Budget(30.0, None))
+        got: list[int] = []
+        jobs = [
+            ("render", slow, {"messages": [{"role": "user", "content": c}]}, None, None)
+            for c in ("hi", "slow", "hi")
+        ]
+        batch = worker.submit(jobs, Budget(30.0, None), None, lambda i, a: got.append(i))
+        batch.until(lambda: len(got) >= 1)
+        assert worker._process is not None
+        worker._process.kill()  # while it renders the second job
+        answers = batch.all()
+        assert got == [0, 1] and batch.finished
+        assert answers[0] == {"ok": ["ok", []]}
+        assert exceeded(answers[1]) and answers[2]["error"] == answers[1]["error"], answers
+        assert str(answers[2]["message"]) == str(answers[1]["message"]) + REPEATED
+    finally:
+        worker.close()
 
 
 def test_a_fork_server_keeps_its_child_across_batches() -> None:
