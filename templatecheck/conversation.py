@@ -230,3 +230,26 @@ WIRE: tuple[Shape, ...] = (
         tools=None,
     ),
 )
+
+
+def tools_for(conversation: Conversation) -> list[dict[str, Any]]:
+    """Definitions of the tools a conversation calls, for rendering it with ``tools=``."""
+    names = sorted(
+        {
+            str(call["function"]["name"])
+            for message in conversation
+            for call in message.get("tool_calls") or []
+            if isinstance(call, dict) and "function" in call
+        }
+    )
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": f"The {name} tool.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+        for name in names
+    ]

@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from templatecheck import gguf, modeldir
+from templatecheck import conversation, gguf, modeldir
 from templatecheck.errors import TemplatecheckError
 from templatecheck.options import Options
 from templatecheck.render import Call, Limits, Rendered, Renderer, RenderError
@@ -543,11 +543,8 @@ class Subject:
 
     def client_tools(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """The tool definitions a client would send with ``messages`` (see :meth:`render_full`)."""
-        from templatecheck.conversation import WEATHER_TOOL
-        from templatecheck.strategies import tools_for
-
-        called = tools_for(messages)
+        called = conversation.tools_for(messages)
         if called:
             return called
         # a corpus names its templates ``<file>#<name>``: its ``tool_use`` templates need tools as well
-        return [WEATHER_TOOL] if self.template.key[0] else None
+        return [conversation.WEATHER_TOOL] if self.template.key[0] else None

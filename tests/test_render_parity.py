@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from templatecheck import conversation as conv
+from templatecheck.conversation import tools_for
 from templatecheck.model import load_tokenizer
 from templatecheck.render import PINNED_CLOCK, Renderer, RenderError
-from templatecheck.strategies import Support, conversations, tools_for
+from templatecheck.strategies import Support, conversations
 from tests.conftest import FIXTURES, SHARED, fixture_model, needs_shared
 
 pytest.importorskip("transformers")

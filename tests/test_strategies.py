@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from templatecheck.conversation import Conversation, well_formed
+from templatecheck.conversation import Conversation, tools_for, well_formed
 from templatecheck.sample import minimize, sample
-from templatecheck.strategies import TRICKY_FRAGMENTS, Support, conversations, tools_for
+from templatecheck.strategies import TRICKY_FRAGMENTS, Support, conversations
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])  # a shared, loaded machine
