@@ -712,10 +712,10 @@ def _cut_at_tag(rendered: str, final: str) -> str:
 
 
 class _Ledger:
-    """What the renders of one renderer have cost, per template: the first bound a template exceeded (every
-    render of it asked for later answers with that at once; one made before keeps what it gave) and the wall time its renders took (capped by
-    ``Limits.budget_seconds``; the render worker's own time on each render, or the time waited for an answer it
-    did not give).
+    """What the renders of one renderer have cost, per template: the first bound a template exceeded (a
+    render of it asked for later answers with that at once, unless the memo kept what it gave) and the wall
+    time its renders took (capped by ``Limits.budget_seconds``; the render worker's own time on each render,
+    or the time waited for an answer it did not give).
 
     A bound is kept per setting of the template's variables (a switch such as ``enable_thinking``, see
     :func:`setting`): a template that loops only behind a switch still renders without it. A bound exceeded
@@ -771,6 +771,8 @@ class _Memo:
         self.chars = 0
         #: The keys of renders sent ahead (:meth:`Renderer.prefetch`) not read yet, with their batch.
         self.inflight: dict[tuple[Any, ...], Batch] = {}
+        #: The renders that exceeded a bound themselves, with that bound (as render_many gave it them).
+        self.culprits: dict[tuple[Any, ...], RenderError] = {}
 
     @staticmethod
     def key(source: str, clock: datetime | None, max_chars: int | None, call: Call) -> tuple[Any, ...] | None:
@@ -798,6 +800,7 @@ class _Memo:
     def clear(self) -> None:
         self.entries.clear()
         self.inflight.clear()
+        self.culprits.clear()
         self.chars = 0
 
     def get(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
@@ -808,12 +811,28 @@ class _Memo:
         return _copy(found)
 
     def put(self, key: tuple[Any, ...], result: Rendered | RenderError) -> None:
+        """Keep ``result``; a bound exceeded is kept only for the render that exceeded it (:attr:`culprits`).
+        Nothing is pushed out here, only by :meth:`trim`, so that what is kept when a render is asked for
+        does not depend on how far the batch in flight has been read."""
         if isinstance(result, RenderError) and result.kind in BOUND_KINDS:
+            if not result.message.endswith(REPEATED):
+                self.culprits.setdefault(key, result)
             return
         if key in self.entries:
             return
         self.entries[key] = result
         self.chars += _size(key, result)
+
+    def found(self, key: tuple[Any, ...]) -> Rendered | RenderError | None:
+        """What the render of ``key`` gave: its text or error, or the bound it exceeded itself."""
+        result = self.get(key)
+        if result is None and key in self.culprits:
+            result = _copy(self.culprits[key])
+        return result
+
+    def trim(self) -> None:
+        """Push out the least recently used renders past :attr:`max_chars` (before a batch is sent: the
+        batch before it has been read whole)."""
         while self.chars > self.max_chars and self.entries:
             old_key, old = self.entries.popitem(last=False)
             self.chars -= _size(old_key, old)
@@ -940,7 +959,7 @@ class Renderer:
                     continue  # sent ahead already: answered when asked for
                 # read the batch sent ahead as far as this render (the renders before it come with it)
                 ahead.until(functools.partial(self.memo.arrived, key))
-            found = self.memo.get(key) if key is not None else None
+            found = self.memo.found(key) if key is not None else None
             if found is not None:
                 results[i] = found
             else:
@@ -948,9 +967,9 @@ class Renderer:
         if pending:
             shared().settle()  # the batch in flight may have exceeded a bound of this template
             try:
-                # a render made before a bound was exceeded keeps what it gave (the memo above), one asked
-                # for after it answers with that bound: what a render gives does not depend on when, or in
-                # which batch, its answer was read
+                # a render kept in the memo (made before a bound was exceeded) answers with what it gave,
+                # one not kept answers with that bound: what is kept does not depend on how far a batch
+                # was read (see _Memo.put), so neither does what a render gives
                 self.ledger.check(source, self.limits, batch_setting)
             except RenderError as error:
                 for where in pending.values():
@@ -978,6 +997,7 @@ class Renderer:
                     if index not in made:  # after a bound the child stopped at: that bound again
                         arrived(index, answer)
 
+            self.memo.trim()
             batch = shared().submit(jobs, self.limits.budget(), done, arrived)
             if not wait and keep:
                 if not batch.finished:
