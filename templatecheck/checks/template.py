@@ -6,7 +6,6 @@ sees once, with the smallest conversation that shows it (:func:`by_cause`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -412,10 +411,18 @@ def generation_prompt(subject: Subject) -> list[Finding]:
             return []
 
     sampled = _samples(subject, share=2)
-    for add_generation_prompt in (False, True):
-        subject.prefetch(sampled, add_generation_prompt=add_generation_prompt)
-    subject.prefetch(
-        [[*c, conv.assistant(conv.ASSISTANT_TEXT)] for c in sampled], add_generation_prompt=False
+    # one batch, in the order the judge asks for them, so that it judges each conversation while the worker
+    # renders the next
+    subject.prefetch_each(
+        [
+            render
+            for c in sampled
+            for render in (
+                (c, {"add_generation_prompt": False}),
+                (c, {"add_generation_prompt": True}),
+                ([*c, conv.assistant(conv.ASSISTANT_TEXT)], {"add_generation_prompt": False}),
+            )
+        ]
     )
     findings += by_cause(
         sampled,
@@ -431,9 +438,12 @@ def generation_prompt(subject: Subject) -> list[Finding]:
         and isinstance(c[-1].get("content"), str)
         and c[-1]["content"].strip()
     ]
-    subject.prefetch(open_)
-    with contextlib.suppress(ValueError):  # a template that never reads the content: the judge says so
-        subject.prefetch(open_, continue_final_message=True)
+    try:  # in the order the judge asks for them
+        subject.prefetch_each(
+            [render for c in open_ for render in ((c, {}), (c, {"continue_final_message": True}))]
+        )
+    except ValueError:  # a template that never reads the content: the judge says so
+        subject.prefetch(open_)
     return findings + by_cause(
         replies,
         _continue_judge(subject),
