@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import select
 import shutil
@@ -30,8 +31,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.util import find_spec
 from pathlib import Path
@@ -109,6 +110,63 @@ class Engine:
             RenderError(a["error"], str(a.get("message", ""))) if "error" in a else str(a["ok"])
             for a in answers
         ]
+
+
+class Later:
+    """Engine renders sent ahead: made by one background thread, in the order they were sent, while this
+    process goes on, and taken when the check that asked for them comes to them. A render made there is the
+    render :meth:`Engine.render_many` makes (the same call, under the same bounds: the thread reads each answer
+    as it comes, as a caller would); a check that takes none renders as it would have."""
+
+    #: Results kept at most (the oldest untaken is dropped: its check renders for itself).
+    KEPT = 8
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], _Pending]] = queue.SimpleQueue()
+        self._pending: OrderedDict[Any, _Pending] = OrderedDict()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def send(self, key: Any, work: Callable[[], Any]) -> None:
+        """Run ``work()`` in the background; its result is kept under ``key`` for :meth:`take`."""
+        pending = _Pending()
+        with self._lock:
+            self._pending[key] = pending
+            self._pending.move_to_end(key)
+            while len(self._pending) > self.KEPT:
+                self._pending.popitem(last=False)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="templatecheck-ahead", daemon=True)
+                self._thread.start()
+        self._queue.put((work, pending))
+
+    def take(self, key: Any) -> Any:
+        """The result of the work sent under ``key``, waited for; ``None`` when none was sent or it raised."""
+        with self._lock:
+            pending = self._pending.pop(key, None)
+        if pending is None:
+            return None
+        pending.done.wait()
+        return pending.result
+
+    def _serve(self) -> None:
+        while True:
+            work, pending = self._queue.get()
+            try:
+                pending.result = work()
+            except Exception:  # the check renders for itself
+                pending.result = None
+            finally:
+                pending.done.set()
+
+
+@dataclass
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+
+
+LATER = Later()
 
 
 MINIJINJA = Engine(

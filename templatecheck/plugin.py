@@ -135,7 +135,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         selected = {id(i) for i in named}
         config.hook.pytest_deselected(items=[i for i in items if id(i) not in selected])
-        items[:] = kept  # the other items of a model that did not load say nothing new
+    # one template's checks one after another, its suite files layer by layer (as the reports list them):
+    # they share its renders and what was learnt of it, and a check's work sent ahead is taken soon after
+    from templatecheck.checks import REGISTRY
+
+    rank = {name: i for i, name in enumerate(REGISTRY)}
+    files: dict[str, int] = {}
+    for item in kept:
+        files[item.path.name] = min(
+            files.get(item.path.name, len(rank)), rank.get(_check_name(item), len(rank))
+        )
+    order: dict[tuple[str, str | None], int] = {}
+    for item in kept:
+        order.setdefault(_target(item), len(order))
+    items[:] = sorted(kept, key=lambda i: (order[_target(i)], files[i.path.name]))
+    catalog = config.stash.get(CATALOG, None)
+    if catalog is not None:
+        catalog.planned = frozenset(_check_name(i) for i in kept)
+
+
+def _check_name(item: pytest.Item) -> str:
+    """The check a suite item runs: its test function's name without ``test_``."""
+    return str(getattr(item, "originalname", item.name)).removeprefix("test_")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -55,6 +55,9 @@ class Session:
     #: results under its own name, unless the check's findings name the template (:attr:`Check.named`).
     #: Kept only for the keys that more than one template of the model has.
     results: dict[tuple[str, str, tuple[str, str]], CheckResult] = field(default_factory=dict)
+    #: The names of the checks this run runs (``None``: any): work a check sends ahead is sent only for
+    #: those (see :func:`~templatecheck.checks.base.ahead_of`).
+    planned: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         _exit_without_collecting()
@@ -130,6 +133,7 @@ class Session:
             if shared in self.results:
                 result = replace(self.results[shared], template=template)
             else:
+                self._send_ahead(check, subject)
                 result = check(subject)
             if result.outcome is not Outcome.ERROR:
                 if shared is not None:
@@ -145,6 +149,26 @@ class Session:
             )
             result = error_result(model.ref.text, model.name, template, check, message)
         return self.baseline.accept(result) if self.baseline is not None else result
+
+    def _send_ahead(self, check: Check, subject: Subject) -> None:
+        """Start the work other checks send ahead when ``check`` starts (for those this run runs on the
+        template, whose results it does not share from a copy); a start that fails leaves that check to make
+        its work itself."""
+        from templatecheck.checks.base import AHEAD, REGISTRY
+        from templatecheck.gates import gate
+
+        model, key = subject.model, subject.template.key
+        for name, start in AHEAD.get(check.name, ()):
+            other = REGISTRY[name]
+            if self.planned is not None and name not in self.planned:
+                continue
+            if not other.named and (model.ref.text, name, key) in self.results:
+                continue
+            try:
+                if gate(subject, other.needs) is None:
+                    start(subject)
+            except Exception:  # the check makes the work itself, and reports what fails there
+                continue
 
     def _facts_of(self, check: Check, model: Model, template: str) -> dict[str, Any]:
         """The report facts that running ``check`` on ``template`` gives (JSON values), computed where the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from templatecheck.engines import (
 )
 from templatecheck.render import PINNED_CLOCK, Call, Limits, Renderer, RenderError
 from templatecheck.result import CheckResult, Finding, Outcome
+from templatecheck.session import Session
 from templatecheck.worker import GRACE
 from tests.conftest import subject, subject_with_template
 from tests.hostile_cases import CANARY_ENV, CANARY_VALUE, TEMPLATES, WORKER_TEMPLATES, TemplateCase
@@ -654,3 +656,76 @@ def test_an_owner_its_gate_stops_reports_nothing() -> None:
     assert owner_reports(broken, HTML_ESCAPED) is False
     fresh = subject_with_template("hermes-3-tiny", "{{ raise_exception('nor this one') }}")
     assert owner_reports(fresh, HTML_ESCAPED) is False  # asked before the owner ran
+
+
+def test_work_sent_later_runs_in_the_background_and_is_handed_over_once() -> None:
+    import threading
+
+    from templatecheck.engines import Later
+
+    later = Later()
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return threading.current_thread().name
+
+    later.send("a", slow)
+    assert started.wait(5)  # running while this thread goes on
+    release.set()
+    assert later.take("a") == "templatecheck-ahead"
+    assert later.take("a") is None  # handed over once
+    assert later.take("never sent") is None
+
+    def fails() -> str:
+        raise OSError("node went away")
+
+    later.send("b", fails)
+    assert later.take("b") is None  # the check makes the work itself
+    for i in range(Later.KEPT + 2):
+        later.send(i, lambda i=i: i)
+    assert later.take(0) is None and later.take(1) is None  # the oldest untaken are dropped
+    assert later.take(Later.KEPT + 1) == Later.KEPT + 1
+
+
+@needs_hfjs
+def test_hfjs_takes_the_renders_sent_ahead_when_round_trip_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Node renders of hfjs's cases are made in the background while round_trip runs; hfjs then takes them
+    instead of asking Node, and finds what it finds without them. A run that does not run hfjs sends none."""
+    import threading
+
+    from templatecheck.checks import REGISTRY
+    from templatecheck.engines import NodeProcess
+    from templatecheck.model import load_model
+    from tests.conftest import FIXTURES
+
+    asked: list[tuple[str, int]] = []
+    real = NodeProcess.run
+
+    def run(self: NodeProcess, source: str, contexts: Any, *args: Any) -> Any:
+        asked.append((threading.current_thread().name, len(contexts)))
+        return real(self, source, contexts, *args)
+
+    monkeypatch.setattr(NodeProcess, "run", run)
+    found = {}
+    for planned in (None, frozenset({"round_trip"})):
+        model = load_model(str(FIXTURES / "hermes-3-tiny"))
+        session = Session([model.ref.text], planned=planned, loaded={model.ref.text: model})
+        session.run(REGISTRY["round_trip"], model, "default")
+        before = len(asked)
+        found[planned] = session.run(REGISTRY["hfjs"], model, "default")
+        ahead = [n for name, n in asked if name == "templatecheck-ahead"]
+        mine = [n for name, n in asked[before:] if name != "templatecheck-ahead"]
+        if planned is None:
+            # hfjs asks Node only for shrinking's single cases
+            assert sum(ahead) > 10 and max(mine, default=0) <= 1
+        else:
+            # hfjs is not in the run's plan: nothing is sent ahead, it renders for itself
+            assert ahead == [] and sum(mine) > 10
+        asked.clear()
+    assert found[None].outcome == found[frozenset({"round_trip"})].outcome
+    assert [f.message for f in found[None].findings] == [
+        f.message for f in found[frozenset({"round_trip"})].findings
+    ]

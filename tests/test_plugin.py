@@ -37,10 +37,12 @@ def test_model_runs_exactly_the_suite_with_named_ids(project: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         [
             "*test_template.py::test_renders[[]hermes-3-tiny:default[]] PASSED*",
-            "*test_template.py::test_generation_prompt[[]hermes-3-tiny:tool_use[]] PASSED*",
             "*test_tokenizer.py::test_double_bos[[]hermes-3-tiny:default[]] PASSED*",
+            "*test_engine.py::test_minijinja[[]hermes-3-tiny:default[]] PASSED*",
+            "*test_template.py::test_renders[[]hermes-3-tiny:tool_use[]] PASSED*",
+            "*test_template.py::test_generation_prompt[[]hermes-3-tiny:tool_use[]] PASSED*",
         ]
-    )
+    )  # one template's checks after another's, each in the suite's order
     result.stdout.no_fnmatch_line("*test_own*")
 
 
@@ -326,7 +328,7 @@ def test_a_run_from_another_directory_writes_nothing_beside_the_model(
     result.stdout.fnmatch_lines(
         [
             f"rootdir: {project.path}",
-            "test_tokenizer.py ..F*",  # the suite's file as the node ids name it, not a path into the model
+            "test_tokenizer.py .F*",  # the suite's file as the node ids name it, not a path into the model
             "FAILED test_tokenizer.py::test_double_bos[[]no-bos:default[]] - *",
         ]
     )
@@ -369,8 +371,8 @@ def test_node_ids_and_suite_files_select_what_they_name(project: pytest.Pytester
     whole = project.runpytest("--model", HERMES, str(SUITE / "test_roles.py"), "--co", "-q")
     assert [line for line in whole.stdout.lines if "::" in line] == [
         f"test_roles.py::{test}[hermes-3-tiny:{template}]"
+        for template in ("default", "tool_use")  # one template's checks, then the next's
         for test in ("test_role_policy", "test_default_system_prompt", "test_clock")
-        for template in ("default", "tool_use")
     ]
 
 

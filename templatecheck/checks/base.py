@@ -86,6 +86,17 @@ class Check:
 
 #: Every check by name, in the order the suite runs them.
 REGISTRY: dict[str, Check] = {}
+#: Work of a check that starts when another check does, by the name of that other check: each entry the name
+#: of the check whose work it is, and what starts it (see :func:`ahead_of`).
+AHEAD: dict[str, list[tuple[str, Callable[[Subject], None]]]] = {}
+
+
+def ahead_of(at: str, of: Check, start: Callable[[Subject], None]) -> None:
+    """Start ``start(subject)`` when check ``at`` starts on a template that check ``of`` will run on: work of
+    ``of`` in another process (an engine's renders) that is made while ``at`` waits on its own, and that
+    ``of`` takes when it comes to it. What ``of`` finds does not depend on it: a check that finds no such work
+    makes it itself."""
+    AHEAD.setdefault(at, []).append((of.name, start))
 
 
 def check(

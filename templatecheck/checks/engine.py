@@ -22,13 +22,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import jinja2.nodes
 
 from templatecheck import conversation as conv
 from templatecheck.capabilities import CALL_IDS, probe
 from templatecheck.causes import Cause, defect, policy
-from templatecheck.checks.base import check, owner_reports
+from templatecheck.checks.base import ahead_of, check, owner_reports
 from templatecheck.checks.template import LIST_REPR
 from templatecheck.checks.tools import (
     DEFINITIONS_REPR,
@@ -39,6 +40,7 @@ from templatecheck.checks.tools import (
 from templatecheck.engines import (
     ENGINES,
     FAILS,
+    LATER,
     LOOP,
     METHODS,
     PRINTS,
@@ -232,25 +234,51 @@ def _exact_in_json(value: object) -> bool:
 def render_pairs(
     subject: Subject, engine: Engine, batch: list[Case]
 ) -> list[tuple[str | RenderError, str | RenderError]]:
-    """For each case, transformers' rendering and the engine's (each a text or its error)."""
+    """For each case, transformers' rendering and the engine's (each a text or its error); the engine's are
+    those sent ahead (:func:`send_ahead`) where the same were."""
     out: list[tuple[str | RenderError, str | RenderError]] = [("", "")] * len(batch)
     renderer, source = subject.model.renderer, subject.template.source
-    for flag in (False, True):
-        chosen = [i for i, c in enumerate(batch) if c.add_generation_prompt is flag]
-        if not chosen:
-            continue
-        conversations = [batch[i].conversation for i in chosen]
-        ours = subject.render_each(conversations, add_generation_prompt=flag)
-        calls = subject.calls(conversations, add_generation_prompt=flag)
-        theirs = engine.render_many(
-            source,
-            [renderer.context(source, c, keep_none=engine.keeps_none) for c in calls],
-            renderer.limits,
-            renderer.clock,
+    for flag, chosen, contexts in _requests(subject, engine, batch):
+        ours = subject.render_each([batch[i].conversation for i in chosen], add_generation_prompt=flag)
+        ahead = LATER.take((engine.name, source, renderer.clock, renderer.limits, flag))
+        theirs = (
+            ahead[1]
+            if ahead is not None and ahead[0] == contexts
+            else engine.render_many(source, contexts, renderer.limits, renderer.clock)
         )
         for i, a, b in zip(chosen, ours, theirs, strict=True):
             out[i] = (a, b)
     return out
+
+
+def _requests(
+    subject: Subject, engine: Engine, batch: list[Case]
+) -> list[tuple[bool, list[int], list[dict[str, Any]]]]:
+    """The engine's requests for ``batch``: per value of ``add_generation_prompt``, the cases' indices and the
+    variables each renders with."""
+    renderer, source = subject.model.renderer, subject.template.source
+    requests = []
+    for flag in (False, True):
+        chosen = [i for i, c in enumerate(batch) if c.add_generation_prompt is flag]
+        if chosen:
+            calls = subject.calls([batch[i].conversation for i in chosen], add_generation_prompt=flag)
+            contexts = [renderer.context(source, c, keep_none=engine.keeps_none) for c in calls]
+            requests.append((flag, chosen, contexts))
+    return requests
+
+
+def send_ahead(subject: Subject, engine: Engine) -> None:
+    """Send the engine's renders of the template's cases to the background (:data:`~templatecheck.engines.LATER`),
+    to be made while this process waits on another check's work; :func:`render_pairs` takes them."""
+    if engine.missing() is not None:
+        return
+    renderer, source = subject.model.renderer, subject.template.source
+    for flag, _, contexts in _requests(subject, engine, cases(subject)):
+
+        def work(contexts: list[dict[str, Any]] = contexts) -> tuple[list[dict[str, Any]], list[Any]]:
+            return contexts, engine.render_many(source, contexts, renderer.limits, renderer.clock)
+
+        LATER.send((engine.name, source, renderer.clock, renderer.limits, flag), work)
 
 
 # ------------------------------------------------------------------------------------------ the classifier
@@ -848,6 +876,10 @@ def hfjs(subject: Subject) -> list[Finding]:
     ``is in``, ``{% raw %}``), and that print ``None``, booleans, lists or dicts other than Python does.
     """
     return engine_findings(subject, ENGINES[1])
+
+
+# Node renders while round_trip waits on transformers in its own child: the two take a core each.
+ahead_of("round_trip", hfjs, lambda subject: send_ahead(subject, ENGINES[1]))
 
 
 @check(Layer.ENGINE, needs="parses")
