@@ -19,6 +19,7 @@ of an engine is a :class:`~templatecheck.render.RenderError` value, never an exc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -126,6 +127,7 @@ class Later:
         self._pending: OrderedDict[Any, _Pending] = OrderedDict()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def send(self, key: Any, work: Callable[[], Any]) -> None:
         """Run ``work()`` in the background; its result is kept under ``key`` for :meth:`take`."""
@@ -136,12 +138,21 @@ class Later:
             while len(self._pending) > self.KEPT:
                 self._pending.popitem(last=False)
             if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:
+                    import atexit
+
+                    atexit.register(self.close)
                 self._thread = threading.Thread(target=self._serve, name="templatecheck-ahead", daemon=True)
                 self._thread.start()
         self._queue.put((work, pending))
 
+    def close(self) -> None:
+        """Make none of the work still waiting (the run ends: no check will take it)."""
+        self._closed = True
+
     def take(self, key: Any) -> Any:
-        """The result of the work sent under ``key``, waited for; ``None`` when none was sent or it raised."""
+        """The result of the work sent under ``key``, waited for; ``None`` when none was sent, it was dropped
+        (past :attr:`KEPT`), or it raised."""
         with self._lock:
             pending = self._pending.pop(key, None)
         if pending is None:
@@ -153,7 +164,7 @@ class Later:
         while True:
             work, pending = self._queue.get()
             try:
-                pending.result = work()
+                pending.result = None if self._closed else work()
             except Exception:  # the check renders for itself
                 pending.result = None
             finally:
@@ -289,6 +300,12 @@ class NodeProcess:
         return completed(answers, len(contexts))
 
     def close(self) -> None:
+        """Stop the process; a render in flight (one sent ahead that no check takes, at the run's end) ends
+        with it, rather than running to its deadline."""
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
         with self._lock:
             self._stop()
 

@@ -135,6 +135,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         selected = {id(i) for i in named}
         config.hook.pytest_deselected(items=[i for i in items if id(i) not in selected])
+        items[:] = kept  # the other items of a model that did not load say nothing new
+    if config.stash.get(CATALOG, None) is None:  # a project's own tests: their order is theirs
+        return
     # one template's checks one after another, its suite files layer by layer (as the reports list them):
     # they share its renders and what was learnt of it, and a check's work sent ahead is taken soon after
     from templatecheck.checks import REGISTRY
@@ -149,9 +152,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in kept:
         order.setdefault(_target(item), len(order))
     items[:] = sorted(kept, key=lambda i: (order[_target(i)], files[i.path.name]))
-    catalog = config.stash.get(CATALOG, None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The checks the run runs, once every plugin has deselected its items (``--lf``, ``--sw`` included): work
+    a check sends ahead is sent only for those."""
+    catalog = session.config.stash.get(CATALOG, None)
     if catalog is not None:
-        catalog.planned = frozenset(_check_name(i) for i in kept)
+        catalog.planned = frozenset(_check_name(i) for i in session.items)
 
 
 def _check_name(item: pytest.Item) -> str:

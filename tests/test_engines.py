@@ -729,3 +729,25 @@ def test_hfjs_takes_the_renders_sent_ahead_when_round_trip_starts(monkeypatch: p
     assert [f.message for f in found[None].findings] == [
         f.message for f in found[frozenset({"round_trip"})].findings
     ]
+
+
+@needs_hfjs
+def test_a_run_ends_without_waiting_for_renders_sent_ahead_that_nothing_takes() -> None:
+    """At the end of a run the Node process is stopped at once, with a render sent ahead still running in it,
+    and work still waiting is not made."""
+    import subprocess
+    import sys
+
+    script = (
+        "import time\n"
+        "from templatecheck.engines import LATER, node\n"
+        "from templatecheck.render import Limits\n"
+        "loop = '{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}'\n"
+        "node().run('{{ 1 }}', [{}], Limits(), None)\n"
+        "for key in ('a', 'b'):\n"
+        "    LATER.send(key, lambda: node().run(loop, [{}], Limits(seconds=20), None))\n"
+        "time.sleep(0.5)\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert time.perf_counter() - started < 8  # not the 2 x 20 s the renders would take

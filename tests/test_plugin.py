@@ -409,3 +409,37 @@ def test_xdist_keeps_a_model_or_a_template_on_one_worker() -> None:
     assert scope_of(two_models, 4)("test_template.py::test_renders[a:default]") == "a:default"
     lone = ["test_template.py::test_renders[a:default]", "test_tokenizer.py::test_double_bos[a:default]"]
     assert scope_of(lone, 2)(lone[1]) == lone[1]
+
+
+def test_a_projects_own_tests_keep_their_order(pytester: pytest.Pytester) -> None:
+    """The suite's items run template by template; a project's own tests, named like checks or not, run in
+    pytest's order."""
+    pytester.makepyfile(
+        test_a="def test_first():\n    pass\n\ndef test_second():\n    pass\n",
+        test_b="def test_renders():\n    pass\n",
+        test_c="def test_hfjs():\n    pass\n",
+    )
+    result = pytester.runpytest("--co", "-q")
+    assert [line for line in result.stdout.lines if "::" in line] == [
+        "test_a.py::test_first",
+        "test_a.py::test_second",
+        "test_b.py::test_renders",
+        "test_c.py::test_hfjs",
+    ]
+
+
+def test_the_run_plans_the_checks_it_runs_after_every_deselection(project: pytest.Pytester) -> None:
+    """Work a check sends ahead is sent only for the checks the run still holds once -k, --lf and the rest
+    have deselected theirs."""
+    project.makeconftest(
+        "from templatecheck.plugin import CATALOG\n"
+        "def pytest_sessionfinish(session):\n"
+        "    print('planned:', ' '.join(sorted(session.config.stash[CATALOG].planned)), ':end')\n"
+    )
+    result = project.runpytest("--model", HERMES, "-k", "test_round_trip or test_clock", "-s")
+    result.stdout.fnmatch_lines(["*planned: clock round_trip :end*"])
+    project.path.joinpath("test_own.py").unlink()
+    again = project.runpytest("--model", NO_BOS, "-k", "test_double_bos or test_clock")
+    again.assert_outcomes(passed=2, failed=2, warnings=0)
+    last = project.runpytest("--model", NO_BOS, "--lf", "-s")
+    last.stdout.fnmatch_lines(["*planned: double_bos :end*"])

@@ -878,7 +878,8 @@ def hfjs(subject: Subject) -> list[Finding]:
     return engine_findings(subject, ENGINES[1])
 
 
-# Node renders while round_trip waits on transformers in its own child: the two take a core each.
+# Node renders from when round_trip starts (it waits on transformers in a child of its own), beside the
+# checks after it.
 ahead_of("round_trip", hfjs, lambda subject: send_ahead(subject, ENGINES[1]))
 
 
