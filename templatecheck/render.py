@@ -953,8 +953,7 @@ class Renderer:
         results: list[Rendered | RenderError | None] = [None] * len(calls)
         pending: dict[Any, list[int]] = {}
         for i, key in enumerate(keys):
-            ahead = self.memo.inflight.get(key) if key is not None else None
-            if ahead is not None and key is not None:
+            if key is not None and (ahead := self.memo.inflight.get(key)) is not None:
                 if not wait:
                     continue  # sent ahead already: answered when asked for
                 # read the batch sent ahead as far as this render (the renders before it come with it)

@@ -127,8 +127,7 @@ class Session:
         from templatecheck.model import Subject
 
         subject = Subject(model, model.templates[template], self.options)
-        key = subject.template.key
-        shared = None if check.named or not _has_copies(model, key) else (model.ref.text, check.name, key)
+        shared = _shared(check, model, subject.template.key)
         try:
             if shared in self.results:
                 result = replace(self.results[shared], template=template)
@@ -157,12 +156,11 @@ class Session:
         from templatecheck.checks.base import AHEAD, REGISTRY
         from templatecheck.gates import gate
 
-        model, key = subject.model, subject.template.key
         for name, start in AHEAD.get(check.name, ()):
             other = REGISTRY[name]
             if self.planned is not None and name not in self.planned:
                 continue
-            if not other.named and (model.ref.text, name, key) in self.results:
+            if _shared(other, subject.model, subject.template.key) in self.results:
                 continue
             try:
                 if gate(subject, other.needs) is None:
@@ -481,3 +479,9 @@ def _has_copies(model: Model, key: tuple[str, str]) -> bool:
     if counted is None:
         counted = model.cache[("template keys",)] = Counter(t.key for t in model.templates.values())
     return bool(counted[key] > 1)
+
+
+def _shared(check: Check, model: Model, key: tuple[str, str]) -> tuple[str, str, tuple[str, str]] | None:
+    """Where :attr:`Session.results` keeps the result of ``check`` that the templates of ``key`` share; ``None``
+    when they share none (a named check, or a key no other template of the model has)."""
+    return None if check.named or not _has_copies(model, key) else (model.ref.text, check.name, key)

@@ -127,9 +127,7 @@ class Batch:
 
     def all(self) -> list[Answer]:
         """Every answer, read from the worker as far as it still owes them."""
-        with self.worker._lock:
-            while not self.finished:
-                self.worker._read(self)
+        self.until(lambda: False)
         return self.answers
 
     def until(self, enough: Callable[[], bool]) -> None:

@@ -240,7 +240,7 @@ def render_pairs(
     renderer, source = subject.model.renderer, subject.template.source
     for flag, chosen, contexts in _requests(subject, engine, batch):
         ours = subject.render_each([batch[i].conversation for i in chosen], add_generation_prompt=flag)
-        ahead = LATER.take((engine.name, source, renderer.clock, renderer.limits, flag))
+        ahead = LATER.take(_ahead_key(subject, engine, flag))
         theirs = (
             ahead[1]
             if ahead is not None and ahead[0] == contexts
@@ -278,7 +278,14 @@ def send_ahead(subject: Subject, engine: Engine) -> None:
         def work(contexts: list[dict[str, Any]] = contexts) -> tuple[list[dict[str, Any]], list[Any]]:
             return contexts, engine.render_many(source, contexts, renderer.limits, renderer.clock)
 
-        LATER.send((engine.name, source, renderer.clock, renderer.limits, flag), work)
+        LATER.send(_ahead_key(subject, engine, flag), work)
+
+
+def _ahead_key(subject: Subject, engine: Engine, flag: bool) -> tuple[Any, ...]:
+    """What the engine's request for the template's cases with ``add_generation_prompt=flag`` is sent ahead
+    under (besides its contexts, which the taker compares)."""
+    renderer = subject.model.renderer
+    return (engine.name, subject.template.source, renderer.clock, renderer.limits, flag)
 
 
 # ------------------------------------------------------------------------------------------ the classifier
